@@ -1,0 +1,180 @@
+"""One JSON request against a job API, its server hints, and its failures as typed errors."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from prefect_pollers.engine.errors import (
+    AuthenticationError,
+    BadRequestError,
+    JobNotFoundError,
+    MalformedResponseError,
+    PollerError,
+    RateLimitedError,
+    TransientRequestError,
+)
+from prefect_pollers.engine.models import ServerHints
+
+
+@dataclass(frozen=True)
+class JsonReply:
+    """A successful JSON response: its body, HTTP status, URL path and server hints."""
+
+    body: dict[str, Any]
+    status_code: int
+    hints: ServerHints
+    path: str = ""
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks for, in either of its forms.
+
+    Args:
+        value: The header: delta-seconds (``"120"``, decimals accepted) or an
+            HTTP-date (``"Wed, 21 Oct 2026 07:28:00 GMT"``).
+        now: Epoch seconds to measure an HTTP-date from (default: the wall clock).
+
+    Returns:
+        Seconds, never negative; None if the header is absent or unreadable.
+    """
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _int_header(headers: httpx.Headers, name: str) -> int | None:
+    try:
+        return int(float(headers[name]))
+    except (KeyError, ValueError):
+        return None
+
+
+def parse_hints(headers: httpx.Headers, *, now: float | None = None) -> ServerHints:
+    """Read ``Retry-After`` and the ``X-RateLimit-*`` headers of a response."""
+    reset = headers.get("X-RateLimit-Reset")
+    try:
+        reset_at = float(reset) if reset is not None else None
+    except ValueError:
+        reset_at = None
+    return ServerHints(
+        retry_after=parse_retry_after(headers.get("Retry-After"), now=now),
+        ratelimit_limit=_int_header(headers, "X-RateLimit-Limit"),
+        ratelimit_remaining=_int_header(headers, "X-RateLimit-Remaining"),
+        ratelimit_reset=reset_at,
+    )
+
+
+def _provider_message(response: httpx.Response) -> str:
+    """The error message a provider put in a failed response, shortened."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return (text[:200] + "...") if len(text) > 200 else text or response.reason_phrase
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            code, message = error.get("code"), error.get("message")
+            return f"[{code}] {message}" if code else str(message)
+        for key in ("message", "detail", "error", "failMsg", "msg"):
+            if body.get(key):
+                return str(body[key])
+    return str(body)[:200]
+
+
+async def request_json(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    provider: str,
+    job_id: str | None = None,
+    json: Any = None,
+    headers: dict[str, str] | None = None,
+    polling: bool = False,
+    now: float | None = None,
+) -> JsonReply:
+    """Send one request and return its JSON body, or raise a typed error.
+
+    Args:
+        client: The pooled client of a credentials block.
+        method: HTTP method.
+        url: Absolute URL or a path relative to the client's base URL.
+        provider: Provider name, for error messages.
+        job_id: The job the request concerns, for error messages.
+        json: The JSON body to send.
+        headers: Extra headers (auth is set on the client).
+        polling: True for status calls: a 404 then means the job is unknown.
+        now: Epoch seconds for HTTP-date ``Retry-After`` headers.
+
+    Raises:
+        AuthenticationError: on 401/403.
+        BadRequestError: on 400/409/422 (and 404 outside polling).
+        JobNotFoundError: on 404 while polling.
+        RateLimitedError: on 429.
+        TransientRequestError: on network errors, timeouts, 408, 425 and 5xx.
+        MalformedResponseError: when a 2xx body is not a JSON object.
+    """
+    request = client.build_request(method, url, json=json, headers=headers)
+    path = request.url.path
+    where = {"provider": provider, "job_id": job_id, "path": path}
+    try:
+        response = await client.send(request)
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        raise TransientRequestError(
+            f"{type(exc).__name__}: could not connect", request_sent=False, **where
+        ) from None
+    except httpx.TimeoutException as exc:
+        raise TransientRequestError(f"{type(exc).__name__}: the request timed out", **where) from None
+    except httpx.TransportError as exc:
+        raise TransientRequestError(f"{type(exc).__name__}: {exc}", **where) from None
+    hints = parse_hints(response.headers, now=now)
+    status = response.status_code
+    where["http_status"] = status
+    if status >= 400:
+        error = _http_error(status, _provider_message(response), hints, polling, provider, where)
+        error.hints = hints  # so a rate-limit gate still learns from a refused request
+        raise error
+    try:
+        body = response.json()
+    except ValueError:
+        kind = "an empty body" if not response.content else "a body that is not JSON"
+        raise MalformedResponseError(f"{provider} returned {kind}", **where) from None
+    if not isinstance(body, dict):
+        raise MalformedResponseError(
+            f"{provider} returned JSON {type(body).__name__}, expected an object", **where
+        )
+    return JsonReply(body=body, status_code=status, hints=hints, path=path)
+
+
+def _http_error(
+    status: int, message: str, hints: ServerHints, polling: bool, provider: str, where: dict
+) -> PollerError:
+    if status == 429:
+        return RateLimitedError(f"rate limited: {message}", retry_after=hints.retry_after, **where)
+    if status in (408, 425) or status >= 500:
+        return TransientRequestError(
+            f"server error: {message}", retry_after=hints.retry_after, **where
+        )
+    error_type: type[PollerError] = BadRequestError
+    if status in (401, 403):
+        error_type = AuthenticationError
+    elif status == 404 and polling:
+        error_type = JobNotFoundError
+    return error_type(f"{provider} refused the request: {message}", **where)

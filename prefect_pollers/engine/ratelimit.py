@@ -1,0 +1,82 @@
+"""A client-side mirror of a provider's rate-limit window, shared by every call of one key.
+
+Providers such as ModelRoute send ``X-RateLimit-Limit``, ``X-RateLimit-Remaining``
+and ``X-RateLimit-Reset`` on every response. Every request made with one
+credentials block passes through one :class:`RateLimitGate`: it counts the requests
+it lets through against the remaining budget, and when that reaches zero it holds
+further requests until the window resets, instead of collecting 429s. Providers
+that send no such headers are never held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from prefect_pollers.engine.clock import Clock
+from prefect_pollers.engine.models import ServerHints
+
+
+class RateLimitGate:
+    """Holds requests while the server's advertised budget is spent.
+
+    Args:
+        margin: Seconds added after the advertised reset before sending again,
+            for clock skew between client and server.
+    """
+
+    def __init__(self, margin: float = 0.05) -> None:
+        self.margin = margin
+        self.limit: int | None = None
+        self.remaining: int | None = None
+        self.reset_at: float | None = None
+        self.held = 0
+        self.in_flight = 0
+        self._news = asyncio.Event()
+
+    async def acquire(self, clock: Clock) -> None:
+        """Wait until one more request fits in the window, and count it."""
+        while True:
+            now = clock.time()
+            if self.reset_at is not None and now >= self.reset_at + self.margin:
+                # The window we knew of is over: a fresh one allows `limit` again,
+                # until a response tells us its own remaining and reset.
+                self.remaining = self.limit
+                self.reset_at = None
+            if self.remaining is None or self.remaining > 0:
+                if self.remaining is not None:
+                    self.remaining -= 1
+                self.in_flight += 1
+                return
+            self.held += 1
+            if self.reset_at is not None:
+                await clock.sleep(self.reset_at + self.margin - now)
+            else:
+                # Spent with no known reset: wait for a response to tell us one.
+                self._news.clear()
+                try:
+                    await asyncio.wait_for(self._news.wait(), timeout=1.0)
+                except TimeoutError:
+                    self.remaining = self.limit
+
+    def release(self, hints: ServerHints | None) -> None:
+        """Close a request let through by :meth:`acquire`, with its response's hints.
+
+        Args:
+            hints: The response's server hints, or None when no response came.
+        """
+        self.in_flight = max(0, self.in_flight - 1)
+        if hints is None or hints.ratelimit_remaining is None:
+            return
+        if hints.ratelimit_limit is not None:
+            self.limit = hints.ratelimit_limit
+        reset = hints.ratelimit_reset
+        if reset is not None and self.reset_at is not None and reset < self.reset_at:
+            return  # a late answer from a window already over
+        if reset is not None and reset != self.reset_at:
+            # A new window: the server's count replaces ours, less the requests still
+            # in flight, which it may not have counted yet (so we never overshoot).
+            self.reset_at = reset
+            self.remaining = max(0, hints.ratelimit_remaining - self.in_flight)
+        elif self.remaining is None or hints.ratelimit_remaining < self.remaining:
+            self.remaining = hints.ratelimit_remaining
+        self._news.set()

@@ -1,0 +1,176 @@
+"""The wait loop: the one implementation every provider and task uses."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import random
+from collections.abc import Awaitable, Callable
+
+from prefect_pollers.engine.clock import Clock, current_clock
+from prefect_pollers.engine.errors import (
+    JobCancelledError,
+    JobEndedError,
+    JobExpiredError,
+    JobFailedError,
+    MalformedResponseError,
+    ProviderUnavailableError,
+    RateLimitedError,
+    TransientRequestError,
+    WaitTimeoutError,
+)
+from prefect_pollers.engine.models import JobState, JobStatus
+from prefect_pollers.engine.policy import PollPolicy, error_delay, next_delay
+
+StateChangeHook = Callable[[JobStatus | None, JobStatus], Awaitable[None] | None]
+
+_OUTCOMES: dict[JobState, tuple[type[JobEndedError], str]] = {
+    JobState.FAILED: (JobFailedError, "failed"),
+    JobState.CANCELLED: (JobCancelledError, "was cancelled"),
+    JobState.EXPIRED: (JobExpiredError, "expired"),
+}
+
+_default_logger = logging.getLogger("prefect_pollers")
+
+
+def raise_for_outcome(status: JobStatus, *, provider: str) -> JobStatus:
+    """Return a succeeded status; raise the typed error of any other terminal one."""
+    if status.state in _OUTCOMES:
+        error_type, verb = _OUTCOMES[status.state]
+        detail = " ".join(
+            part for part in (f"[{status.error_code}]" if status.error_code else "",
+                              status.error_message or "") if part
+        )
+        message = f"job {verb} (provider status {status.raw_status!r})"
+        raise error_type(f"{message}: {detail}" if detail else message,
+                         status=status, provider=provider, job_id=status.job_id)
+    return status
+
+
+def _changed(old: JobStatus | None, new: JobStatus) -> bool:
+    return old is None or (old.state, old.phase, old.raw_status) != (
+        new.state, new.phase, new.raw_status
+    )
+
+
+async def wait_for_terminal(
+    poll: Callable[[], Awaitable[JobStatus]],
+    policy: PollPolicy,
+    *,
+    provider: str,
+    job_id: str,
+    started_at: float | None = None,
+    first_status: JobStatus | None = None,
+    clock: Clock | None = None,
+    logger: logging.Logger | logging.LoggerAdapter | None = None,
+    on_change: StateChangeHook | None = None,
+    rng: random.Random | None = None,
+) -> JobStatus:
+    """Poll until the job is terminal or the deadline passes.
+
+    Args:
+        poll: Makes one status request and returns the normalized status. It raises
+            ``TransientRequestError`` (incl. 429) or ``MalformedResponseError`` for
+            errors worth retrying; any other error ends the wait at once.
+        policy: The poll schedule, deadline and error budget.
+        provider: Provider name, for logs and errors.
+        job_id: The job's id, for logs and errors.
+        started_at: Epoch seconds the deadline and initial delay count from
+            (the submission time); default now.
+        first_status: A status already known (e.g. from the submit response).
+        clock: Time source; default :func:`current_clock`.
+        logger: Where state changes (INFO), polls (DEBUG) and retries (WARNING) go.
+        on_change: Called with (old, new) on every change of state or phase.
+        rng: Jitter source.
+
+    Returns:
+        The terminal status, when the job succeeded.
+
+    Raises:
+        JobFailedError, JobCancelledError, JobExpiredError: the job ended otherwise.
+        WaitTimeoutError: the deadline passed first (carries the last status).
+        ProviderUnavailableError: more request errors in a row than the budget.
+        AuthenticationError, BadRequestError, JobNotFoundError: at once, unretried.
+    """
+    clock = clock or current_clock()
+    log = logger or _default_logger
+    start = clock.time() if started_at is None else started_at
+    deadline_at = None if policy.deadline is None else start + policy.deadline
+    label = f"{provider} job {job_id}"
+    warned: set[str] = set()
+    last: JobStatus | None = None
+    polls = phase_polls = errors = 0
+
+    async def observe(status: JobStatus) -> None:
+        nonlocal last, phase_polls
+        if not status.recognized and str(status.raw_status) not in warned:
+            warned.add(str(status.raw_status))
+            log.warning("%s: unknown status %r, treated as running", label, status.raw_status)
+        if _changed(last, status):
+            log.info("%s: %s%s", label,
+                     f"{last.describe()} -> " if last else "", status.describe())
+            if on_change is not None:
+                outcome = on_change(last, status)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            phase_polls = 0
+        last = status
+
+    def time_left() -> float | None:
+        return None if deadline_at is None else deadline_at - clock.time()
+
+    def timeout() -> WaitTimeoutError:
+        seen = f"; last status {last.describe()}" if last else "; no poll succeeded"
+        return WaitTimeoutError(
+            f"job not finished within the {policy.deadline:g} s deadline after {polls} polls{seen}",
+            last_status=last, provider=provider, job_id=job_id,
+        )
+
+    if first_status is not None:
+        await observe(first_status)
+        if first_status.state.terminal:
+            return raise_for_outcome(first_status, provider=provider)
+
+    delay = max(0.0, start + policy.initial_delay - clock.time())
+    while True:
+        left = time_left()
+        if left is not None:
+            if left <= 0 and polls:
+                raise timeout()
+            delay = min(delay, max(0.0, left))
+        if delay > 0:
+            await clock.sleep(delay)
+        try:
+            status = await poll()
+        except (TransientRequestError, MalformedResponseError) as exc:
+            if isinstance(exc, RateLimitedError):
+                delay = max(exc.retry_after if exc.retry_after is not None
+                            else policy.rate_limit_default, policy.min_interval)
+                log.warning("%s: rate limited (HTTP 429), next poll in %.3g s", label, delay)
+            else:
+                errors += 1
+                if errors > policy.error_budget:
+                    raise ProviderUnavailableError(
+                        f"{errors} request errors in a row (error budget {policy.error_budget}); "
+                        f"last: {exc.message}",
+                        provider=provider, job_id=job_id, path=exc.path,
+                        http_status=exc.http_status,
+                    ) from exc
+                delay = error_delay(policy, errors, getattr(exc, "retry_after", None))
+                log.warning("%s: %s (error %d of %d), retrying in %.3g s",
+                            label, exc.message, errors, policy.error_budget, delay)
+            left = time_left()
+            if left is not None and left <= 0:
+                raise timeout() from exc
+            continue
+        errors = 0
+        polls += 1
+        log.debug("%s: poll %d -> %s", label, polls, status.describe())
+        await observe(status)
+        phase_polls += 1
+        if status.state.terminal:
+            return raise_for_outcome(status, provider=provider)
+        left = time_left()
+        if left is not None and left <= 0:
+            raise timeout()
+        delay = next_delay(policy, phase_polls, status, time_left=left, rng=rng)

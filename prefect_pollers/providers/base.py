@@ -1,0 +1,307 @@
+"""What every provider's credentials block shares: auth, a pooled client, submit, poll, wait.
+
+A provider is mostly declarations: its name, documented base URL and paths, request
+and result models, a :class:`StatusMap`, how to read the job id and status out of
+its JSON, and a default poll policy. Everything else (HTTP errors, server hints,
+the rate-limit gate, the wait loop) lives here and in the engine, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import weakref
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import httpx
+from prefect.blocks.core import Block
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+
+from prefect_pollers.engine import (
+    BadRequestError,
+    Clock,
+    JobRef,
+    JobState,
+    JobStatus,
+    JsonReply,
+    MalformedResponseError,
+    PollPolicy,
+    StatusMap,
+    current_clock,
+    request_json,
+    wait_for_terminal,
+)
+from prefect_pollers.engine.ratelimit import RateLimitGate
+from prefect_pollers.engine.wait import StateChangeHook
+
+_POOL_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100)
+
+
+class _Connection:
+    """A pooled client and rate-limit gate for one (provider, base URL, key, event loop)."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.gate = RateLimitGate()
+
+
+# (block type, base URL, key digest) -> event loop -> connection. Keyed by value, not by
+# block instance, so copies of one block (Prefect may copy task parameters) share one
+# pool and one rate-limit budget; keyed by loop because an httpx client is bound to it.
+_connections: dict[tuple[str, str, str], weakref.WeakKeyDictionary] = {}
+
+
+def dig(body: Any, *keys: str) -> Any:
+    """``body[k1][k2]...`` or None when any step is missing or not a mapping."""
+    for key in keys:
+        if not isinstance(body, dict):
+            return None
+        body = body.get(key)
+    return body
+
+
+class JobApiCredentials(Block, ABC):
+    """Base of every provider's credentials block.
+
+    Subclasses declare the provider; users set ``api_key`` and, to point at a
+    simulator or a proxy, ``base_url``.
+
+    Attributes:
+        api_key: The provider API key. Never logged nor shown in a repr.
+        base_url: The API root; the documented one by default.
+        timeout_s: Seconds before one HTTP request times out.
+        idempotency_header: Header carrying the caller's idempotency key on
+            submit (none of the seed providers documents one: it is sent for APIs
+            that honour it; set to None to not send it).
+    """
+
+    provider: ClassVar[str]
+    status_map: ClassVar[StatusMap]
+    request_model: ClassVar[type[BaseModel]]
+
+    api_key: SecretStr = Field(description="The provider API key.")
+    base_url: str = Field(description="The API root URL.")
+    timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one HTTP request.")
+    idempotency_header: str | None = Field(
+        default="Idempotency-Key",
+        description="Header that carries the idempotency key on submit; empty to not send it.",
+    )
+
+    # -- declarations each provider makes -------------------------------------------
+    @abstractmethod
+    def auth_headers(self) -> dict[str, str]:
+        """The headers that authenticate a request."""
+
+    @abstractmethod
+    def submit_request(self, request: BaseModel) -> tuple[str, str, dict[str, Any]]:
+        """The (method, path, JSON body) that submits ``request``."""
+
+    @abstractmethod
+    def read_submitted(self, request: BaseModel, reply: JsonReply) -> JobRef:
+        """The job ref in a submit response (with its status if already terminal)."""
+
+    @abstractmethod
+    def status_path(self, ref: JobRef) -> str:
+        """The path of the job's status endpoint."""
+
+    @abstractmethod
+    def read_status(self, job_id: str, reply: JsonReply) -> JobStatus:
+        """The normalized status in a status response."""
+
+    @abstractmethod
+    async def fetch_result(self, ref: JobRef, status: JobStatus) -> BaseModel:
+        """The typed result of a succeeded job."""
+
+    def get_status_map(self) -> StatusMap:
+        """The status map in force (a provider may let fields extend it)."""
+        return self.status_map
+
+    def default_policy(self, ref: JobRef) -> PollPolicy:
+        """The poll policy a wait uses when the caller gives none."""
+        return PollPolicy()
+
+    async def cancel(self, ref: JobRef) -> bool:
+        """Ask the provider to cancel the job.
+
+        Returns:
+            True if a cancel request was accepted; False where the provider has no
+            documented cancel endpoint (the job then keeps running).
+        """
+        return False
+
+    # -- shared machinery -------------------------------------------------------------
+    def _connection(self) -> _Connection:
+        digest = hashlib.sha256(self.api_key.get_secret_value().encode()).hexdigest()[:16]
+        key = (type(self).__name__, self.base_url.rstrip("/"), digest)
+        per_loop = _connections.setdefault(key, weakref.WeakKeyDictionary())
+        loop = asyncio.get_running_loop()
+        connection = per_loop.get(loop)
+        if connection is None or connection.client.is_closed:
+            connection = _Connection(
+                httpx.AsyncClient(
+                    base_url=self.base_url.rstrip("/") + "/",
+                    headers={"Accept": "application/json", **self.auth_headers()},
+                    timeout=self.timeout_s,
+                    limits=_POOL_LIMITS,
+                )
+            )
+            per_loop[loop] = connection
+        return connection
+
+    def get_client(self) -> httpx.AsyncClient:
+        """The pooled ``httpx.AsyncClient`` of this block (one per event loop)."""
+        return self._connection().client
+
+    async def aclose(self) -> None:
+        """Close this block's pooled client on the running event loop."""
+        connection = self._connection()
+        await connection.client.aclose()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        job_id: str | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        polling: bool = False,
+        clock: Clock | None = None,
+    ) -> JsonReply:
+        """One JSON request through the pooled client and the shared rate-limit gate.
+
+        Raises:
+            PollerError: a typed error for every failure (see ``request_json``).
+        """
+        clock = clock or current_clock()
+        connection = self._connection()
+        await connection.gate.acquire(clock)
+        reply: JsonReply | None = None
+        try:
+            reply = await request_json(
+                connection.client,
+                method,
+                path.lstrip("/"),
+                provider=self.provider,
+                job_id=job_id,
+                json=json,
+                headers=headers,
+                polling=polling,
+                now=clock.time(),
+            )
+            return reply
+        except Exception as exc:
+            hints = getattr(exc, "hints", None)
+            connection.gate.release(hints)
+            raise
+        finally:
+            if reply is not None:
+                connection.gate.release(reply.hints)
+
+    def parse_request(self, request: BaseModel | dict[str, Any]) -> BaseModel:
+        """Validate a request (model or dict) against this provider's request model.
+
+        Raises:
+            BadRequestError: naming the invalid fields, before anything is sent.
+        """
+        if isinstance(request, self.request_model):
+            return request
+        try:
+            data = request.model_dump() if isinstance(request, BaseModel) else request
+            return self.request_model.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise BadRequestError(
+                f"invalid {self.provider} request: {problems}", provider=self.provider
+            ) from None
+
+    async def submit(
+        self, request: BaseModel | dict[str, Any], *, idempotency_key: str | None = None
+    ) -> JobRef:
+        """Submit one job and return its ref (no retry: a retry could submit twice).
+
+        Args:
+            request: The provider's request model, or a dict of its fields.
+            idempotency_key: Sent in ``idempotency_header`` and kept on the ref.
+        """
+        parsed = self.parse_request(request)
+        method, path, body = self.submit_request(parsed)
+        headers = (
+            {self.idempotency_header: idempotency_key}
+            if idempotency_key and self.idempotency_header
+            else None
+        )
+        clock = current_clock()
+        reply = await self.request(method, path, json=body, headers=headers, clock=clock)
+        ref = self.read_submitted(parsed, reply)
+        return ref.model_copy(update={"idempotency_key": idempotency_key})
+
+    async def poll(self, ref: JobRef) -> JobStatus:
+        """One status request, normalized."""
+        reply = await self.request("GET", self.status_path(ref), job_id=ref.job_id, polling=True)
+        return self.read_status(ref.job_id, reply)
+
+    async def wait(
+        self,
+        ref: JobRef,
+        policy: PollPolicy | None = None,
+        *,
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+        on_change: StateChangeHook | None = None,
+    ) -> JobStatus:
+        """Poll ``ref`` until it is terminal; see :func:`wait_for_terminal`."""
+        return await wait_for_terminal(
+            lambda: self.poll(ref),
+            policy or self.default_policy(ref),
+            provider=self.provider,
+            job_id=ref.job_id,
+            started_at=ref.submitted_at.timestamp(),
+            first_status=ref.submitted_status,
+            logger=logger,
+            on_change=on_change,
+        )
+
+    # -- helpers for the declarations -------------------------------------------------
+    def make_status(
+        self,
+        job_id: str,
+        reply: JsonReply,
+        raw_status: Any,
+        *,
+        phase: str | None = None,
+        error_code: Any = None,
+        error_message: Any = None,
+        require_status: bool = True,
+    ) -> JobStatus:
+        """Build a :class:`JobStatus` from the raw values a provider's body holds.
+
+        Raises:
+            MalformedResponseError: when the status is missing or not a string.
+        """
+        if not isinstance(raw_status, str) or (require_status and not raw_status):
+            raise MalformedResponseError(
+                f"{self.provider} status response has no string status "
+                f"(got {type(raw_status).__name__})",
+                provider=self.provider,
+                job_id=job_id,
+                path=reply.path,
+                http_status=reply.status_code,
+            )
+        state, recognized = self.get_status_map().classify(raw_status)
+        failed = state in (JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED)
+        return JobStatus(
+            job_id=job_id,
+            state=state,
+            raw_status=raw_status,
+            phase=phase if phase is not None else raw_status,
+            error_code=str(error_code) if failed and error_code is not None else None,
+            error_message=str(error_message) if failed and error_message is not None else None,
+            payload=reply.body,
+            hints=reply.hints,
+            recognized=recognized,
+        )

@@ -1,0 +1,216 @@
+"""Prefect tasks to submit a job, wait for it, or both, generic over providers.
+
+- :func:`submit_job` is idempotent: its result is cached under the caller's
+  idempotency key (or, without one, under the flow run and the request), so a
+  retried or re-run flow gets the job it already submitted back instead of
+  submitting twice. It only retries errors after which the job surely was not
+  created (connection refused, 429, 502, 503).
+- :func:`wait_for_job` is never cached. It polls on the policy's schedule inside
+  one task run, logs state changes at INFO (each poll at DEBUG), emits a Prefect
+  event on each state change, and when the wait itself fails (the provider stayed
+  unreachable past the error budget) Prefect retries it with exponential backoff:
+  the retry re-attaches to the same job, whose deadline still counts from submission.
+- :func:`run_job` does both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from prefect import Task, task
+from prefect.client.schemas.objects import State, TaskRun
+from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
+from prefect.events import emit_event
+from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
+from prefect.states import aget_state_exception
+from prefect.tasks import exponential_backoff
+from pydantic import BaseModel
+
+from prefect_pollers.engine import (
+    JobRef,
+    JobStatus,
+    PollerError,
+    PollPolicy,
+    RateLimitedError,
+    TransientRequestError,
+)
+from prefect_pollers.providers.base import JobApiCredentials
+
+EVENT_PREFIX = "prefect-pollers.job"
+
+
+def job_resource_id(provider: str, job_id: str) -> str:
+    """The Prefect event resource id of a remote job, e.g. ``prefect-pollers.job.exona.scan_1``."""
+    return f"{EVENT_PREFIX}.{provider}.{job_id}"
+
+
+def _request_digest(credentials: JobApiCredentials, request: BaseModel | dict[str, Any]) -> str:
+    parsed = credentials.parse_request(request)
+    text = json.dumps(parsed.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def submit_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """The cache key that makes :func:`submit_job` idempotent.
+
+    With an idempotency key: provider, base URL and key, across flow runs. Without
+    one: the flow run and the request's content, so a retry of the same flow run
+    re-attaches. The API key is never part of it.
+    """
+    credentials: JobApiCredentials = parameters["credentials"]
+    endpoint = hashlib.sha256(credentials.base_url.encode()).hexdigest()[:12]
+    key = parameters.get("idempotency_key")
+    if key:
+        return f"prefect-pollers-submit-{credentials.provider}-{endpoint}-{key}"
+    scope = flow_run.get_id() or "no-flow-run"
+    digest = _request_digest(credentials, parameters["request"])
+    return f"prefect-pollers-submit-{credentials.provider}-{endpoint}-{scope}-{digest}"
+
+
+def _submit_run_name() -> str:
+    parameters = TaskRunContext.get().parameters if TaskRunContext.get() else {}
+    credentials = parameters.get("credentials")
+    provider = getattr(credentials, "provider", "job")
+    return f"submit-{provider}-{parameters.get('idempotency_key') or 'job'}"
+
+
+def _wait_run_name() -> str:
+    parameters = TaskRunContext.get().parameters if TaskRunContext.get() else {}
+    job = parameters.get("job")
+    return f"wait-{job.provider}-{job.job_id}" if isinstance(job, JobRef) else "wait-job"
+
+
+async def _failure(state: State) -> BaseException | None:
+    if isinstance(state.data, BaseException):
+        return state.data
+    try:
+        return await aget_state_exception(state)
+    except Exception:
+        return None
+
+
+async def retry_submit_when_not_created(task: Task, task_run: TaskRun, state: State) -> bool:
+    """Retry a submit only when the job surely was not created."""
+    exc = await _failure(state)
+    if isinstance(exc, RateLimitedError):
+        return True
+    if isinstance(exc, TransientRequestError):
+        return not exc.request_sent or exc.http_status in (502, 503)
+    return False
+
+
+async def retry_wait_when_transient(task: Task, task_run: TaskRun, state: State) -> bool:
+    """Retry a wait that failed for a reason a later poll can overcome."""
+    exc = await _failure(state)
+    return isinstance(exc, PollerError) and exc.retryable
+
+
+@task(
+    name="submit-job",
+    task_run_name=_submit_run_name,
+    cache_key_fn=submit_cache_key,
+    persist_result=True,
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_condition_fn=retry_submit_when_not_created,
+)
+async def submit_job(
+    credentials: JobApiCredentials,
+    request: BaseModel | dict[str, Any],
+    idempotency_key: str | None = None,
+) -> JobRef:
+    """Submit one job to the provider of ``credentials``; idempotent per key.
+
+    Args:
+        credentials: The provider's credentials block.
+        request: The provider's request model, or a dict of its fields.
+        idempotency_key: Names this submission: a flow run (retried or new) that
+            submits with the same key gets the same job back.
+
+    Returns:
+        The job's ref, to pass to :func:`wait_for_job`.
+    """
+    ref = await credentials.submit(request, idempotency_key=idempotency_key)
+    get_run_logger().info(
+        "submitted %s job %s%s", ref.provider, ref.job_id,
+        " (already terminal: no poll needed)" if ref.submitted_status else "",
+    )
+    return ref
+
+
+def _emit_state_change(old: JobStatus | None, new: JobStatus, provider: str) -> None:
+    emit_event(
+        event=f"{EVENT_PREFIX}.{new.state.value}",
+        resource={
+            "prefect.resource.id": job_resource_id(provider, new.job_id),
+            "prefect.resource.name": f"{provider} job {new.job_id}",
+            "prefect-pollers.provider": provider,
+        },
+        payload={
+            "provider": provider,
+            "job_id": new.job_id,
+            "old_state": old.state.value if old else None,
+            "new_state": new.state.value,
+            "old_phase": old.phase if old else None,
+            "new_phase": new.phase,
+            "raw_status": new.raw_status,
+            "error_code": new.error_code,
+            "error_message": new.error_message,
+        },
+    )
+
+
+@task(
+    name="wait-for-job",
+    task_run_name=_wait_run_name,
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=10),
+    retry_condition_fn=retry_wait_when_transient,
+)
+async def wait_for_job(
+    credentials: JobApiCredentials,
+    job: JobRef,
+    policy: PollPolicy | None = None,
+) -> BaseModel:
+    """Wait for a submitted job to finish and return its typed result.
+
+    Args:
+        credentials: The provider's credentials block.
+        job: The ref :func:`submit_job` returned (or one rebuilt from a job id).
+        policy: The poll schedule; the provider's default preset if omitted.
+
+    Returns:
+        The provider's result model (e.g. ``ExonaScanResult``).
+
+    Raises:
+        JobFailedError, JobCancelledError, JobExpiredError: the job ended otherwise.
+        WaitTimeoutError: the deadline passed first.
+        ProviderUnavailableError: the provider stayed unreachable (retried by Prefect).
+    """
+    status = await credentials.wait(
+        job,
+        policy,
+        logger=get_run_logger(),
+        on_change=lambda old, new: _emit_state_change(old, new, job.provider),
+    )
+    return await credentials.fetch_result(job, status)
+
+
+async def run_job(
+    credentials: JobApiCredentials,
+    request: BaseModel | dict[str, Any],
+    *,
+    idempotency_key: str | None = None,
+    policy: PollPolicy | None = None,
+) -> BaseModel:
+    """Submit a job and wait for its result: :func:`submit_job` then :func:`wait_for_job`.
+
+    Call it inside a flow; it makes two task runs.
+    """
+    ref = await submit_job(credentials, request, idempotency_key=idempotency_key)
+    return await wait_for_job(credentials, ref, policy=policy)
