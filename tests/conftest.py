@@ -14,3 +14,32 @@ os.environ.update(
     }
 )
 os.environ.pop("PREFECT_API_URL", None)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One Prefect test server for the whole session (it takes ~15 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture(scope="session")
+def simulator():
+    """The real simulator on loopback, fast time, for the whole session."""
+    from prefect_pollers.simulator import SimulatorConfig, running_simulator
+
+    with running_simulator(SimulatorConfig(time_scale=0.01, seed=1)) as sim:
+        yield sim
+
+
+@pytest.fixture
+def sim(simulator):
+    """The session simulator, reset to a clean state and default knobs for one test."""
+    from prefect_pollers.simulator import SimulatorConfig
+
+    simulator.reset(SimulatorConfig(time_scale=0.01, seed=1))
+    return simulator

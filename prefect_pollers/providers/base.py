@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import logging
 import weakref
+from datetime import datetime, timezone
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -239,7 +240,10 @@ class JobApiCredentials(Block, ABC):
         clock = current_clock()
         reply = await self.request(method, path, json=body, headers=headers, clock=clock)
         ref = self.read_submitted(parsed, reply)
-        return ref.model_copy(update={"idempotency_key": idempotency_key})
+        submitted_at = datetime.fromtimestamp(clock.time(), timezone.utc)
+        return ref.model_copy(
+            update={"idempotency_key": idempotency_key, "submitted_at": submitted_at}
+        )
 
     async def poll(self, ref: JobRef) -> JobStatus:
         """One status request, normalized."""

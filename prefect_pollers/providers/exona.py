@@ -67,6 +67,11 @@ class ExonaScanResult(BaseModel):
     payload: dict[str, Any] = Field(default_factory=dict)
 
     @property
+    def job_id(self) -> str:
+        """The scan id, under the name every result model shares."""
+        return self.scan_id
+
+    @property
     def overall_risk_level(self) -> str | None:
         """``result.risk_assessment.overall_risk_level``."""
         return self.risk_assessment.overall_risk_level if self.risk_assessment else None
