@@ -20,8 +20,8 @@ import json
 from typing import Any
 
 from prefect import Task, task
-from prefect.client.schemas.objects import State, TaskRun
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
 from prefect.context import TaskRunContext
 from prefect.events import emit_event
 from prefect.logging import get_run_logger
@@ -87,10 +87,7 @@ def _wait_run_name() -> str:
 async def _failure(state: State) -> BaseException | None:
     if isinstance(state.data, BaseException):
         return state.data
-    try:
-        return await aget_state_exception(state)
-    except Exception:
-        return None
+    return await aget_state_exception(state)
 
 
 async def retry_submit_when_not_created(task: Task, task_run: TaskRun, state: State) -> bool:

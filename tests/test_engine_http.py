@@ -1,7 +1,7 @@
 """HTTP replies to typed errors and server hints (respx)."""
 
+from datetime import UTC, datetime
 from email.utils import format_datetime
-from datetime import datetime, timezone
 
 import httpx
 import pytest
@@ -13,12 +13,13 @@ from prefect_pollers.engine import (
     JobNotFoundError,
     MalformedResponseError,
     RateLimitedError,
+    ServerHints,
     TransientRequestError,
+    VirtualClock,
     parse_retry_after,
     request_json,
 )
 from prefect_pollers.engine.ratelimit import RateLimitGate
-from prefect_pollers.engine import ServerHints, VirtualClock
 
 BASE = "https://api.example.test/v1/"
 
@@ -30,10 +31,10 @@ def test_retry_after_seconds_and_decimals():
 
 
 def test_retry_after_http_date():
-    now = datetime(2026, 11, 23, 12, 0, 0, tzinfo=timezone.utc).timestamp()
-    header = format_datetime(datetime(2026, 11, 23, 12, 0, 45, tzinfo=timezone.utc), usegmt=True)
+    now = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC).timestamp()
+    header = format_datetime(datetime(2026, 11, 23, 12, 0, 45, tzinfo=UTC), usegmt=True)
     assert parse_retry_after(header, now=now) == 45
-    past = format_datetime(datetime(2026, 11, 23, 11, 0, 0, tzinfo=timezone.utc), usegmt=True)
+    past = format_datetime(datetime(2026, 11, 23, 11, 0, 0, tzinfo=UTC), usegmt=True)
     assert parse_retry_after(past, now=now) == 0
 
 

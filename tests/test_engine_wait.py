@@ -156,7 +156,7 @@ async def test_rate_limit_without_retry_after_uses_policy_default():
 
 async def test_authentication_error_stops_at_once():
     with pytest.raises(AuthenticationError):
-        _, script = await run([AuthenticationError("401")], PollPolicy())
+        await run([AuthenticationError("401")], PollPolicy())
 
 
 async def test_first_status_terminal_makes_no_poll():
@@ -220,3 +220,23 @@ async def test_many_concurrent_waits_interleave_on_virtual_time():
     results = await asyncio.gather(*(one(d) for d in (12, 3, 30)))
     assert results[0] == [0, 5, 10, 15] and results[1] == [0, 5]
     assert results[2][-1] == 30 and clock.time() - START == 30
+
+
+async def test_phase_min_durations_skip_to_each_phase_earliest_end():
+    # phase A lasts >= 60 s from submission, B >= 100 s from its start
+    timeline = [(0, "A"), (70, "B"), (190, "C"), (200, "done")]
+
+    clock = VirtualClock(START)
+
+    async def poll():
+        now = clock.time() - START
+        phase = [p for t, p in timeline if t <= now][-1]
+        polls.append((now, phase))
+        return st(S.SUCCEEDED) if phase == "done" else st(S.RUNNING, phase)
+
+    polls = []
+    policy = PollPolicy(initial_delay=60, interval=10,
+                        phase_min_durations={"A": 60, "B": 100, "C": 5})
+    await wait_for_terminal(poll, policy, provider="t", job_id="j", started_at=START, clock=clock)
+    # A seen at 60 and 70 ... B first seen at 70, earliest start 60 -> next poll at 160
+    assert [t for t, _ in polls] == [60, 70, 160, 170, 180, 190, 200]

@@ -96,14 +96,15 @@ async def _until_idle(max_turns: int = 100_000) -> None:
             return
 
 
-_current: contextvars.ContextVar[Clock] = contextvars.ContextVar(
-    "prefect_pollers_clock", default=SystemClock()
+_SYSTEM_CLOCK = SystemClock()
+_current: contextvars.ContextVar[Clock | None] = contextvars.ContextVar(
+    "prefect_pollers_clock", default=None
 )
 
 
 def current_clock() -> Clock:
     """The clock waits use in this context (the system clock unless overridden)."""
-    return _current.get()
+    return _current.get() or _SYSTEM_CLOCK
 
 
 @contextlib.contextmanager

@@ -100,9 +100,10 @@ async def wait_for_terminal(
     warned: set[str] = set()
     last: JobStatus | None = None
     polls = phase_polls = errors = 0
+    last_poll_at = phase_started_at = start
 
     async def observe(status: JobStatus) -> None:
-        nonlocal last, phase_polls
+        nonlocal last, phase_polls, phase_started_at
         if not status.recognized and str(status.raw_status) not in warned:
             warned.add(str(status.raw_status))
             log.warning("%s: unknown status %r, treated as running", label, status.raw_status)
@@ -114,6 +115,8 @@ async def wait_for_terminal(
                 if inspect.isawaitable(outcome):
                     await outcome
             phase_polls = 0
+            if last is None or last.phase != status.phase:
+                phase_started_at = last_poll_at
         last = status
 
     def time_left() -> float | None:
@@ -140,6 +143,7 @@ async def wait_for_terminal(
             delay = min(delay, max(0.0, left))
         if delay > 0:
             await clock.sleep(delay)
+        poll_at = clock.time()
         try:
             status = await poll()
         except (TransientRequestError, MalformedResponseError) as exc:
@@ -167,10 +171,12 @@ async def wait_for_terminal(
         polls += 1
         log.debug("%s: poll %d -> %s", label, polls, status.describe())
         await observe(status)
+        last_poll_at = poll_at
         phase_polls += 1
         if status.state.terminal:
             return raise_for_outcome(status, provider=provider)
         left = time_left()
         if left is not None and left <= 0:
             raise timeout()
-        delay = next_delay(policy, phase_polls, status, time_left=left, rng=rng)
+        delay = next_delay(policy, phase_polls, status, time_left=left,
+                           phase_elapsed=clock.time() - phase_started_at, rng=rng)

@@ -12,8 +12,8 @@ import asyncio
 import hashlib
 import logging
 import weakref
-from datetime import datetime, timezone
 from abc import ABC, abstractmethod
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import httpx
@@ -240,7 +240,7 @@ class JobApiCredentials(Block, ABC):
         clock = current_clock()
         reply = await self.request(method, path, json=body, headers=headers, clock=clock)
         ref = self.read_submitted(parsed, reply)
-        submitted_at = datetime.fromtimestamp(clock.time(), timezone.utc)
+        submitted_at = datetime.fromtimestamp(clock.time(), UTC)
         return ref.model_copy(
             update={"idempotency_key": idempotency_key, "submitted_at": submitted_at}
         )
