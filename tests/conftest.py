@@ -27,19 +27,23 @@ def prefect_harness():
         yield
 
 
+SIM_SCALE = 0.01
+
+
 @pytest.fixture(scope="session")
 def simulator():
     """The real simulator on loopback, fast time, for the whole session."""
     from prefect_pollers.simulator import SimulatorConfig, running_simulator
 
-    with running_simulator(SimulatorConfig(time_scale=0.01, seed=1)) as sim:
+    with running_simulator(SimulatorConfig(time_scale=SIM_SCALE, seed=1)) as sim:
         yield sim
 
 
 @pytest.fixture
 def sim(simulator):
-    """The session simulator, reset to a clean state and default knobs for one test."""
+    """The session simulator with fresh counters and default knobs for one test."""
     from prefect_pollers.simulator import SimulatorConfig
 
-    simulator.reset(SimulatorConfig(time_scale=0.01, seed=1))
+    simulator.state.config = SimulatorConfig(time_scale=SIM_SCALE, seed=1)
+    simulator.state.reset()
     return simulator

@@ -39,7 +39,7 @@ class ExonaScanRequest(BaseModel):
     company_name: str = Field(min_length=1, description="The company's legal or trading name.")
     company_website: str = Field(min_length=1, description="The company's website URL.")
     max_age_days: int | None = Field(
-        default=None, ge=0, description="Reuse a cached scan no older than this many days."
+        default=None, ge=0, strict=True, description="Reuse a cached scan no older than this many days."
     )
 
 
