@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
-from prefect.artifacts import acreate_table_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from prefect_pollers import ExonaCredentials, PollPolicy, exona_policy
-from prefect_pollers.batch import BatchItem, run_batch
+from prefect_pollers.batch import BatchItem, publish_table, run_batch
+from prefect_pollers.providers.base import load_credentials
 
 REQUIRED_COLUMNS = ("company_name", "company_website")
 
@@ -63,12 +63,6 @@ def read_companies_csv(path: str | Path) -> list[dict[str, Any]]:
         return rows
 
 
-async def _load_credentials(credentials: ExonaCredentials | str) -> ExonaCredentials:
-    if isinstance(credentials, ExonaCredentials):
-        return credentials
-    return await ExonaCredentials.aload(credentials)
-
-
 @flow(name="batch-scans", description="Exona risk scans of many companies, a few at a time.")
 async def batch_scans(
     companies: list[dict[str, Any]] | None = None,
@@ -91,6 +85,7 @@ async def batch_scans(
         max_age_days: Reuse Exona's cached scans up to this age (None: always scan).
         policy: The poll policy; by default the Exona guide's schedule for the
             batch's size (15 s, or 30 s from 100 companies, Retry-After honoured).
+            Scaled by the block's ``policy_scale``.
         idempotency_prefix: Prefix of every scan's idempotency key. By default the
             flow run id: a retry of this flow run re-attaches to its scans instead of
             scanning again. Give a fixed prefix to make re-runs re-attach too.
@@ -99,7 +94,7 @@ async def batch_scans(
     if (companies is None) == (csv_path is None):
         raise ValueError("give exactly one of `companies` and `csv_path`")
     rows = read_companies_csv(csv_path) if csv_path is not None else list(companies or [])
-    creds = await _load_credentials(credentials)
+    creds = await load_credentials(ExonaCredentials, credentials)
     prefix = idempotency_prefix or flow_run.get_id() or "local"
     items = []
     for company in rows:
@@ -128,12 +123,7 @@ async def batch_scans(
         )
         for item, outcome in zip(items, outcomes)
     ]
-    failed = sum(row.status != "succeeded" for row in table)
-    await acreate_table_artifact(
-        key=artifact_key,
-        table=[row.model_dump() for row in table],
-        description=f"Exona scans: {len(table) - failed} succeeded, {failed} did not.",
-    )
+    await publish_table(artifact_key, "Exona scans", table)
     return table
 
 

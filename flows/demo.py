@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from prefect_pollers import ExonaCredentials, exona_policy
+from prefect_pollers import ExonaCredentials
 from prefect_pollers.simulator import SimulatorConfig, running_simulator
 
 TIME_SCALE = 0.05  # a 30-120 s scan takes 1.5-6 s
@@ -33,12 +33,9 @@ async def demo_exona(base_url: str, api_key: str) -> list[dict]:
     """Scan the sample portfolio; one company's site is unreachable, so it fails."""
     from flows.batch_scans import batch_scans
 
-    credentials = ExonaCredentials(api_key=api_key, base_url=base_url)
+    credentials = ExonaCredentials(api_key=api_key, base_url=base_url, policy_scale=TIME_SCALE)
     rows = await batch_scans(
-        csv_path=str(DATA / "companies.csv"),
-        credentials=credentials,
-        concurrency=5,
-        policy=exona_policy(20).scaled(TIME_SCALE),
+        csv_path=str(DATA / "companies.csv"), credentials=credentials, concurrency=5
     )
     print_table([r.model_dump() for r in rows], ["company", "status", "risk_level", "error"])
     return [r.model_dump() for r in rows]

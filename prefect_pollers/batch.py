@@ -14,7 +14,11 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
+from prefect.artifacts import (
+    acreate_progress_artifact,
+    acreate_table_artifact,
+    aupdate_progress_artifact,
+)
 from prefect.logging import get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -164,3 +168,16 @@ async def run_batch(
     logger.info("%s finished: %s", title,
                 ", ".join(f"{n} {name}" for name, n in sorted(counts.items())))
     return list(outcomes)
+
+
+async def publish_table(key: str, title: str, rows: Sequence[BaseModel]) -> None:
+    """Publish batch rows as a keyed table artifact (shown on the Artifacts page).
+
+    Rows with a ``status`` field are counted in the description.
+    """
+    ok = sum(getattr(row, "status", None) == "succeeded" for row in rows)
+    await acreate_table_artifact(
+        key=slug(key),
+        table=[row.model_dump(mode="json") for row in rows],
+        description=f"{title}: {ok} of {len(rows)} succeeded.",
+    )

@@ -14,7 +14,7 @@ import logging
 import weakref
 from abc import ABC, abstractmethod
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import httpx
 from prefect.blocks.core import Block
@@ -37,6 +37,7 @@ from prefect_pollers.engine import (
 from prefect_pollers.engine.ratelimit import RateLimitGate
 from prefect_pollers.engine.wait import StateChangeHook
 
+C = TypeVar("C", bound="JobApiCredentials")
 _POOL_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100)
 
 
@@ -73,6 +74,8 @@ class JobApiCredentials(Block, ABC):
         api_key: The provider API key. Never logged nor shown in a repr.
         base_url: The API root; the documented one by default.
         timeout_s: Seconds before one HTTP request times out.
+        policy_scale: Multiplies every poll policy's durations (1 for a real API, the
+            simulator's time scale for a simulator).
         idempotency_header: Header carrying the caller's idempotency key on
             submit (none of the seed providers documents one: it is sent for APIs
             that honour it; set to None to not send it).
@@ -88,6 +91,12 @@ class JobApiCredentials(Block, ABC):
     idempotency_header: str | None = Field(
         default="Idempotency-Key",
         description="Header that carries the idempotency key on submit; empty to not send it.",
+    )
+    policy_scale: float = Field(
+        default=1.0,
+        gt=0,
+        description="Multiplies every poll policy's durations: 1 for a real API; the time "
+        "scale of a simulator that runs faster than real time.",
     )
 
     # -- declarations each provider makes -------------------------------------------
@@ -120,8 +129,13 @@ class JobApiCredentials(Block, ABC):
         return self.status_map
 
     def default_policy(self, ref: JobRef) -> PollPolicy:
-        """The poll policy a wait uses when the caller gives none."""
+        """The poll policy a wait uses when the caller gives none (the provider's preset)."""
         return PollPolicy()
+
+    def effective_policy(self, ref: JobRef, policy: PollPolicy | None = None) -> PollPolicy:
+        """``policy`` (or the preset for ``ref``), scaled by ``policy_scale``."""
+        chosen = policy or self.default_policy(ref)
+        return chosen if self.policy_scale == 1 else chosen.scaled(self.policy_scale)
 
     async def cancel(self, ref: JobRef) -> bool:
         """Ask the provider to cancel the job.
@@ -258,10 +272,18 @@ class JobApiCredentials(Block, ABC):
         logger: logging.Logger | logging.LoggerAdapter | None = None,
         on_change: StateChangeHook | None = None,
     ) -> JobStatus:
-        """Poll ``ref`` until it is terminal; see :func:`wait_for_terminal`."""
+        """Poll ``ref`` until it is terminal; see :func:`wait_for_terminal`.
+
+        Args:
+            ref: The job.
+            policy: The schedule; the provider's preset for ``ref`` if None. Either is
+                scaled by ``policy_scale``.
+            logger: Where state changes and polls are logged.
+            on_change: Called on every change of state or phase.
+        """
         return await wait_for_terminal(
             lambda: self.poll(ref),
-            policy or self.default_policy(ref),
+            self.effective_policy(ref, policy),
             provider=self.provider,
             job_id=ref.job_id,
             started_at=ref.submitted_at.timestamp(),
@@ -309,3 +331,15 @@ class JobApiCredentials(Block, ABC):
             hints=reply.hints,
             recognized=recognized,
         )
+
+
+async def load_credentials(block_type: type[C], credentials: C | str) -> C:
+    """``credentials`` itself, or the saved block of ``block_type`` with that name."""
+    if isinstance(credentials, str):
+        return await block_type.aload(credentials)
+    if not isinstance(credentials, block_type):
+        raise TypeError(
+            f"expected a {block_type.__name__} or the name of a saved one, "
+            f"got {type(credentials).__name__}"
+        )
+    return credentials
