@@ -14,7 +14,12 @@ import os
 import time
 from pathlib import Path
 
-from prefect_pollers import ExonaCredentials
+from prefect_pollers import (
+    ApixoCredentials,
+    ExonaCredentials,
+    ModelRouteCredentials,
+    TwynCredentials,
+)
 from prefect_pollers.simulator import SimulatorConfig, running_simulator
 
 TIME_SCALE = 0.05  # a 30-120 s scan takes 1.5-6 s
@@ -41,7 +46,63 @@ async def demo_exona(base_url: str, api_key: str) -> list[dict]:
     return [r.model_dump() for r in rows]
 
 
-DEMOS = {"exona": demo_exona}
+async def demo_twyn(base_url: str, api_key: str) -> list[dict]:
+    """A small Twyn sweep: two scenarios x two parameter values; one scenario fails."""
+    from flows.scenario_sweep import scenario_sweep
+
+    credentials = TwynCredentials(api_key=api_key, base_url=base_url, policy_scale=TIME_SCALE)
+    rows = await scenario_sweep(scenarios=["heatwave", "grid-failure"],
+                                grid={"days": [3, 7]}, credentials=credentials)
+    print_table([r.model_dump() for r in rows], ["scenario", "config", "status", "error"])
+    return [r.model_dump() for r in rows]
+
+
+async def demo_apixo(base_url: str, api_key: str) -> list[dict]:
+    """Prompts x models, each model on its own schedule; one prompt is refused."""
+    from flows.generation_grid import generation_grid
+
+    credentials = ApixoCredentials(api_key=api_key, base_url=base_url, policy_scale=TIME_SCALE)
+    rows = await generation_grid(
+        prompts=["a red fox in the snow", "a lighthouse at dusk", "please fail this one"],
+        models=["nano-banana", "flux-2", "suno"], credentials=credentials)
+    print_table([r.model_dump() for r in rows], ["model", "prompt", "status", "result_urls",
+                                                 "error"])
+    return [r.model_dump() for r in rows]
+
+
+async def demo_modelroute(base_url: str, api_key: str) -> list[dict]:
+    """90 executions through one rate limit of 60 requests per minute."""
+    from flows.execution_batch import execution_batch
+
+    credentials = ModelRouteCredentials(api_key=api_key, base_url=base_url,
+                                        policy_scale=TIME_SCALE)
+    executions = [{"model": "image-gen", "input": {"prompt": f"image {i}"}} for i in range(90)]
+    rows = await execution_batch(executions=executions, credentials=credentials)
+    print_table([r.model_dump() for r in rows[:15]], ["model", "status", "execution_id", "cost",
+                                                      "error"])
+    print(f"... {len(rows)} executions in all")
+    return [r.model_dump() for r in rows]
+
+
+async def demo_generic(base_url: str, api_key: str) -> list[dict]:
+    """Jobs on an API known only by its HttpJobApi declaration; one kind fails."""
+    from flows.generic_jobs import generic_jobs, simulator_generic_api
+
+    api = simulator_generic_api(base_url, api_key, policy_scale=TIME_SCALE)
+    jobs = [{"kind": kind, "params": {"n": i}} for i, kind in
+            enumerate(["render", "transcode", "fail-export", "thumbnail"])]
+    rows = await generic_jobs(jobs=jobs, api=api)
+    print_table([r.model_dump() for r in rows], ["kind", "status", "job_id", "output", "error"])
+    return [r.model_dump() for r in rows]
+
+
+DEMOS = {
+    "exona": demo_exona,
+    "twyn": demo_twyn,
+    "apixo": demo_apixo,
+    "modelroute": demo_modelroute,
+    "generic": demo_generic,
+}
 
 
 def main() -> None:
