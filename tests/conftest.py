@@ -15,7 +15,7 @@ os.environ.update(
 )
 os.environ.pop("PREFECT_API_URL", None)
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(scope="session")
