@@ -15,7 +15,7 @@ import argparse
 import asyncio
 import csv
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow
 from prefect.runtime import flow_run
@@ -73,6 +73,7 @@ async def batch_scans(
     policy: PollPolicy | None = None,
     idempotency_prefix: str | None = None,
     artifact_key: str = "exona-batch-scans",
+    task_runs: Literal["per-job", "batched"] = "per-job",
 ) -> list[ScanRow]:
     """Scan every company and return one row each.
 
@@ -90,6 +91,8 @@ async def batch_scans(
             flow run id: a retry of this flow run re-attaches to its scans instead of
             scanning again. Give a fixed prefix to make re-runs re-attach too.
         artifact_key: Key of the result table artifact.
+        task_runs: ``per-job`` (a submit and a wait task run per company) or
+            ``batched`` (one task run for the whole batch: for thousands of companies).
     """
     if (companies is None) == (csv_path is None):
         raise ValueError("give exactly one of `companies` and `csv_path`")
@@ -110,6 +113,7 @@ async def batch_scans(
         concurrency=concurrency,
         policy=policy or exona_policy(len(items)),
         title="Exona scans",
+        task_runs=task_runs,
     )
     table = [
         ScanRow(

@@ -1,10 +1,18 @@
 """Fan a batch of jobs out with bounded concurrency, inside a flow.
 
-Each job is submitted and waited for with the Prefect tasks (two task runs per
-job, named by provider and key / job id), at most ``concurrency`` at once, as
-awaited coroutines under a semaphore: far cheaper than ``.submit()`` on a thread
-pool. A job's failure becomes its outcome's error instead of failing the batch,
-and a progress artifact follows the batch while it runs.
+Two modes, both with at most ``concurrency`` jobs in flight as awaited coroutines
+under a semaphore (far cheaper than ``.submit()`` on a thread pool), a job's
+failure becoming its outcome's error instead of failing the batch, and a progress
+artifact that follows the batch:
+
+- ``per-job`` (default): each job is two task runs (``submit-...``, ``wait-...``),
+  each visible in the UI, retried by Prefect on its own.
+- ``batched``: one task run multiplexes every submit and wait on one event loop;
+  per-job visibility comes from the job events and the table artifact. It is the
+  mode for thousands of jobs in flight, where a task run per job costs too much.
+  Submits stay idempotent per key (the refs are recorded in the result store
+  under the same keys ``submit_job`` caches under), so a retried task or flow
+  re-attaches instead of submitting again.
 """
 
 from __future__ import annotations
@@ -12,26 +20,41 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
+from prefect import task
 from prefect.artifacts import (
     acreate_progress_artifact,
     acreate_table_artifact,
     aupdate_progress_artifact,
 )
+from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
+from prefect.results import ResultStore, get_result_store
+from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_pollers.engine import (
+    Clock,
     JobCancelledError,
     JobExpiredError,
     JobFailedError,
+    JobRef,
     PollerError,
     PollPolicy,
     WaitTimeoutError,
+    current_clock,
 )
 from prefect_pollers.providers.base import JobApiCredentials
-from prefect_pollers.tasks import run_job
+from prefect_pollers.tasks import (
+    announce_submitted,
+    emit_state_change,
+    idempotency_record_key,
+    retry_wait_when_transient,
+    run_job,
+    submit_safe_to_retry,
+)
 
 
 class BatchItem(BaseModel):
@@ -108,6 +131,140 @@ def check_batch(items: Sequence[BatchItem], concurrency: int) -> None:
         raise ValueError(f"duplicate idempotency keys in the batch: {', '.join(duplicates[:5])}")
 
 
+async def _recorded_ref(store: ResultStore, key: str) -> JobRef | None:
+    if not await store.aexists(key):
+        return None
+    record = await store.aread(key)
+    return record.result if isinstance(record.result, JobRef) else None
+
+
+async def submit_once(
+    credentials: JobApiCredentials,
+    item: BatchItem,
+    store: ResultStore,
+    *,
+    clock: Clock,
+    attempts: int = 4,
+) -> JobRef:
+    """Submit ``item`` unless a ref is already recorded under its key; record the new ref.
+
+    A failed submit is retried (at most ``attempts`` times in all, backing off 1 s,
+    2 s, 4 s or as ``Retry-After`` says) only when the job surely was not created.
+    """
+    key = idempotency_record_key(credentials, item.key)
+    ref = await _recorded_ref(store, key)
+    if ref is not None:
+        return ref
+    for attempt in range(1, attempts + 1):
+        try:
+            ref = await credentials.submit(item.request, idempotency_key=item.key)
+            break
+        except PollerError as exc:
+            if attempt == attempts or not submit_safe_to_retry(exc):
+                raise
+            await clock.sleep(getattr(exc, "retry_after", None) or 2.0 ** (attempt - 1))
+    await store.awrite(ref, key=key)
+    announce_submitted(credentials, ref)
+    return ref
+
+
+def _batch_run_name() -> str:
+    parameters = TaskRunContext.get().parameters if TaskRunContext.get() else {}
+    credentials = parameters.get("credentials")
+    return f"run-{getattr(credentials, 'provider', 'job')}-{len(parameters.get('items', []))}-jobs"
+
+
+class _Progress:
+    """The batch's progress artifact, updated every ~2% of the jobs."""
+
+    def __init__(self, title: str, total: int) -> None:
+        self.title, self.total, self.done, self.artifact_id = title, total, 0, None
+        self.step = max(1, total // 50)
+
+    async def start(self) -> None:
+        self.artifact_id = await acreate_progress_artifact(
+            progress=0.0, description=f"{self.title}: 0 of {self.total} jobs finished"
+        )
+
+    async def finished_one(self) -> None:
+        self.done += 1
+        if self.done % self.step == 0 or self.done == self.total:
+            await aupdate_progress_artifact(
+                self.artifact_id, progress=100.0 * self.done / self.total,
+                description=f"{self.title}: {self.done} of {self.total} jobs finished",
+            )
+
+
+def _failed(item: BatchItem, exc: PollerError) -> BatchOutcome:
+    return BatchOutcome(label=item.label, key=item.key, outcome=outcome_of(exc),
+                        job_id=exc.job_id, error=str(exc), error_type=type(exc).__name__)
+
+
+def _succeeded(item: BatchItem, result: Any) -> BatchOutcome:
+    return BatchOutcome(label=item.label, key=item.key, outcome="succeeded",
+                        job_id=getattr(result, "job_id", None), result=result)
+
+
+async def _gather_bounded(items, concurrency, title, run_one) -> list[BatchOutcome]:
+    progress = _Progress(title, len(items))
+    await progress.start()
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(item: BatchItem) -> BatchOutcome:
+        async with semaphore:
+            try:
+                outcome = _succeeded(item, await run_one(item))
+            except PollerError as exc:
+                outcome = _failed(item, exc)
+        await progress.finished_one()
+        return outcome
+
+    return list(await asyncio.gather(*(one(item) for item in items)))
+
+
+@task(
+    name="run-jobs",
+    task_run_name=_batch_run_name,
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retries=2,
+    retry_delay_seconds=exponential_backoff(backoff_factor=10),
+    retry_condition_fn=retry_wait_when_transient,
+)
+async def run_jobs(
+    credentials: JobApiCredentials,
+    items: list[BatchItem],
+    concurrency: int = 5,
+    policy: PollPolicy | None = None,
+    title: str = "batch",
+) -> list[BatchOutcome]:
+    """Submit and wait for many jobs in one task run, multiplexed on one event loop.
+
+    Args:
+        credentials: The provider's credentials block.
+        items: The jobs; their keys must be unique.
+        concurrency: Jobs in flight at once.
+        policy: The poll policy of every wait (the provider's preset if None).
+        title: Shown in the progress artifact's description.
+
+    Returns:
+        One outcome per item, in the items' order.
+    """
+    logger = get_run_logger()
+    store = get_result_store()
+    clock = current_clock()
+
+    async def run_one(item: BatchItem) -> Any:
+        ref = await submit_once(credentials, item, store, clock=clock)
+        status = await credentials.wait(
+            ref, policy, logger=logger,
+            on_change=lambda old, new: emit_state_change(old, new, ref.provider),
+        )
+        return await credentials.fetch_result(ref, status)
+
+    return await _gather_bounded(items, concurrency, title, run_one)
+
+
 async def run_batch(
     credentials: JobApiCredentials,
     items: Sequence[BatchItem],
@@ -115,6 +272,7 @@ async def run_batch(
     concurrency: int = 5,
     policy: PollPolicy | None = None,
     title: str = "batch",
+    task_runs: Literal["per-job", "batched"] = "per-job",
 ) -> list[BatchOutcome]:
     """Run every item's job with at most ``concurrency`` in flight; never raises per job.
 
@@ -124,44 +282,26 @@ async def run_batch(
         concurrency: Jobs in flight at once (submitted and not yet finished).
         policy: The poll policy of every wait (the provider's preset if None).
         title: Shown in the progress artifact's description.
+        task_runs: ``per-job`` (two task runs per job) or ``batched`` (one task run
+            for the whole batch: for thousands of jobs).
 
     Returns:
         One outcome per item, in the items' order.
     """
+    if task_runs not in ("per-job", "batched"):
+        raise ValueError(f"task_runs must be 'per-job' or 'batched', got {task_runs!r}")
     check_batch(items, concurrency)
     for item in items:
         credentials.parse_request(item.request)  # refuse bad input before any submit
     logger = get_run_logger()
-    total = len(items)
-    progress_id = await acreate_progress_artifact(
-        progress=0.0, description=f"{title}: 0 of {total} jobs finished"
-    )
-    semaphore = asyncio.Semaphore(concurrency)
-    done = 0
-    step = max(1, total // 50)
-
-    async def one(item: BatchItem) -> BatchOutcome:
-        nonlocal done
-        async with semaphore:
-            try:
-                result = await run_job(
-                    credentials, item.request, idempotency_key=item.key, policy=policy
-                )
-                outcome = BatchOutcome(label=item.label, key=item.key, outcome="succeeded",
-                                       job_id=getattr(result, "job_id", None), result=result)
-            except PollerError as exc:
-                outcome = BatchOutcome(label=item.label, key=item.key, outcome=outcome_of(exc),
-                                       job_id=exc.job_id, error=str(exc),
-                                       error_type=type(exc).__name__)
-        done += 1
-        if done % step == 0 or done == total:
-            await aupdate_progress_artifact(
-                progress_id, progress=100.0 * done / total,
-                description=f"{title}: {done} of {total} jobs finished",
-            )
-        return outcome
-
-    outcomes = await asyncio.gather(*(one(item) for item in items))
+    if task_runs == "batched":
+        outcomes = await run_jobs(credentials, list(items), concurrency, policy, title)
+    else:
+        outcomes = await _gather_bounded(
+            items, concurrency, title,
+            lambda item: run_job(credentials, item.request, idempotency_key=item.key,
+                                 policy=policy),
+        )
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[outcome.outcome] = counts.get(outcome.outcome, 0) + 1

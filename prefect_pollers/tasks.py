@@ -62,13 +62,23 @@ def submit_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str
     re-attaches. The API key is never part of it.
     """
     credentials: JobApiCredentials = parameters["credentials"]
-    endpoint = hashlib.sha256(credentials.base_url.encode()).hexdigest()[:12]
     key = parameters.get("idempotency_key")
-    if key:
-        return f"prefect-pollers-submit-{credentials.provider}-{endpoint}-{key}"
-    scope = flow_run.get_id() or "no-flow-run"
-    digest = _request_digest(credentials, parameters["request"])
-    return f"prefect-pollers-submit-{credentials.provider}-{endpoint}-{scope}-{digest}"
+    if not key:
+        scope = flow_run.get_id() or "no-flow-run"
+        key = f"{scope}-{_request_digest(credentials, parameters['request'])}"
+    return idempotency_record_key(credentials, key)
+
+
+def idempotency_record_key(credentials: JobApiCredentials, idempotency_key: str) -> str:
+    """Where the ref of the job submitted under ``idempotency_key`` is recorded.
+
+    Shared by :func:`submit_job`'s cache and batched submits, so both modes
+    re-attach to each other's jobs. Names the provider and a digest of the base
+    URL, never the API key.
+    """
+    endpoint = hashlib.sha256(credentials.base_url.encode()).hexdigest()[:12]
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
+    return f"prefect-pollers-submit-{credentials.provider}-{endpoint}-{digest}"
 
 
 def _submit_run_name() -> str:
@@ -90,14 +100,18 @@ async def _failure(state: State) -> BaseException | None:
     return await aget_state_exception(state)
 
 
-async def retry_submit_when_not_created(task: Task, task_run: TaskRun, state: State) -> bool:
-    """Retry a submit only when the job surely was not created."""
-    exc = await _failure(state)
+def submit_safe_to_retry(exc: BaseException | None) -> bool:
+    """Whether a failed submit surely created no job, so retrying cannot duplicate it."""
     if isinstance(exc, RateLimitedError):
         return True
     if isinstance(exc, TransientRequestError):
         return not exc.request_sent or exc.http_status in (502, 503)
     return False
+
+
+async def retry_submit_when_not_created(task: Task, task_run: TaskRun, state: State) -> bool:
+    """Retry a submit only when the job surely was not created."""
+    return submit_safe_to_retry(await _failure(state))
 
 
 async def retry_wait_when_transient(task: Task, task_run: TaskRun, state: State) -> bool:
@@ -132,21 +146,47 @@ async def submit_job(
         The job's ref, to pass to :func:`wait_for_job`.
     """
     ref = await credentials.submit(request, idempotency_key=idempotency_key)
+    announce_submitted(credentials, ref)
+    return ref
+
+
+def _job_resource(provider: str, job_id: str) -> dict[str, str]:
+    return {
+        "prefect.resource.id": job_resource_id(provider, job_id),
+        "prefect.resource.name": f"{provider} job {job_id}",
+        "prefect-pollers.provider": provider,
+    }
+
+
+def announce_submitted(credentials: JobApiCredentials, ref: JobRef) -> None:
+    """Log a submitted job and emit its ``prefect-pollers.job.submitted`` event.
+
+    The event names the saved credentials block, if any, so that a cancellation
+    hook in another process can find the job and its credentials.
+    """
     get_run_logger().info(
         "submitted %s job %s%s", ref.provider, ref.job_id,
         " (already terminal: no poll needed)" if ref.submitted_status else "",
     )
-    return ref
+    emit_event(
+        event=f"{EVENT_PREFIX}.submitted",
+        resource=_job_resource(ref.provider, ref.job_id),
+        payload={
+            "provider": ref.provider,
+            "job_id": ref.job_id,
+            "idempotency_key": ref.idempotency_key,
+            "context": ref.context,
+            "block_type_slug": type(credentials).get_block_type_slug(),
+            "block_document_name": credentials._block_document_name,
+        },
+    )
 
 
-def _emit_state_change(old: JobStatus | None, new: JobStatus, provider: str) -> None:
+def emit_state_change(old: JobStatus | None, new: JobStatus, provider: str) -> None:
+    """Emit ``prefect-pollers.job.<new state>`` for a job's change of state or phase."""
     emit_event(
         event=f"{EVENT_PREFIX}.{new.state.value}",
-        resource={
-            "prefect.resource.id": job_resource_id(provider, new.job_id),
-            "prefect.resource.name": f"{provider} job {new.job_id}",
-            "prefect-pollers.provider": provider,
-        },
+        resource=_job_resource(provider, new.job_id),
         payload={
             "provider": provider,
             "job_id": new.job_id,
@@ -193,7 +233,7 @@ async def wait_for_job(
         job,
         policy,
         logger=get_run_logger(),
-        on_change=lambda old, new: _emit_state_change(old, new, job.provider),
+        on_change=lambda old, new: emit_state_change(old, new, job.provider),
     )
     return await credentials.fetch_result(job, status)
 

@@ -159,9 +159,11 @@ async def test_state_changes_emit_prefect_events(sim, monkeypatch):
     assert events, "no event emitted"
     resource_ids = {e["resource"]["prefect.resource.id"] for e in events}
     assert resource_ids == {f"prefect-pollers.job.exona.{result.scan_id}"}
+    assert events[0]["event"] == "prefect-pollers.job.submitted"
+    assert events[0]["payload"]["block_type_slug"] == "exona-credentials"
     assert events[-1]["event"] == "prefect-pollers.job.succeeded"
     assert events[-1]["payload"]["new_state"] == "succeeded"
-    assert events[0]["payload"]["old_state"] is None
+    assert events[1]["payload"]["old_state"] is None
 
 
 def test_tasks_work_from_a_sync_flow(sim):
@@ -206,6 +208,23 @@ async def test_batch_scans_flow_over_the_sample_csv(sim):
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
     assert len(artifacts) == 1 and artifacts[0].type == "table"
     assert "Ghost Holdings" in str(artifacts[0].data) and "sim-key" not in str(artifacts[0].data)
+
+
+async def test_batched_mode_runs_the_batch_in_one_task_run_and_reattaches(sim):
+    companies = [{"company_name": f"Co {i}", "company_website": f"https://co{i}.test"}
+                 for i in range(30)] + [{"company_name": "Ghost",
+                                        "company_website": "https://ghost.invalid"}]
+    kwargs = dict(companies=companies, credentials=creds(sim), concurrency=10,
+                  policy=exona_policy(31).scaled(SIM_SCALE), task_runs="batched",
+                  idempotency_prefix=f"b-{uuid.uuid4().hex[:6]}", max_age_days=None)
+    rows = await batch_scans(**kwargs)
+    again = await batch_scans(**kwargs)  # same keys: re-attaches, submits nothing
+    assert [r.status for r in rows].count("succeeded") == 30
+    assert rows[-1].status == "failed" and "website_unreachable" in rows[-1].error
+    assert [r.scan_id for r in rows] == [r.scan_id for r in again]
+    stats = exona_stats(sim)
+    assert stats["submits"] == 31 and stats["duplicate_submits"] == 0
+    assert stats["max_jobs_in_flight"] <= 10
 
 
 async def test_batch_scans_keeps_going_with_a_list_and_cache_hits(sim):
