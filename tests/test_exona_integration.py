@@ -214,9 +214,9 @@ async def test_batched_mode_runs_the_batch_in_one_task_run_and_reattaches(sim):
     companies = [{"company_name": f"Co {i}", "company_website": f"https://co{i}.test"}
                  for i in range(30)] + [{"company_name": "Ghost",
                                         "company_website": "https://ghost.invalid"}]
-    kwargs = dict(companies=companies, credentials=creds(sim), concurrency=10,
-                  policy=exona_policy(31).scaled(SIM_SCALE), task_runs="batched",
-                  idempotency_prefix=f"b-{uuid.uuid4().hex[:6]}", max_age_days=None)
+    kwargs = {"companies": companies, "credentials": creds(sim), "concurrency": 10,
+                  "policy": exona_policy(31).scaled(SIM_SCALE), "task_runs": "batched",
+                  "idempotency_prefix": f"b-{uuid.uuid4().hex[:6]}", "max_age_days": None}
     rows = await batch_scans(**kwargs)
     again = await batch_scans(**kwargs)  # same keys: re-attaches, submits nothing
     assert [r.status for r in rows].count("succeeded") == 30
