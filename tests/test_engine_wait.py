@@ -222,7 +222,7 @@ async def test_many_concurrent_waits_interleave_on_virtual_time():
     assert results[2][-1] == 30 and clock.time() - START == 30
 
 
-async def test_phase_min_durations_skip_to_each_phase_earliest_end():
+async def test_phase_quiet_periods_skip_to_each_phase_earliest_end():
     # phase A lasts >= 60 s from submission, B >= 100 s from its start
     timeline = [(0, "A"), (70, "B"), (190, "C"), (200, "done")]
 
@@ -236,7 +236,7 @@ async def test_phase_min_durations_skip_to_each_phase_earliest_end():
 
     polls = []
     policy = PollPolicy(initial_delay=60, interval=10,
-                        phase_min_durations={"A": 60, "B": 100, "C": 5})
+                        phase_quiet_periods={"A": 60, "B": 100, "C": 5})
     await wait_for_terminal(poll, policy, provider="t", job_id="j", started_at=START, clock=clock)
     # A seen at 60 and 70 ... B first seen at 70, earliest start 60 -> next poll at 160
     assert [t for t, _ in polls] == [60, 70, 160, 170, 180, 190, 200]

@@ -75,8 +75,8 @@ async def test_full_wait_maps_statuses_and_returns_typed_result(creds, clock, ap
     assert status.state is JobState.SUCCEEDED
     assert result.overall_risk_level == "medium" and result.payload == RESULT
     assert not result.cached
-    # initial delay 5 s, then Retry-After 10 s is the floor of the 5 s interactive interval
-    assert clock.time() - start == 5 + 10 * 3
+    # initial delay 30 s, then Retry-After 10 s is the floor of the 5 s interactive interval
+    assert clock.time() - start == 30 + 10 * 3
 
 
 async def test_cache_hit_returns_at_once_without_a_poll(creds, clock, api):
@@ -182,7 +182,7 @@ async def test_429_waits_retry_after_then_continues(creds, clock, api):
     ref = await creds.submit(REQUEST)
     start = clock.time()
     await creds.wait(ref)
-    assert clock.time() - start == 5 + 60 + 60
+    assert clock.time() - start == 30 + 60 + 60
 
 
 async def test_timeout_carries_last_status(creds, clock, api):

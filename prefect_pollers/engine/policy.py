@@ -34,9 +34,11 @@ class PollPolicy(BaseModel):
         max_interval: Cap on any interval the policy computes.
         jitter: Fraction (0-1) by which a delay is randomly spread.
         phase_intervals: Interval per provider phase (raw phase name -> seconds).
-        phase_min_durations: The least time a phase lasts (phase -> seconds): after a
-            phase is first seen, the next poll waits until its earliest possible end,
-            counted from the last poll before it was seen (or from submission).
+        phase_quiet_periods: Per phase, how long after the phase's earliest possible
+            start nothing worth seeing can happen (e.g. its minimum duration, or the
+            minimum durations of it and the phases after it): the next poll waits that
+            long, counted from the last poll before the phase was seen (or from
+            submission).
         deadline: Seconds from submission after which the wait gives up (None = never).
         min_interval: Floor of every delay; 1 s by default, as every provider asks.
         error_budget: Consecutive request errors tolerated before giving up.
@@ -55,7 +57,7 @@ class PollPolicy(BaseModel):
     max_interval: float = Field(60.0, gt=0)
     jitter: float = Field(0.0, ge=0, le=1)
     phase_intervals: dict[str, float] = Field(default_factory=dict)
-    phase_min_durations: dict[str, float] = Field(default_factory=dict)
+    phase_quiet_periods: dict[str, float] = Field(default_factory=dict)
     deadline: float | None = Field(600.0, gt=0)
     min_interval: float = Field(1.0, ge=0)
     error_budget: int = Field(3, ge=0)
@@ -70,9 +72,9 @@ class PollPolicy(BaseModel):
         bad = {k: v for k, v in self.phase_intervals.items() if v <= 0}
         if bad:
             raise ValueError(f"phase_intervals must be positive seconds, got {bad}")
-        bad = {k: v for k, v in self.phase_min_durations.items() if v < 0}
+        bad = {k: v for k, v in self.phase_quiet_periods.items() if v < 0}
         if bad:
-            raise ValueError(f"phase_min_durations must be non-negative seconds, got {bad}")
+            raise ValueError(f"phase_quiet_periods must be non-negative seconds, got {bad}")
         if self.max_interval < self.interval:
             raise ValueError(
                 f"max_interval ({self.max_interval}) is below interval ({self.interval})"
@@ -98,8 +100,8 @@ class PollPolicy(BaseModel):
                 "interval": self.interval * factor,
                 "max_interval": self.max_interval * factor,
                 "phase_intervals": {k: v * factor for k, v in self.phase_intervals.items()},
-                "phase_min_durations": {
-                    k: v * factor for k, v in self.phase_min_durations.items()
+                "phase_quiet_periods": {
+                    k: v * factor for k, v in self.phase_quiet_periods.items()
                 },
                 "deadline": None if self.deadline is None else self.deadline * factor,
                 "min_interval": self.min_interval * factor,
@@ -141,8 +143,8 @@ def next_delay(
     delay = min(base * policy.multiplier ** max(0, attempt - 1), max(policy.max_interval, base))
     if policy.jitter:
         delay *= 1 + (rng or random).uniform(-policy.jitter, policy.jitter)
-    if phase and phase_elapsed is not None and phase in policy.phase_min_durations:
-        delay = max(delay, policy.phase_min_durations[phase] - phase_elapsed)
+    if phase and phase_elapsed is not None and phase in policy.phase_quiet_periods:
+        delay = max(delay, policy.phase_quiet_periods[phase] - phase_elapsed)
     if policy.honour_retry_after and status is not None and status.hints.retry_after is not None:
         delay = max(delay, status.hints.retry_after)
     delay = max(delay, policy.min_interval)

@@ -4,8 +4,10 @@ Providers such as ModelRoute send ``X-RateLimit-Limit``, ``X-RateLimit-Remaining
 and ``X-RateLimit-Reset`` on every response. Every request made with one
 credentials block passes through one :class:`RateLimitGate`: it counts the requests
 it lets through against the remaining budget, and when that reaches zero it holds
-further requests until the window resets, instead of collecting 429s. Providers
-that send no such headers are never held.
+further requests until the window resets, instead of collecting 429s. Until the
+first response tells whether the provider limits at all, one request goes alone
+(so a burst of submits cannot overshoot an unknown limit); providers that send no
+such headers are never held again.
 """
 
 from __future__ import annotations
@@ -31,10 +33,13 @@ class RateLimitGate:
         self.reset_at: float | None = None
         self.held = 0
         self.in_flight = 0
+        self.limited: bool | None = None  # unknown until a response says
         self._news = asyncio.Event()
 
     async def acquire(self, clock: Clock) -> None:
         """Wait until one more request fits in the window, and count it."""
+        while self.limited is None and self.in_flight > 0:
+            await self._wait_for_news()
         while True:
             now = clock.time()
             if self.reset_at is not None and now >= self.reset_at + self.margin:
@@ -50,13 +55,18 @@ class RateLimitGate:
             self.held += 1
             if self.reset_at is not None:
                 await clock.sleep(self.reset_at + self.margin - now)
-            else:
-                # Spent with no known reset: wait for a response to tell us one.
-                self._news.clear()
-                try:
-                    await asyncio.wait_for(self._news.wait(), timeout=1.0)
-                except TimeoutError:
-                    self.remaining = self.limit
+            elif not await self._wait_for_news():
+                # Spent with no known reset and no response for a while: try again.
+                self.remaining = self.limit
+
+    async def _wait_for_news(self, timeout: float = 1.0) -> bool:
+        """Wait until a response is released (True) or ``timeout`` real seconds pass."""
+        self._news.clear()
+        try:
+            await asyncio.wait_for(self._news.wait(), timeout=timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def release(self, hints: ServerHints | None) -> None:
         """Close a request let through by :meth:`acquire`, with its response's hints.
@@ -65,8 +75,15 @@ class RateLimitGate:
             hints: The response's server hints, or None when no response came.
         """
         self.in_flight = max(0, self.in_flight - 1)
-        if hints is None or hints.ratelimit_remaining is None:
+        if hints is None:
+            self._news.set()
             return
+        if hints.ratelimit_remaining is None:
+            if self.limited is None:
+                self.limited = False
+            self._news.set()
+            return
+        self.limited = True
         if hints.ratelimit_limit is not None:
             self.limit = hints.ratelimit_limit
         reset = hints.ratelimit_reset

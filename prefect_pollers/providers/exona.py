@@ -80,13 +80,15 @@ class ExonaScanResult(BaseModel):
 def exona_policy(batch_size: int = 1) -> PollPolicy:
     """The Exona guide's schedule: 5 s interactive, 15 s for a batch, 30 s for 100+.
 
-    ``Retry-After`` from the server is always a floor. The deadline is the guide's
-    300 s; 429 without ``Retry-After`` waits 60 s; request errors back off 2 s, 4 s
-    and the third in a row gives up, as the guide does.
+    The first poll comes 30 s after submission (scans take 30-120 s, says the
+    guide: an earlier poll can only say "still running"). ``Retry-After`` from the
+    server is always a floor. The deadline is the guide's 300 s; 429 without
+    ``Retry-After`` waits 60 s; request errors back off 2 s, 4 s and the third in a
+    row gives up, as the guide does.
     """
     interval = 5.0 if batch_size <= 1 else 15.0 if batch_size < 100 else 30.0
     return PollPolicy(
-        initial_delay=5.0,
+        initial_delay=30.0,
         interval=interval,
         max_interval=max(interval, 30.0),
         deadline=300.0,

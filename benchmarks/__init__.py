@@ -1,0 +1,1 @@
+"""Reproducible measurements; each benchmark prints one JSON line (``make bench``)."""

@@ -1,0 +1,160 @@
+"""What the benchmarks share: JSON output, peak memory, CPU, the simulator process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import httpx
+
+
+def emit(name: str, **figures: object) -> None:
+    """Print one JSON line: the benchmark's name and its figures."""
+    print(json.dumps({"benchmark": name, **figures}, default=str), flush=True)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) this process has used so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The ``fraction`` percentile (nearest rank) of ``values``."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+
+
+@dataclass
+class SimulatorProcess:
+    """A simulator served by a child process (so its CPU and memory are not ours)."""
+
+    url: str
+    process: subprocess.Popen
+
+    def stats(self) -> dict:
+        """The simulator's counters."""
+        return httpx.get(f"{self.url}/_sim/stats", timeout=30).json()
+
+    def base_url(self, provider: str) -> str:
+        """A provider's base URL on this simulator."""
+        prefixes = {"exona": "/exona/api/v1", "twyn": "/twyn/v1", "apixo": "/apixo/api/v1",
+                    "modelroute": "/modelroute/v1", "generic": "/generic/v2"}
+        return self.url + prefixes[provider]
+
+
+@contextmanager
+def simulator_process(config: dict) -> Iterator[SimulatorProcess]:
+    """Start ``prefect-pollers simulator`` on a free loopback port with ``config``; stop it."""
+    config_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+    json.dump(config, config_file)
+    config_file.close()
+    args = [sys.executable, "-m", "prefect_pollers.simulator", "--host", "127.0.0.1",
+            "--port", "0", "--log-level", "warning", "--config", config_file.name]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        line = process.stdout.readline()
+        match = re.search(r"(http://127\.0\.0\.1:\d+)", line)
+        if not match:
+            raise RuntimeError(f"the simulator did not start: {line!r}")
+        url = match.group(1)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/_sim/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield SimulatorProcess(url=url, process=process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        os.unlink(config_file.name)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def prefect_server(existing: str | None = None) -> Iterator[str]:
+    """A real ``prefect server start`` on a free loopback port; yields its API URL.
+
+    Args:
+        existing: An API URL to use instead (no server is started).
+    """
+    if existing:
+        yield existing
+        return
+    home = tempfile.mkdtemp(prefix="pollers-bench-prefect-")
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": home, "DO_NOT_TRACK": "1",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_LOGGING_LEVEL": "ERROR",
+           "PREFECT_UI_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    process = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "prefect"), "server", "start",
+         "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("the Prefect server did not start")
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def child_env(api_url: str, storage: str) -> dict[str, str]:
+    """The environment of a flow process that talks to ``api_url``."""
+    return {**os.environ, "PREFECT_API_URL": api_url, "DO_NOT_TRACK": "1",
+            "PREFECT_LOCAL_STORAGE_PATH": storage, "PYTHONPATH": os.getcwd()}
+
+
+def run_child(args: list[str], env: dict[str, str]) -> dict:
+    """Run ``python -m benchmarks.<...>`` in a child process; return its last JSON line."""
+    done = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True,
+                          check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(lines[-1])

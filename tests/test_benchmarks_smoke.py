@@ -1,0 +1,55 @@
+"""Every benchmark at a tiny size: it runs and prints its JSON line. No timing asserted."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from prefect.settings import PREFECT_API_URL
+
+ROOT = Path(__file__).parents[1]
+
+
+def bench(*args: str, api_url: str | None = None) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if api_url:
+        args = (*args, "--api-url", api_url)
+    done = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
+
+
+def test_poll_efficiency_smoke():
+    figures = bench("benchmarks.poll_efficiency", "--jobs", "5")
+    assert figures["benchmark"] == "poll_efficiency" and figures["jobs"] == 5
+    for key in ("calls_per_job", "baseline_calls_per_job", "calls_ratio", "mean_lag_s",
+                "p95_lag_s", "baseline_mean_lag_s", "backoff_calls_per_job"):
+        assert isinstance(figures[key], (int, float))
+
+
+def test_rate_limit_smoke():
+    figures = bench("benchmarks.rate_limit", "--executions", "10", "--time-scale", "0.01")
+    assert figures["completed"] == 10
+    for key in ("http_429", "makespan_s", "bound_s", "makespan_ratio_to_bound"):
+        assert key in figures
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_overhead_smoke():
+    figures = bench("benchmarks.overhead", "--jobs", "6", "--concurrency", "3",
+                    api_url=PREFECT_API_URL.value())
+    assert figures["completed"] == 6
+    for key in ("makespan_s", "baseline_makespan_s", "makespan_ratio", "peak_rss_mb"):
+        assert figures[key] > 0
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_scale_smoke():
+    figures = bench("benchmarks.scale", "--jobs", "20", "--per-job-jobs", "4", "--time-scale",
+                    "0.02", api_url=PREFECT_API_URL.value())
+    assert figures["completed"] == 20 and figures["per_job_completed"] == 4
+    for key in ("jobs", "makespan_s", "peak_rss_mb", "cpu_cores_avg"):
+        assert figures[key] > 0
