@@ -63,9 +63,8 @@ class SimulatorProcess:
 @contextmanager
 def simulator_process(config: dict) -> Iterator[SimulatorProcess]:
     """Start ``prefect-pollers simulator`` on a free loopback port with ``config``; stop it."""
-    config_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
-    json.dump(config, config_file)
-    config_file.close()
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as config_file:
+        json.dump(config, config_file)
     args = [sys.executable, "-m", "prefect_pollers.simulator", "--host", "127.0.0.1",
             "--port", "0", "--log-level", "warning", "--config", config_file.name]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True,

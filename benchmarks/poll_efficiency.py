@@ -94,7 +94,8 @@ def measure(strategy: Strategy, jobs: list[TwynLikeJob]) -> dict[str, float]:
         count = 0
         noticed: list[float] = []
 
-        async def poll(job: TwynLikeJob = job, clock: VirtualClock = clock) -> JobStatus:
+        async def poll(job: TwynLikeJob = job, clock: VirtualClock = clock,
+                       noticed: list[float] = noticed) -> JobStatus:
             nonlocal count
             count += 1
             status = job.status(clock.time() - START)
