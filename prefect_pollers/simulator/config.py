@@ -1,0 +1,122 @@
+"""Simulator settings: timing, fates, credentials and fault-injection rules."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+FaultKind = Literal[
+    "http_500",
+    "http_502",
+    "http_503",
+    "reset",
+    "reset_after_create",
+    "slow",
+    "burst_429",
+    "malformed_json",
+    "html",
+    "empty",
+    "missing_field",
+    "mistyped_field",
+    "unknown_status",
+]
+RouteKind = Literal["submit", "status", "result", "cancel"]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+def _ordered(bounds: tuple[float, float]) -> tuple[float, float]:
+    """Check that a (low, high) duration range is non-negative and ordered."""
+    low, high = bounds
+    if low < 0 or high < low:
+        raise ValueError("expected (low, high) with 0 <= low <= high")
+    return bounds
+
+
+Duration = Annotated[tuple[float, float], AfterValidator(_ordered)]
+"""A (low, high) range of simulated seconds; durations are drawn uniformly from it."""
+
+
+class FaultRule(BaseModel):
+    """One fault to inject into matching requests.
+
+    A rule fires on a matching request when any of its triggers does: ``first`` (the
+    first N matching requests), ``every`` (every Nth one) or ``rate`` (a probability);
+    it needs at least one.
+    The data-shape kinds ``missing_field``, ``mistyped_field`` and ``unknown_status``
+    rewrite a status response, so they only match the status route.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: str = "*"
+    route: RouteKind | Literal["*"] = "*"
+    kind: FaultKind
+    rate: Probability = 0.0
+    every: int | None = Field(default=None, ge=1)
+    first: int | None = Field(default=None, ge=1)
+    retry_after: float | None = Field(default=None, ge=0.0)
+    """Simulated seconds sent as Retry-After by the ``http_5xx`` and ``burst_429`` kinds."""
+    delay_s: float = Field(default=1.0, ge=0.0)
+    """Real seconds the ``slow`` kind waits before answering."""
+
+    @model_validator(mode="after")
+    def _has_a_trigger(self) -> FaultRule:
+        """Refuse a rule that could never fire."""
+        if self.rate == 0 and self.every is None and self.first is None:
+            raise ValueError("a fault rule needs rate > 0, every or first")
+        return self
+
+
+_APIXO_DURATIONS: dict[str, tuple[float, float]] = {
+    "nano-banana": (5.0, 20.0),
+    "flux-2": (10.0, 40.0),
+    "sora-2": (60.0, 300.0),
+    "veo-3-1": (45.0, 240.0),
+    "suno": (30.0, 120.0),
+}
+
+
+class SimulatorConfig(BaseModel):
+    """Everything the simulator can be told; every duration is in simulated seconds.
+
+    ``time_scale`` converts simulated seconds into real ones: a 60 s job takes
+    ``60 * time_scale`` real seconds, and every Retry-After or rate-limit window the
+    simulator sends is scaled the same way.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    time_scale: float = Field(default=1.0, gt=0.0)
+    seed: int = 0
+    api_key: str = "sim-key"
+    failure_rate: Probability = 0.0
+    never_finish_rate: Probability = 0.0
+    early_poll_tolerance: float = Field(default=0.1, ge=0.0, lt=1.0)
+    faults: list[FaultRule] = Field(default_factory=list)
+
+    cache_hit_rate: Probability = 0.0
+    exona_duration: Duration = (30.0, 120.0)
+    exona_retry_after: float = Field(default=10.0, gt=0.0)
+
+    twyn_config_duration: Duration = (60.0, 120.0)
+    twyn_simulation_duration: Duration = (120.0, 240.0)
+    twyn_analysis_duration: Duration = (60.0, 120.0)
+    twyn_min_poll_interval: float = Field(default=1.0, ge=0.0)
+
+    apixo_durations: dict[str, Duration] = Field(default_factory=lambda: dict(_APIXO_DURATIONS))
+    apixo_default_duration: Duration = (10.0, 60.0)
+
+    modelroute_duration: Duration = (2.0, 20.0)
+    modelroute_cancel_rate: Probability = 0.0
+    modelroute_expire_rate: Probability = 0.0
+    rate_limit: int = Field(default=60, ge=1)
+    rate_window_s: float = Field(default=60.0, gt=0.0)
+
+    generic_duration: Duration = (5.0, 30.0)
+    generic_retry_after: float = Field(default=5.0, gt=0.0)
+    generic_timeout_rate: Probability = 0.0
+
+    def real(self, simulated_seconds: float) -> float:
+        """Convert simulated seconds into real seconds."""
+        return simulated_seconds * self.time_scale
