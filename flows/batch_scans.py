@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from prefect_pollers import ExonaCredentials, PollPolicy, exona_policy
 from prefect_pollers.batch import BatchItem, publish_table, run_batch
+from prefect_pollers.cancellation import cancel_remote_jobs
 from prefect_pollers.providers.base import load_credentials
 
 REQUIRED_COLUMNS = ("company_name", "company_website")
@@ -63,7 +64,11 @@ def read_companies_csv(path: str | Path) -> list[dict[str, Any]]:
         return rows
 
 
-@flow(name="batch-scans", description="Exona risk scans of many companies, a few at a time.")
+@flow(
+    name="batch-scans",
+    description="Exona risk scans of many companies, a few at a time.",
+    on_cancellation=[cancel_remote_jobs],
+)
 async def batch_scans(
     companies: list[dict[str, Any]] | None = None,
     csv_path: str | None = None,

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from prefect_pollers import ModelRouteCredentials
 from prefect_pollers.batch import BatchItem, publish_table, run_batch
+from prefect_pollers.cancellation import cancel_remote_jobs
 from prefect_pollers.providers.base import load_credentials
 
 
@@ -32,7 +33,11 @@ class ExecutionRow(BaseModel):
     error: str | None = None
 
 
-@flow(name="execution-batch", description="ModelRoute executions within the rate limit.")
+@flow(
+    name="execution-batch",
+    description="ModelRoute executions within the rate limit.",
+    on_cancellation=[cancel_remote_jobs],
+)
 async def execution_batch(
     executions: list[dict[str, Any]],
     credentials: ModelRouteCredentials | str = "modelroute",

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from prefect_pollers import ApixoCredentials
 from prefect_pollers.batch import BatchItem, publish_table, run_batch
+from prefect_pollers.cancellation import cancel_remote_jobs
 from prefect_pollers.providers.base import load_credentials
 
 
@@ -27,7 +28,11 @@ class GenerationRow(BaseModel):
     error: str | None = None
 
 
-@flow(name="generation-grid", description="APIXO generations: prompts x models.")
+@flow(
+    name="generation-grid",
+    description="APIXO generations: prompts x models.",
+    on_cancellation=[cancel_remote_jobs],
+)
 async def generation_grid(
     prompts: list[str],
     models: list[str],

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from prefect_pollers import HttpJobApi, PollPolicy
 from prefect_pollers.batch import BatchItem, publish_table, run_batch
+from prefect_pollers.cancellation import cancel_remote_jobs
 from prefect_pollers.providers.base import load_credentials
 
 
@@ -57,7 +58,11 @@ class GenericJobRow(BaseModel):
     error: str | None = None
 
 
-@flow(name="generic-jobs", description="Jobs on a JSON job API declared as an HttpJobApi block.")
+@flow(
+    name="generic-jobs",
+    description="Jobs on a JSON job API declared as an HttpJobApi block.",
+    on_cancellation=[cancel_remote_jobs],
+)
 async def generic_jobs(
     jobs: list[dict[str, Any]],
     api: HttpJobApi | str = "generic",

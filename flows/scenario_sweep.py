@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from prefect_pollers import TwynCredentials
 from prefect_pollers.batch import BatchItem, publish_table, run_batch
+from prefect_pollers.cancellation import cancel_remote_jobs
 from prefect_pollers.providers.base import load_credentials
 
 
@@ -40,7 +41,11 @@ def expand_grid(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(names, combo)) for combo in itertools.product(*(grid[n] for n in names))]
 
 
-@flow(name="scenario-sweep", description="Twyn simulations over a grid of scenario parameters.")
+@flow(
+    name="scenario-sweep",
+    description="Twyn simulations over a grid of scenario parameters.",
+    on_cancellation=[cancel_remote_jobs],
+)
 async def scenario_sweep(
     scenarios: list[str],
     grid: dict[str, list[Any]] | None = None,

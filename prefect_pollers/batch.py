@@ -35,6 +35,7 @@ from prefect.results import ResultStore, get_result_store
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, ConfigDict, Field
 
+from prefect_pollers.cancellation import tracked
 from prefect_pollers.engine import (
     Clock,
     JobCancelledError,
@@ -46,10 +47,9 @@ from prefect_pollers.engine import (
     WaitTimeoutError,
     current_clock,
 )
+from prefect_pollers.events import announce_submitted, emit_state_change
 from prefect_pollers.providers.base import JobApiCredentials
 from prefect_pollers.tasks import (
-    announce_submitted,
-    emit_state_change,
     idempotency_record_key,
     retry_wait_when_transient,
     run_job,
@@ -256,11 +256,12 @@ async def run_jobs(
 
     async def run_one(item: BatchItem) -> Any:
         ref = await submit_once(credentials, item, store, clock=clock)
-        status = await credentials.wait(
-            ref, policy, logger=logger,
-            on_change=lambda old, new: emit_state_change(old, new, ref.provider),
-        )
-        return await credentials.fetch_result(ref, status)
+        with tracked(credentials, ref):
+            status = await credentials.wait(
+                ref, policy, logger=logger,
+                on_change=lambda old, new: emit_state_change(old, new, ref.provider),
+            )
+            return await credentials.fetch_result(ref, status)
 
     return await _gather_bounded(items, concurrency, title, run_one)
 

@@ -23,29 +23,22 @@ from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.context import TaskRunContext
-from prefect.events import emit_event
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import aget_state_exception
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel
 
+from prefect_pollers.cancellation import tracked
 from prefect_pollers.engine import (
     JobRef,
-    JobStatus,
     PollerError,
     PollPolicy,
     RateLimitedError,
     TransientRequestError,
 )
+from prefect_pollers.events import announce_submitted, emit_state_change
 from prefect_pollers.providers.base import JobApiCredentials
-
-EVENT_PREFIX = "prefect-pollers.job"
-
-
-def job_resource_id(provider: str, job_id: str) -> str:
-    """The Prefect event resource id of a remote job, e.g. ``prefect-pollers.job.exona.scan_1``."""
-    return f"{EVENT_PREFIX}.{provider}.{job_id}"
 
 
 def _request_digest(credentials: JobApiCredentials, request: BaseModel | dict[str, Any]) -> str:
@@ -150,57 +143,6 @@ async def submit_job(
     return ref
 
 
-def _job_resource(provider: str, job_id: str) -> dict[str, str]:
-    return {
-        "prefect.resource.id": job_resource_id(provider, job_id),
-        "prefect.resource.name": f"{provider} job {job_id}",
-        "prefect-pollers.provider": provider,
-    }
-
-
-def announce_submitted(credentials: JobApiCredentials, ref: JobRef) -> None:
-    """Log a submitted job and emit its ``prefect-pollers.job.submitted`` event.
-
-    The event names the saved credentials block, if any, so that a cancellation
-    hook in another process can find the job and its credentials.
-    """
-    get_run_logger().info(
-        "submitted %s job %s%s", ref.provider, ref.job_id,
-        " (already terminal: no poll needed)" if ref.submitted_status else "",
-    )
-    emit_event(
-        event=f"{EVENT_PREFIX}.submitted",
-        resource=_job_resource(ref.provider, ref.job_id),
-        payload={
-            "provider": ref.provider,
-            "job_id": ref.job_id,
-            "idempotency_key": ref.idempotency_key,
-            "context": ref.context,
-            "block_type_slug": type(credentials).get_block_type_slug(),
-            "block_document_name": credentials._block_document_name,
-        },
-    )
-
-
-def emit_state_change(old: JobStatus | None, new: JobStatus, provider: str) -> None:
-    """Emit ``prefect-pollers.job.<new state>`` for a job's change of state or phase."""
-    emit_event(
-        event=f"{EVENT_PREFIX}.{new.state.value}",
-        resource=_job_resource(provider, new.job_id),
-        payload={
-            "provider": provider,
-            "job_id": new.job_id,
-            "old_state": old.state.value if old else None,
-            "new_state": new.state.value,
-            "old_phase": old.phase if old else None,
-            "new_phase": new.phase,
-            "raw_status": new.raw_status,
-            "error_code": new.error_code,
-            "error_message": new.error_message,
-        },
-    )
-
-
 @task(
     name="wait-for-job",
     task_run_name=_wait_run_name,
@@ -229,13 +171,14 @@ async def wait_for_job(
         WaitTimeoutError: the deadline passed first.
         ProviderUnavailableError: the provider stayed unreachable (retried by Prefect).
     """
-    status = await credentials.wait(
-        job,
-        policy,
-        logger=get_run_logger(),
-        on_change=lambda old, new: emit_state_change(old, new, job.provider),
-    )
-    return await credentials.fetch_result(job, status)
+    with tracked(credentials, job):
+        status = await credentials.wait(
+            job,
+            policy,
+            logger=get_run_logger(),
+            on_change=lambda old, new: emit_state_change(old, new, job.provider),
+        )
+        return await credentials.fetch_result(job, status)
 
 
 async def run_job(

@@ -8,7 +8,7 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-import prefect_pollers.tasks as tasks_module
+import prefect_pollers.events as events_module
 from flows.batch_scans import batch_scans
 from prefect_pollers import (
     AuthenticationError,
@@ -149,7 +149,7 @@ async def test_wait_survives_an_outage_via_task_retry_and_reattaches(sim):
 
 async def test_state_changes_emit_prefect_events(sim, monkeypatch):
     events = []
-    monkeypatch.setattr(tasks_module, "emit_event", lambda **kw: events.append(kw))
+    monkeypatch.setattr(events_module, "emit_event", lambda **kw: events.append(kw))
 
     @flow
     async def one():

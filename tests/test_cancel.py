@@ -1,0 +1,111 @@
+"""Cancelling a flow run cancels its remote jobs where the provider can; a crash never does."""
+
+import asyncio
+import logging
+import uuid
+from types import SimpleNamespace
+
+import pytest
+from prefect import flow
+
+from flows.generic_jobs import simulator_generic_api
+from prefect_pollers import ExonaCredentials, PollPolicy, cancellation, run_job
+from prefect_pollers.cancellation import cancel_remote_jobs
+from prefect_pollers.simulator import SimulatorConfig
+from tests.conftest import SIM_SCALE
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+LONG_WAIT = PollPolicy(interval=1, deadline=3600)
+
+
+def blocks(sim):
+    generic = simulator_generic_api(sim.base_url("generic"), "sim-key", policy_scale=SIM_SCALE)
+    exona = ExonaCredentials(api_key="sim-key", base_url=sim.base_url("exona"),
+                             policy_scale=SIM_SCALE)
+    return generic, exona
+
+
+async def start_waiting_flow(sim, generic, exona, jobs=3):
+    """Start a flow waiting on never-finishing jobs; returns its asyncio task once all wait."""
+    sim.state.config = SimulatorConfig(time_scale=SIM_SCALE, seed=4, never_finish_rate=1.0)
+
+    @flow
+    async def waiting():
+        await asyncio.gather(
+            *(run_job(generic, {"kind": "render", "params": {"i": i}}, policy=LONG_WAIT)
+              for i in range(jobs)),
+            run_job(exona, {"company_name": "Acme", "company_website": "https://acme.ai"},
+                    policy=LONG_WAIT))
+
+    running = asyncio.create_task(waiting())
+    for _ in range(200):
+        stats = sim.state.stats()
+        if stats["generic"]["status_calls"] >= jobs and stats["exona"]["status_calls"] >= 1:
+            break
+        await asyncio.sleep(0.05)
+    return running
+
+
+def the_run_id():
+    (run_id,) = list(cancellation._in_flight)
+    return run_id
+
+
+async def stop(running):
+    running.cancel()
+    with pytest.raises(BaseException):
+        await running
+
+
+async def test_cancellation_hook_cancels_jobs_in_flight_in_this_process(sim, caplog):
+    generic, exona = blocks(sim)
+    running = await start_waiting_flow(sim, generic, exona)
+    run_id = the_run_id()
+    with caplog.at_level(logging.INFO, logger="prefect_pollers.cancellation"):
+        await cancel_remote_jobs(None, SimpleNamespace(id=run_id), None)
+    await stop(running)
+    assert sim.state.stats()["generic"]["cancels"] == 3
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "exona job" in messages and "keeps running" in messages and "no cancel endpoint" in messages
+    assert messages.count("cancelled with the provider") == 3
+
+
+async def test_cancellation_hook_in_another_process_finds_jobs_through_events(sim, caplog):
+    generic, exona = blocks(sim)
+    suffix = uuid.uuid4().hex[:8]
+    await generic.save(f"generic-{suffix}")
+    await exona.save(f"exona-{suffix}")
+    generic = await type(generic).aload(f"generic-{suffix}")
+    exona = await ExonaCredentials.aload(f"exona-{suffix}")
+    running = await start_waiting_flow(sim, generic, exona)
+    run_id = the_run_id()
+    await stop(running)  # the flow's process is gone: only its events remain
+    cancellation._in_flight.clear()
+    with caplog.at_level(logging.INFO, logger="prefect_pollers.cancellation"):
+        for _ in range(40):  # events reach the server asynchronously
+            await cancel_remote_jobs(None, SimpleNamespace(id=run_id), None)
+            if sim.state.stats()["generic"]["cancels"] >= 3:
+                break
+            await asyncio.sleep(0.25)
+    assert sim.state.stats()["generic"]["cancels"] >= 3
+    assert "keeps running" in " ".join(r.getMessage() for r in caplog.records)
+
+
+async def test_an_interrupted_flow_without_cancellation_cancels_nothing(sim):
+    generic, exona = blocks(sim)
+    running = await start_waiting_flow(sim, generic, exona)
+    await stop(running)  # a crash or a worker restart: no on_cancellation hook runs
+    await asyncio.sleep(0.2)
+    assert sim.state.stats()["generic"]["cancels"] == 0
+    cancellation._in_flight.clear()
+
+
+async def test_finished_waits_leave_nothing_to_cancel(sim):
+    generic, _ = blocks(sim)
+
+    @flow
+    async def quick():
+        return await run_job(generic, {"kind": "render", "params": {}})
+
+    await quick()
+    assert cancellation._in_flight == {}
