@@ -78,7 +78,7 @@ async def batch_scans(
     policy: PollPolicy | None = None,
     idempotency_prefix: str | None = None,
     artifact_key: str = "exona-batch-scans",
-    task_runs: Literal["per-job", "batched"] = "per-job",
+    task_runs: Literal["auto", "per-job", "batched"] = "auto",
 ) -> list[ScanRow]:
     """Scan every company and return one row each.
 
@@ -96,8 +96,9 @@ async def batch_scans(
             flow run id: a retry of this flow run re-attaches to its scans instead of
             scanning again. Give a fixed prefix to make re-runs re-attach too.
         artifact_key: Key of the result table artifact.
-        task_runs: ``per-job`` (a submit and a wait task run per company) or
-            ``batched`` (one task run for the whole batch: for thousands of companies).
+        task_runs: ``per-job`` (a submit and a wait task run per company),
+            ``batched`` (one task run for the whole batch: for thousands of companies)
+            or ``auto`` (per-job up to 100 companies, batched beyond).
     """
     if (companies is None) == (csv_path is None):
         raise ValueError("give exactly one of `companies` and `csv_path`")

@@ -5,11 +5,14 @@ under a semaphore (far cheaper than ``.submit()`` on a thread pool), a job's
 failure becoming its outcome's error instead of failing the batch, and a progress
 artifact that follows the batch:
 
-- ``per-job`` (default): each job is two task runs (``submit-...``, ``wait-...``),
-  each visible in the UI, retried by Prefect on its own.
+- ``per-job``: each job is two task runs (``submit-...``, ``wait-...``), each
+  visible in the UI, retried by Prefect on its own.
 - ``batched``: one task run multiplexes every submit and wait on one event loop;
   per-job visibility comes from the job events and the table artifact. It is the
-  mode for thousands of jobs in flight, where a task run per job costs too much.
+  mode for large batches: measured here, a task run costs a few tens of ms of CPU
+  (1,000 scans took 1.67x the plain-asyncio time per job, 1.14x batched).
+- ``auto`` (default): per-job up to ``PER_JOB_LIMIT`` jobs (100, where the Exona
+  guide starts calling a batch "very large"), batched beyond.
   Submits stay idempotent per key (the refs are recorded in the result store
   under the same keys ``submit_job`` caches under), so a retried task or flow
   re-attaches instead of submitting again.
@@ -104,6 +107,10 @@ _OUTCOME_OF_ERROR: tuple[tuple[type[PollerError], str], ...] = (
     (JobExpiredError, "expired"),
     (WaitTimeoutError, "timed_out"),
 )
+
+
+PER_JOB_LIMIT = 100
+"""The largest batch that ``task_runs="auto"`` runs with a task run per job."""
 
 
 def outcome_of(error: PollerError) -> str:
@@ -273,7 +280,7 @@ async def run_batch(
     concurrency: int = 5,
     policy: PollPolicy | None = None,
     title: str = "batch",
-    task_runs: Literal["per-job", "batched"] = "per-job",
+    task_runs: Literal["auto", "per-job", "batched"] = "auto",
 ) -> list[BatchOutcome]:
     """Run every item's job with at most ``concurrency`` in flight; never raises per job.
 
@@ -283,14 +290,17 @@ async def run_batch(
         concurrency: Jobs in flight at once (submitted and not yet finished).
         policy: The poll policy of every wait (the provider's preset if None).
         title: Shown in the progress artifact's description.
-        task_runs: ``per-job`` (two task runs per job) or ``batched`` (one task run
-            for the whole batch: for thousands of jobs).
+        task_runs: ``per-job`` (two task runs per job), ``batched`` (one task run
+            for the whole batch: for thousands of jobs) or ``auto`` (per-job up to
+            ``PER_JOB_LIMIT`` jobs, batched beyond).
 
     Returns:
         One outcome per item, in the items' order.
     """
-    if task_runs not in ("per-job", "batched"):
-        raise ValueError(f"task_runs must be 'per-job' or 'batched', got {task_runs!r}")
+    if task_runs not in ("auto", "per-job", "batched"):
+        raise ValueError(f"task_runs must be 'auto', 'per-job' or 'batched', got {task_runs!r}")
+    if task_runs == "auto":
+        task_runs = "per-job" if len(items) <= PER_JOB_LIMIT else "batched"
     check_batch(items, concurrency)
     for item in items:
         credentials.parse_request(item.request)  # refuse bad input before any submit
