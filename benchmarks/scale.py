@@ -35,10 +35,12 @@ async def our_flow(base_url: str, count: int, mode: str, scale: float) -> int:
 
     credentials = ExonaCredentials(api_key=API_KEY, base_url=base_url, timeout_s=120,
                                    policy_scale=scale)
-    companies = [{"company_name": f"Company {i}", "company_website": f"https://c{i}.test"}
-                 for i in range(count)]
-    rows = await batch_scans(companies=companies, credentials=credentials, concurrency=count,
-                             max_age_days=None, task_runs=mode)
+    # As a user would for so many: a CSV file (flow run parameters are size-limited).
+    with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as companies:
+        companies.write("company_name,company_website\n")
+        companies.writelines(f"Company {i},https://c{i}.test\n" for i in range(count))
+    rows = await batch_scans(csv_path=companies.name, credentials=credentials,
+                             concurrency=count, max_age_days=None, task_runs=mode)
     return sum(row.status == "succeeded" for row in rows)
 
 

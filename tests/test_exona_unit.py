@@ -169,7 +169,7 @@ async def test_malformed_status_bodies_are_typed_and_retried_within_budget(
 
 async def test_submit_without_id_is_a_typed_error(creds, clock, api):
     api.post("/scans").mock(return_value=httpx.Response(201, json={"status": "queued"}))
-    with pytest.raises(MalformedResponseError, match="no scan id"):
+    with pytest.raises(MalformedResponseError, match="no job id"):
         await creds.submit(REQUEST)
 
 

@@ -155,12 +155,7 @@ creds = ApixoCredentials.load("BLOCK_NAME")
         assert isinstance(request, ApixoTaskRequest)
         body = reply.body
         task_id = dig(body, "data", "taskId") or body.get("taskId") or body.get("id")
-        if not isinstance(task_id, str) or not task_id:
-            raise MalformedResponseError(
-                "apixo create response has no data.taskId",
-                provider=self.provider, path=reply.path, http_status=reply.status_code,
-            )
-        return JobRef(provider=self.provider, job_id=task_id, context={"model": request.model})
+        return self.job_ref(reply, task_id, "data.taskId", context={"model": request.model})
 
     def status_path(self, ref: JobRef) -> str:
         return self.status_path_template.format(

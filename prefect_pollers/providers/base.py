@@ -28,8 +28,11 @@ from prefect_pollers.engine import (
     JobStatus,
     JsonReply,
     MalformedResponseError,
+    PollerError,
     PollPolicy,
+    RateLimitedError,
     StatusMap,
+    TransientRequestError,
     current_clock,
     request_json,
     wait_for_terminal,
@@ -252,8 +255,12 @@ class JobApiCredentials(Block, ABC):
             else None
         )
         clock = current_clock()
-        reply = await self.request(method, path, json=body, headers=headers, clock=clock)
-        ref = self.read_submitted(parsed, reply)
+        try:
+            reply = await self.request(method, path, json=body, headers=headers, clock=clock)
+            ref = self.read_submitted(parsed, reply)
+        except PollerError as exc:
+            _say_if_maybe_created(exc, idempotency_key)
+            raise
         submitted_at = datetime.fromtimestamp(clock.time(), UTC)
         return ref.model_copy(
             update={"idempotency_key": idempotency_key, "submitted_at": submitted_at}
@@ -293,6 +300,30 @@ class JobApiCredentials(Block, ABC):
         )
 
     # -- helpers for the declarations -------------------------------------------------
+    def job_ref(self, reply: JsonReply, job_id: Any, where: str, **fields: Any) -> JobRef:
+        """A :class:`JobRef` for the id a submit response holds at ``where``.
+
+        Raises:
+            MalformedResponseError: when there is no usable id there.
+        """
+        if not isinstance(job_id, (str, int)) or isinstance(job_id, bool) or job_id == "":
+            raise MalformedResponseError(
+                f"{self.provider} submit response has no job id at {where!r}",
+                provider=self.provider, path=reply.path, http_status=reply.status_code,
+            )
+        return JobRef(provider=self.provider, job_id=str(job_id), **fields)
+
+    def status_with_error_object(self, job_id: str, reply: JsonReply) -> JobStatus:
+        """The status of a body shaped ``{"status", "error": {"code", "message"}}``."""
+        body = reply.body
+        return self.make_status(
+            job_id,
+            reply,
+            body.get("status"),
+            error_code=dig(body, "error", "code"),
+            error_message=dig(body, "error", "message"),
+        )
+
     def make_status(
         self,
         job_id: str,
@@ -331,6 +362,31 @@ class JobApiCredentials(Block, ABC):
             hints=reply.hints,
             recognized=recognized,
         )
+
+
+def _say_if_maybe_created(exc: PollerError, idempotency_key: str | None) -> None:
+    """Tell, in a failed submit's message, that the job may exist all the same.
+
+    After a timeout, a dropped connection, a 5xx other than 502/503 or an unreadable
+    2xx body, the provider may have created the job: nothing is retried (a retry
+    could run it twice) and the caller must know to look before submitting again.
+    Errors after which the job surely was not created (connection refused, 429,
+    502, 503, refusals) are left as they are.
+    """
+    if isinstance(exc, RateLimitedError) or not isinstance(
+        exc, (TransientRequestError, MalformedResponseError)
+    ):
+        return
+    if isinstance(exc, TransientRequestError) and (
+        not exc.request_sent or exc.http_status in (502, 503)
+    ):
+        return
+    key = f" (idempotency key {idempotency_key!r})" if idempotency_key else ""
+    exc.hint = (
+        f"The job may have been created all the same{key}: look for it at the provider "
+        "before submitting again, or it may run twice"
+    )
+    exc.args = (exc._render(),)
 
 
 async def load_credentials(block_type: type[C], credentials: C | str) -> C:

@@ -26,7 +26,7 @@ from prefect_pollers.engine import (
     PollPolicy,
     StatusMap,
 )
-from prefect_pollers.providers.base import JobApiCredentials, dig
+from prefect_pollers.providers.base import JobApiCredentials
 
 EXONA_DOCS = "https://platform.exonalab.com"
 
@@ -149,31 +149,17 @@ creds = ExonaCredentials.load("BLOCK_NAME")
         return "POST", "scans", request.model_dump(exclude_none=True)
 
     def read_submitted(self, request: BaseModel, reply: JsonReply) -> JobRef:
-        scan_id = reply.body.get("id")
-        if not isinstance(scan_id, str) or not scan_id:
-            raise MalformedResponseError(
-                "exona submit response has no scan id",
-                provider=self.provider, path=reply.path, http_status=reply.status_code,
-            )
-        status = self.read_status(scan_id, reply) if "status" in reply.body else None
-        return JobRef(
-            provider=self.provider,
-            job_id=scan_id,
-            submitted_status=status if status is not None and status.state.terminal else None,
-        )
+        ref = self.job_ref(reply, reply.body.get("id"), "id")
+        status = self.read_status(ref.job_id, reply) if "status" in reply.body else None
+        if status is not None and status.state.terminal:
+            return ref.model_copy(update={"submitted_status": status})
+        return ref
 
     def status_path(self, ref: JobRef) -> str:
         return f"scans/{ref.job_id}"
 
     def read_status(self, job_id: str, reply: JsonReply) -> JobStatus:
-        body = reply.body
-        return self.make_status(
-            job_id,
-            reply,
-            body.get("status"),
-            error_code=dig(body, "error", "code"),
-            error_message=dig(body, "error", "message"),
-        )
+        return self.status_with_error_object(job_id, reply)
 
     async def fetch_result(self, ref: JobRef, status: JobStatus) -> ExonaScanResult:
         result = status.payload.get("result")

@@ -20,7 +20,6 @@ from prefect_pollers.engine import (
     JobRef,
     JobStatus,
     JsonReply,
-    MalformedResponseError,
     PollPolicy,
     StatusMap,
 )
@@ -172,13 +171,8 @@ api = HttpJobApi.load("BLOCK_NAME")
         return self.submit_method, self.submit_path, body
 
     def read_submitted(self, request: BaseModel, reply: JsonReply) -> JobRef:
-        job_id = jmespath.search(self.job_id_field, reply.body)
-        if not isinstance(job_id, (str, int)) or job_id == "":
-            raise MalformedResponseError(
-                f"{self.provider} submit response has no job id at {self.job_id_field!r}",
-                provider=self.provider, path=reply.path, http_status=reply.status_code,
-            )
-        return JobRef(provider=self.provider, job_id=str(job_id))
+        return self.job_ref(reply, jmespath.search(self.job_id_field, reply.body),
+                            self.job_id_field)
 
     @staticmethod
     def fill(template: str, ref: JobRef) -> str:

@@ -32,7 +32,7 @@ from prefect_pollers.engine import (
     PollPolicy,
     StatusMap,
 )
-from prefect_pollers.providers.base import JobApiCredentials, dig
+from prefect_pollers.providers.base import JobApiCredentials
 
 
 class ModelRouteExecutionRequest(BaseModel):
@@ -124,26 +124,14 @@ creds = ModelRouteCredentials.load("BLOCK_NAME")
         return "POST", self.create_path, request.model_dump()
 
     def read_submitted(self, request: BaseModel, reply: JsonReply) -> JobRef:
-        execution_id = reply.body.get("id") or reply.body.get("execution_id")
-        if not isinstance(execution_id, str) or not execution_id:
-            raise MalformedResponseError(
-                "modelroute create response has no execution id",
-                provider=self.provider, path=reply.path, http_status=reply.status_code,
-            )
-        return JobRef(provider=self.provider, job_id=execution_id)
+        body = reply.body
+        return self.job_ref(reply, body.get("id") or body.get("execution_id"), "id")
 
     def status_path(self, ref: JobRef) -> str:
         return f"executions/{ref.job_id}"
 
     def read_status(self, job_id: str, reply: JsonReply) -> JobStatus:
-        body = reply.body
-        return self.make_status(
-            job_id,
-            reply,
-            body.get("status"),
-            error_code=dig(body, "error", "code"),
-            error_message=dig(body, "error", "message"),
-        )
+        return self.status_with_error_object(job_id, reply)
 
     async def fetch_result(self, ref: JobRef, status: JobStatus) -> ModelRouteResult:
         reply = await self.request("GET", f"executions/{ref.job_id}/result", job_id=ref.job_id,

@@ -21,7 +21,6 @@ from prefect_pollers.engine import (
     JobRef,
     JobStatus,
     JsonReply,
-    MalformedResponseError,
     PollPolicy,
     StatusMap,
 )
@@ -131,13 +130,8 @@ creds = TwynCredentials.load("BLOCK_NAME")
         return "POST", self.create_path, request.model_dump(exclude_none=True)
 
     def read_submitted(self, request: BaseModel, reply: JsonReply) -> JobRef:
-        simulation_id = reply.body.get("simulation_id") or reply.body.get("id")
-        if not isinstance(simulation_id, str):
-            raise MalformedResponseError(
-                "twyn create response has no simulation_id",
-                provider=self.provider, path=reply.path, http_status=reply.status_code,
-            )
-        return JobRef(provider=self.provider, job_id=simulation_id)
+        body = reply.body
+        return self.job_ref(reply, body.get("simulation_id") or body.get("id"), "simulation_id")
 
     def status_path(self, ref: JobRef) -> str:
         return f"simulations/{ref.job_id}"
