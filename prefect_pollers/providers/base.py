@@ -41,15 +41,25 @@ from prefect_pollers.engine.ratelimit import RateLimitGate
 from prefect_pollers.engine.wait import StateChangeHook
 
 C = TypeVar("C", bound="JobApiCredentials")
-_POOL_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100)
+MAX_CONNECTIONS = 100
+_POOL_LIMITS = httpx.Limits(
+    max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS
+)
 
 
 class _Connection:
-    """A pooled client and rate-limit gate for one (provider, base URL, key, event loop)."""
+    """A pooled client and rate-limit gate for one (provider, base URL, key, event loop).
+
+    ``slots`` admits at most as many requests as the pool has connections: the
+    others wait here, in O(1), rather than in httpcore's pool queue, whose
+    bookkeeping grows with the queue times the connections (thousands of waits
+    queued there stall the event loop).
+    """
 
     def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client
         self.gate = RateLimitGate()
+        self.slots = asyncio.Semaphore(MAX_CONNECTIONS)
 
 
 # (block type, base URL, key digest) -> event loop -> connection. Keyed by value, not by
@@ -195,28 +205,28 @@ class JobApiCredentials(Block, ABC):
         """
         clock = clock or current_clock()
         connection = self._connection()
-        await connection.gate.acquire(clock)
-        reply: JsonReply | None = None
-        try:
-            reply = await request_json(
-                connection.client,
-                method,
-                path.lstrip("/"),
-                provider=self.provider,
-                job_id=job_id,
-                json=json,
-                headers=headers,
-                polling=polling,
-                now=clock.time(),
-            )
-            return reply
-        except Exception as exc:
-            hints = getattr(exc, "hints", None)
-            connection.gate.release(hints)
-            raise
-        finally:
-            if reply is not None:
-                connection.gate.release(reply.hints)
+        async with connection.slots:
+            await connection.gate.acquire(clock)
+            reply: JsonReply | None = None
+            try:
+                reply = await request_json(
+                    connection.client,
+                    method,
+                    path.lstrip("/"),
+                    provider=self.provider,
+                    job_id=job_id,
+                    json=json,
+                    headers=headers,
+                    polling=polling,
+                    now=clock.time(),
+                )
+                return reply
+            except Exception as exc:
+                connection.gate.release(getattr(exc, "hints", None))
+                raise
+            finally:
+                if reply is not None:
+                    connection.gate.release(reply.hints)
 
     def parse_request(self, request: BaseModel | dict[str, Any]) -> BaseModel:
         """Validate a request (model or dict) against this provider's request model.
