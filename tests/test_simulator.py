@@ -202,27 +202,39 @@ def test_running_simulator_serves_on_loopback_and_stops() -> None:
         pass
 
 
+def test_sequential_requests_are_not_stalled_by_delayed_acks() -> None:
+    with running_simulator() as sim, httpx.Client() as client:
+        client.get(f"{sim.url}/_sim/health")
+        started = time.perf_counter()
+        for _ in range(20):
+            client.get(f"{sim.url}/_sim/health")
+        assert time.perf_counter() - started < 0.4  # ~0.9 s if Nagle delays each reply
+
+
 def test_stats_and_reset_are_safe_from_another_thread() -> None:
-    config = SimulatorConfig(time_scale=0.001, apixo_durations={"suno": (100, 100)})
-    with running_simulator(config) as sim:
+    clock = ManualClock()
+    with running_simulator(clock=clock) as sim:
         with socket.socket() as closed:
             closed.bind(("127.0.0.1", 0))
             port = closed.getsockname()[1]
-        response = httpx.post(
-            f"{sim.base_url('apixo')}/generateTask/suno",
-            json={
-                "request_type": "callback",
-                "callback_url": f"http://127.0.0.1:{port}/hook",
-                "input": {"prompt": "p"},
-            },
-            headers=BEARER,
-        )
-        assert response.status_code == 200
-        assert sim.state.stats()["apixo"]["jobs_in_flight"] == 1
-        sim.state.reset()  # from this thread, while the server's callback loop waits
-        time.sleep(0.15)  # past the task's end: its callback would have failed by now
+        body = {
+            "request_type": "callback",
+            "callback_url": f"http://127.0.0.1:{port}/hook",
+            "input": {"prompt": "p"},
+        }
+        url = f"{sim.base_url('apixo')}/generateTask/suno"
+        for _ in range(2):
+            assert httpx.post(url, json=body, headers=BEARER).status_code == 200
+            assert sim.state.stats()["apixo"]["jobs_in_flight"] == 1
+            sim.state.reset()  # from this thread, while the server's callback loop waits
+        httpx.post(url, json=body, headers=BEARER)
+        clock.advance(121)  # every task is due: only the last one's callback is still pending
+        deadline = time.monotonic() + 2
+        while sim.stats()["apixo"]["callbacks_failed"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # two more ticks of the callback loop
         stats = sim.stats()["apixo"]
-        assert stats["submits"] == 0 and stats["callbacks_failed"] == 0
+        assert (stats["submits"], stats["callbacks_failed"], stats["callbacks_sent"]) == (1, 1, 0)
 
 
 async def test_async_runner() -> None:

@@ -136,7 +136,6 @@ class Provider(ABC):
     async def serve(self, request: Request, kind: RouteKind, handler: Handler) -> Response:
         """Run one request: faults, authentication, the handler, then bookkeeping."""
         rule = self.state.faults.pick(self.config.faults, self.name, kind)
-        fault = None if rule is None else rule.kind
         if rule is not None and rule.kind in REPLACING:
             self.stats.faults_injected[rule.kind] += 1
             return self.fault_response(rule)
@@ -149,11 +148,11 @@ class Provider(ABC):
             reply = await handler(request)
         except Refusal as refusal:
             reply = self.refusal_reply(refusal)
-        if fault == "reset_after_create":
-            self.stats.faults_injected[fault] += 1
+        if rule is not None and rule.kind == "reset_after_create":
+            self.stats.faults_injected[rule.kind] += 1
             return ResetResponse()
-        if fault is not None and fault in RESHAPING and reply.status == 200:
-            self.reshape_status(reply, fault)
+        if rule is not None and rule.kind in RESHAPING and reply.status == 200:
+            self.reshape_status(reply, rule.kind)
         if reply.delivers is not None:
             self.stats.record_observed(reply.delivers)
         return JSONResponse(reply.body, reply.status, reply.headers)
