@@ -8,7 +8,8 @@ artifact that follows the batch:
 - ``per-job``: each job is two task runs (``submit-...``, ``wait-...``), each
   visible in the UI, retried by Prefect on its own.
 - ``batched``: one task run multiplexes every submit and wait on one event loop;
-  per-job visibility comes from the job events and the table artifact. It is the
+  per-job visibility comes from the job events and the table artifact (each job's
+  own log lines go at DEBUG, warnings stay warnings). It is the
   mode for large batches: measured here, a task run costs a few tens of ms of CPU
   (1,000 scans took 1.67x the plain-asyncio time per job, 1.14x batched).
 - ``auto`` (default): per-job up to ``PER_JOB_LIMIT`` jobs (100, where the Exona
@@ -21,6 +22,7 @@ artifact that follows the batch:
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -171,8 +173,16 @@ async def submit_once(
                 raise
             await clock.sleep(getattr(exc, "retry_after", None) or 2.0 ** (attempt - 1))
     await store.awrite(ref, key=key)
-    announce_submitted(credentials, ref)
+    announce_submitted(credentials, ref, log_level=logging.DEBUG)
     return ref
+
+
+class _InfoAsDebug(logging.LoggerAdapter):
+    """Logs each job's INFO lines at DEBUG: in a batch of thousands, per-job visibility
+    comes from the job events and the table artifact; warnings stay warnings."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        super().log(logging.DEBUG if level == logging.INFO else level, msg, *args, **kwargs)
 
 
 def _batch_run_name() -> str:
@@ -257,7 +267,7 @@ async def run_jobs(
     Returns:
         One outcome per item, in the items' order.
     """
-    logger = get_run_logger()
+    logger = _InfoAsDebug(get_run_logger(), {})
     store = get_result_store()
     clock = current_clock()
 

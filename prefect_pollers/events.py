@@ -8,6 +8,8 @@ phase in the payload: build automations on them.
 
 from __future__ import annotations
 
+import logging
+
 from prefect.events import emit_event
 from prefect.logging import get_run_logger
 
@@ -30,14 +32,16 @@ def _job_resource(provider: str, job_id: str) -> dict[str, str]:
     }
 
 
-def announce_submitted(credentials: JobApiCredentials, ref: JobRef) -> None:
+def announce_submitted(
+    credentials: JobApiCredentials, ref: JobRef, *, log_level: int = logging.INFO
+) -> None:
     """Log a submitted job and emit its ``prefect-pollers.job.submitted`` event.
 
     The event names the saved credentials block, if any, so that a cancellation
     hook in another process can find the job and its credentials.
     """
-    get_run_logger().info(
-        "submitted %s job %s%s", ref.provider, ref.job_id,
+    get_run_logger().log(
+        log_level, "submitted %s job %s%s", ref.provider, ref.job_id,
         " (already terminal: no poll needed)" if ref.submitted_status else "",
     )
     emit_event(
