@@ -223,10 +223,19 @@ class JobApiCredentials(Block, ABC):
                 return reply
             except Exception as exc:
                 connection.gate.release(getattr(exc, "hints", None))
+                if isinstance(exc, PollerError):
+                    self._redact_key(exc)
                 raise
             finally:
                 if reply is not None:
                     connection.gate.release(reply.hints)
+
+    def _redact_key(self, exc: PollerError) -> None:
+        """Mask the API key in an error built from a provider message that quotes it."""
+        key = self.api_key.get_secret_value()
+        if key and key in exc.message:
+            exc.message = exc.message.replace(key, "**********")
+            exc.args = (exc._render(),)
 
     def parse_request(self, request: BaseModel | dict[str, Any]) -> BaseModel:
         """Validate a request (model or dict) against this provider's request model.

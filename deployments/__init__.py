@@ -1,0 +1,1 @@
+"""Scheduled deployments of the example flows and the demo blocks they load."""
