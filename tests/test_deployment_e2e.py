@@ -1,0 +1,307 @@
+"""End to end: the deployments of ``deployments/prefect.yaml`` on a real Prefect server.
+
+A module fixture starts ``prefect server start`` on a free loopback port with its own
+``PREFECT_HOME`` and the provider simulator, then with the CLI commands of the
+Makefile registers the blocks, saves the demo blocks, creates the process work pool,
+deploys every deployment of the yaml and starts a process worker. The first test runs
+the batch-scans deployment on that worker; the second checks that the server's
+scheduler creates flow runs for the nightly schedule and for a 10 s interval schedule
+(a copy of the batch-scans deployment, in a work queue the worker does not poll).
+Every process started here is stopped, with its children, even when a test fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, asynccontextmanager, suppress
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID
+
+import httpx
+import pytest
+import yaml
+from prefect.client.orchestration import PrefectClient, get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.events.filters import (
+    EventFilter,
+    EventNameFilter,
+    EventRelatedFilter,
+    EventResourceFilter,
+)
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from prefect_pollers.simulator import SimulatorConfig, running_simulator
+
+REPO = Path(__file__).resolve().parent.parent
+PREFECT_YAML = REPO / "deployments" / "prefect.yaml"
+PREFECT = (sys.executable, "-m", "prefect")
+POOL = "pollers-process"
+NIGHTLY = "nightly-portfolio-rescan"
+FREQUENT = "every-10-seconds"
+TIME_SCALE = 0.02
+TERMINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Process:
+    """A subprocess in a session of its own, its output in a log file."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+        """Start ``args`` in ``log_dir``; stdout and stderr go to ``log_dir/<name>.log``."""
+        self.name = name
+        self.log = log_dir / f"{name}.log"
+        with open(self.log, "wb") as out:
+            self.popen = subprocess.Popen(args, env=env, cwd=log_dir, stdout=out,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
+
+    def tail(self, lines: int = 40) -> str:
+        """The end of the process's output, for failure messages."""
+        text = self.log.read_text(errors="replace").splitlines()[-lines:]
+        return f"--- last lines of {self.name}'s output ---\n" + "\n".join(text)
+
+    def stop(self, sig: signal.Signals, timeout: float) -> None:
+        """Send ``sig`` to the process group, SIGKILL it after ``timeout`` s and any leftover."""
+        if self.popen.poll() is None:
+            with suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+        with suppress(ProcessLookupError):  # children (flow runs) that outlived the leader
+            os.killpg(self.popen.pid, signal.SIGKILL)
+
+
+@dataclass
+class Stack:
+    """The running server, simulator and worker, with the blocks, pool and deployments."""
+
+    api_url: str
+    env: dict[str, str]
+    server: Process
+    simulator_stats: Callable[[], dict[str, Any]]
+    worker: Process | None = None
+
+    def cli(self, *args: str) -> str:
+        """Run a ``prefect`` CLI command against the server; its output, or a test failure."""
+        return self.run([*PREFECT, *args])
+
+    def run(self, args: list[str], timeout: float = 120) -> str:
+        """Run a command from the repository root against the server; its output."""
+        done = subprocess.run(args, env=self.env, cwd=REPO, capture_output=True, text=True,
+                              timeout=timeout, check=False)
+        if done.returncode != 0:
+            pytest.fail(f"{' '.join(args)} exited {done.returncode}:\n{done.stdout}\n"
+                        f"{done.stderr}\n{self.server.tail()}")
+        return done.stdout
+
+
+def subprocess_env(home: Path, api_url: str) -> dict[str, str]:
+    """The environment of every subprocess: its own Prefect home, quiet, this server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        DO_NOT_TRACK="1",
+        PREFECT_HOME=str(home),
+        PREFECT_API_URL=api_url,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_LOGGING_LEVEL="CRITICAL",
+        PREFECT_SERVER_UI_ENABLED="false",
+        PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL="1",
+        PREFECT_WORKER_QUERY_SECONDS="1",
+    )
+    return env
+
+
+def wait_healthy(api_url: str, server: Process, timeout: float = 120) -> None:
+    """Wait until ``GET /api/health`` answers, or fail with the server's output."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.popen.poll() is not None:
+            pytest.fail(f"the Prefect server exited {server.popen.returncode}\n{server.tail()}")
+        with suppress(httpx.HTTPError):
+            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
+                return
+        time.sleep(0.3)
+    pytest.fail(f"the Prefect server was not healthy after {timeout} s\n{server.tail()}")
+
+
+def frequent_copy(directory: Path) -> Path:
+    """A prefect.yaml holding the nightly batch-scans deployment on a 10 s interval instead.
+
+    Its runs go to their own work queue, which the test's worker does not poll.
+    """
+    config = yaml.safe_load(PREFECT_YAML.read_text())
+    nightly = next(d for d in config["deployments"] if d["name"] == NIGHTLY)
+    config["deployments"] = [{
+        **nightly,
+        "name": FREQUENT,
+        "schedules": [{"interval": 10}],
+        "work_pool": {"name": POOL, "work_queue_name": "schedule-check"},
+    }]
+    path = directory / "prefect.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Everything up, as a newcomer's README steps make it; all stopped at the end."""
+    workdir = tmp_path_factory.mktemp("deployment-e2e")
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = subprocess_env(workdir / "prefect-home", api_url)
+    frequent_yaml = frequent_copy(workdir)
+    with ExitStack() as cleanup, ThreadPoolExecutor(3) as threads:
+        server = Process("server", [*PREFECT, "server", "start", "--host", "127.0.0.1",
+                                    "--port", str(port)], env, workdir)
+        cleanup.callback(server.stop, signal.SIGTERM, 20)
+        simulator = cleanup.enter_context(
+            running_simulator(SimulatorConfig(time_scale=TIME_SCALE, seed=11)))
+        wait_healthy(api_url, server)
+        stack = Stack(api_url, env, server, simulator.stats)
+
+        def blocks() -> None:
+            stack.cli("block", "register", "-m", "prefect_pollers")
+            stack.run([sys.executable, "-m", "deployments.create_demo_blocks",
+                       "--simulator-url", simulator.url, "--time-scale", str(TIME_SCALE)])
+
+        def pool_worker_and_deployments() -> None:
+            stack.cli("work-pool", "create", POOL, "--type", "process", "--overwrite")
+            stack.worker = Process("worker", [*PREFECT, "worker", "start", "--pool", POOL,
+                                              "--type", "process", "--work-queue", "default"],
+                                   env, workdir)
+            cleanup.callback(stack.worker.stop, signal.SIGINT, 30)
+            frequent = threads.submit(stack.cli, "--no-prompt", "deploy", "--all",
+                                      "--prefect-file", str(frequent_yaml))
+            stack.cli("--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_YAML))
+            frequent.result()
+
+        for step in [threads.submit(blocks), threads.submit(pool_worker_and_deployments)]:
+            step.result()
+        yield stack
+
+
+@asynccontextmanager
+async def api_client(api_url: str) -> AsyncIterator[PrefectClient]:
+    """A Prefect client of the server at ``api_url``."""
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        async with get_client() as client:
+            yield client
+
+
+async def poll(read: Callable[[], Awaitable[T]], done: Callable[[T], bool],
+               timeout: float) -> T:
+    """Await ``read()`` every half second until ``done(result)`` or ``timeout``; the last result."""
+    deadline = time.monotonic() + timeout
+    result = await read()
+    while not done(result) and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        result = await read()
+    return result
+
+
+async def test_batch_scans_deployment_runs_on_a_process_worker(stack: Stack) -> None:
+    assert stack.worker is not None
+    output = stack.cli("deployment", "run", f"batch-scans/{NIGHTLY}")
+    match = re.search(r"UUID: ([0-9a-f-]{36})", output)
+    assert match, output
+    flow_run_id = UUID(match.group(1))
+
+    async with api_client(stack.api_url) as client:
+        flow_run = await poll(lambda: client.read_flow_run(flow_run_id),
+                              lambda run: run.state_type in TERMINAL, timeout=120)
+        assert flow_run.state_type == StateType.COMPLETED, (
+            f"{flow_run.state}\n{stack.worker.tail()}")
+
+        artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        by_type = {artifact.type: artifact for artifact in artifacts}
+        assert by_type["progress"].data == 100.0
+        table = by_type["table"]
+        assert table.key == "exona-batch-scans"
+        rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+        assert len(rows) == 20
+        status = {row["company"]: row["status"] for row in rows}
+        assert status.pop("Ghost Holdings") == "failed"
+        assert set(status.values()) == {"succeeded"}
+        scan_ids = {row["scan_id"] for row in rows}
+        ghost = next(row["scan_id"] for row in rows if row["company"] == "Ghost Holdings")
+
+        task_runs = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        assert {f"wait-exona-{scan_id}" for scan_id in scan_ids} <= {t.name for t in task_runs}
+
+        terminal_events = EventFilter(
+            event=EventNameFilter(name=["prefect-pollers.job.succeeded",
+                                        "prefect-pollers.job.failed"]),
+            resource=EventResourceFilter(id_prefix=["prefect-pollers.job.exona."]),
+            related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
+        )
+        page = await poll(lambda: client.read_events(filter=terminal_events, limit=50),
+                          lambda page: len(page.events) >= 20, timeout=30)
+    assert {event.resource.id: event.event for event in page.events} == {
+        f"prefect-pollers.job.exona.{scan_id}":
+            "prefect-pollers.job." + ("failed" if scan_id == ghost else "succeeded")
+        for scan_id in scan_ids
+    }
+    exona = stack.simulator_stats()["exona"]
+    assert exona["submits"] >= 20 and exona["duplicate_submits"] == 0
+
+
+async def test_the_scheduler_creates_runs_for_the_schedules(stack: Stack) -> None:
+    async with api_client(stack.api_url) as client:
+        nightly = await client.read_deployment_by_name(f"batch-scans/{NIGHTLY}")
+        frequent = await client.read_deployment_by_name(f"batch-scans/{FREQUENT}")
+
+        async def scheduled_runs(deployment_id: UUID) -> list[FlowRun]:
+            return await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))),
+            )
+
+        frequent_runs = await poll(lambda: scheduled_runs(frequent.id),
+                                   lambda runs: len(runs) >= 3, timeout=60)
+        nightly_runs = await poll(lambda: scheduled_runs(nightly.id),
+                                  lambda runs: len(runs) >= 1, timeout=60)
+
+    assert len(frequent_runs) >= 3 and all(run.auto_scheduled for run in frequent_runs)
+    starts = sorted(run.expected_start_time for run in frequent_runs)
+    assert {(later - earlier).total_seconds() for earlier, later in pairwise(starts)} == {10}
+
+    assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
+    assert nightly_runs and all(run.auto_scheduled for run in nightly_runs)
+    assert {(run.expected_start_time.hour, run.expected_start_time.minute)
+            for run in nightly_runs} == {(2, 0)}
