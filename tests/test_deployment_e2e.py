@@ -53,7 +53,7 @@ from prefect.events.filters import (
 )
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from prefect_pollers.simulator import SimulatorConfig, running_simulator
+from prefect_pollers.simulator import SimulatorConfig, SimulatorState, running_simulator
 
 REPO = Path(__file__).resolve().parent.parent
 PREFECT_YAML = REPO / "deployments" / "prefect.yaml"
@@ -112,6 +112,7 @@ class Stack:
     env: dict[str, str]
     server: Process
     simulator_stats: Callable[[], dict[str, Any]]
+    simulator_state: SimulatorState
     worker: Process | None = None
 
     def cli(self, *args: str) -> str:
@@ -190,7 +191,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         simulator = cleanup.enter_context(
             running_simulator(SimulatorConfig(time_scale=TIME_SCALE, seed=11)))
         wait_healthy(api_url, server)
-        stack = Stack(api_url, env, server, simulator.stats)
+        stack = Stack(api_url, env, server, simulator.stats, simulator.state)
 
         def blocks() -> None:
             stack.cli("block", "register", "-m", "prefect_pollers")
@@ -305,3 +306,34 @@ async def test_the_scheduler_creates_runs_for_the_schedules(stack: Stack) -> Non
     assert nightly_runs and all(run.auto_scheduled for run in nightly_runs)
     assert {(run.expected_start_time.hour, run.expected_start_time.minute)
             for run in nightly_runs} == {(2, 0)}
+
+
+async def test_cancelling_a_run_cancels_its_remote_jobs(stack: Stack) -> None:
+    """``prefect flow-run cancel``: the worker stops the run and the flow's
+    ``on_cancellation`` hook cancels the generic API's jobs (found through the run's
+    events, with the saved ``generic`` block)."""
+    state = stack.simulator_state
+    state.config = SimulatorConfig(time_scale=TIME_SCALE, seed=11, never_finish_rate=1.0)
+    try:
+        output = stack.cli("deployment", "run", "generic-jobs/render-every-6-hours")
+        match = re.search(r"UUID: ([0-9a-f-]{36})", output)
+        assert match, output
+        flow_run_id = UUID(match.group(1))
+        before = stack.simulator_stats()["generic"]
+
+        async def generic_stats() -> dict[str, Any]:
+            return stack.simulator_stats()["generic"]
+
+        waiting = await poll(generic_stats, lambda s: s["submits"] >= before["submits"] + 3
+                             and s["status_calls"] >= before["status_calls"] + 3, timeout=90)
+        assert waiting["submits"] >= before["submits"] + 3, stack.worker.tail()
+        stack.cli("flow-run", "cancel", str(flow_run_id))
+        async with api_client(stack.api_url) as client:
+            flow_run = await poll(lambda: client.read_flow_run(flow_run_id),
+                                  lambda run: run.state_type in TERMINAL, timeout=90)
+        assert flow_run.state_type == StateType.CANCELLED, f"{flow_run.state}"
+        after = await poll(generic_stats, lambda s: s["cancels"] >= before["cancels"] + 3,
+                           timeout=60)
+        assert after["cancels"] - before["cancels"] == 3, stack.worker.tail()
+    finally:
+        state.config = SimulatorConfig(time_scale=TIME_SCALE, seed=11)

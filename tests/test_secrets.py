@@ -1,0 +1,285 @@
+"""No API key anywhere: every example flow run with a sentinel key, then everything searched.
+
+Each example flow runs against the simulator, whose accepted key is the sentinel, with
+a job that fails, and again with a wrong key (which contains the sentinel too). Then
+the sentinel is looked for in: the captured logs (DEBUG included, every logger), the
+Prefect logs, flow runs (parameters, states) and task runs read back from the API, the
+artifacts, the flows' return values, the persisted result files, the job events, the
+exceptions (text, repr, traceback, pickle) and the blocks (repr, str, dumps, the saved
+block document). It must be found nowhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+import respx
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+from prefect.logging.handlers import APILogHandler
+from prefect.results import ResultRecord
+from prefect.settings import get_current_settings
+
+import prefect_pollers.events as events_module
+from flows.batch_scans import batch_scans
+from flows.execution_batch import execution_batch
+from flows.generation_grid import generation_grid
+from flows.generic_jobs import generic_jobs, simulator_generic_api
+from flows.scenario_sweep import scenario_sweep
+from prefect_pollers import (
+    ApixoCredentials,
+    AuthenticationError,
+    ExonaCredentials,
+    JobApiCredentials,
+    ModelRouteCredentials,
+    TwynCredentials,
+    run_job,
+)
+from prefect_pollers.simulator import SimulatorConfig
+from tests.conftest import SIM_SCALE
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+SENTINEL = "sk_SENTINEL_7f3a9c"
+WRONG_KEY = f"{SENTINEL}-revoked"  # found by the same search
+
+
+def make_block(provider: str, sim, key: str) -> JobApiCredentials:
+    base_url = sim.base_url(provider)
+    if provider == "generic":
+        return simulator_generic_api(base_url, key, policy_scale=SIM_SCALE)
+    block_type = {"exona": ExonaCredentials, "twyn": TwynCredentials,
+                  "apixo": ApixoCredentials, "modelroute": ModelRouteCredentials}[provider]
+    return block_type(api_key=key, base_url=base_url, policy_scale=SIM_SCALE)
+
+
+# provider -> how to run its example flow with a block (a job of each run fails)
+FLOWS: dict[str, Callable[[Any], Awaitable[Any]]] = {
+    "exona": lambda creds, **kw: batch_scans(
+        companies=[{"company_name": "Acme AI Ltd", "company_website": "https://acme.ai"},
+                   {"company_name": "Ghost", "company_website": "https://ghost.invalid"}],
+        credentials=creds, artifact_key=f"secrets-exona-{uuid.uuid4().hex[:8]}", **kw),
+    "twyn": lambda creds, **kw: scenario_sweep(
+        scenarios=["heatwave", "will-fail"], grid={"days": [1]}, credentials=creds,
+        artifact_key=f"secrets-twyn-{uuid.uuid4().hex[:8]}", **kw),
+    "apixo": lambda creds, **kw: generation_grid(
+        prompts=["a fox", "fail me"], models=["nano-banana"], credentials=creds,
+        artifact_key=f"secrets-apixo-{uuid.uuid4().hex[:8]}", **kw),
+    "modelroute": lambda creds, **kw: execution_batch(
+        executions=[{"model": "image-gen", "input": {"prompt": "a fox"}},
+                    {"model": "fail-model", "input": {}}],
+        credentials=creds, artifact_key=f"secrets-modelroute-{uuid.uuid4().hex[:8]}", **kw),
+    "generic": lambda creds, **kw: generic_jobs(
+        jobs=[{"kind": "render", "params": {"n": 1}}, {"kind": "fail-export", "params": {}}],
+        api=creds, artifact_key=f"secrets-generic-{uuid.uuid4().hex[:8]}", **kw),
+}
+
+
+class Haystack:
+    """Everything a run left behind, by where it was found."""
+
+    def __init__(self) -> None:
+        self.texts: list[tuple[str, str]] = []
+
+    def add(self, where: str, value: Any) -> None:
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", errors="replace")
+        self.texts.append((where, value if isinstance(value, str) else repr(value)))
+
+    def add_exception(self, where: str, exc: BaseException) -> None:
+        self.add(f"{where} str", str(exc))
+        self.add(f"{where} repr", repr(exc))
+        self.add(f"{where} traceback", "".join(traceback.format_exception(exc)))
+        self.add(f"{where} pickle", pickle.dumps(exc))
+        if exc.__cause__ is not None:
+            self.add_exception(f"{where} cause", exc.__cause__)
+
+    def add_block(self, where: str, block: JobApiCredentials) -> None:
+        for form, text in (("repr", repr(block)), ("str", str(block)),
+                           ("json", block.model_dump_json()), ("dump", block.model_dump()),
+                           ("dump-json-mode", block.model_dump(mode="json"))):
+            self.add(f"{where} {form}", text)
+
+    def where(self, needle: str) -> list[str]:
+        return [where for where, text in self.texts if needle in text]
+
+    def joined(self) -> str:
+        return "\n".join(text for _, text in self.texts)
+
+
+async def read_back(hay: Haystack, flow_run_ids: list[UUID]) -> None:
+    """Add what the Prefect API and the result storage hold about these flow runs."""
+    await APILogHandler.aflush()
+    async with get_client() as client:
+        offset = 0
+        while page := await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=flow_run_ids)),
+                limit=200, offset=offset):
+            hay.add("api logs", "\n".join(f"{log.name} {log.message}" for log in page))
+            offset += len(page)
+        for flow_run_id in flow_run_ids:
+            hay.add("flow run", (await client.read_flow_run(flow_run_id)).model_dump_json())
+        task_runs = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=flow_run_ids)))
+        hay.add("task runs", "\n".join(t.model_dump_json() for t in task_runs))
+        artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=flow_run_ids)))
+        hay.add("artifacts", "\n".join(a.model_dump_json() for a in artifacts))
+    storage = Path(get_current_settings().results.local_storage_path)
+    for path in sorted(storage.rglob("*")) if storage.exists() else []:
+        if path.is_file():
+            add_result_file(hay, path)
+
+
+def add_result_file(hay: Haystack, path: Path) -> None:
+    """A persisted result, raw and decoded (its value is a base64 pickle in the JSON)."""
+    data = path.read_bytes()
+    hay.add(f"result file {path.name}", data)
+    try:
+        record = ResultRecord.deserialize(data)
+    except Exception:  # noqa: BLE001 - not a result record: its raw bytes are enough
+        return
+    hay.add(f"result {path.name}", repr(record.result))
+    hay.add(f"result pickle {path.name}", pickle.dumps(record.result))
+
+
+@pytest.fixture
+def hay(caplog, monkeypatch) -> Haystack:
+    """A haystack that also gets every log record (DEBUG up) and every job event."""
+    for name in ("", "prefect.flow_runs", "prefect.task_runs", "prefect_pollers", "httpx",
+                 "httpcore"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    haystack = Haystack()
+    original = events_module.emit_event
+
+    def capture(**event: Any) -> Any:
+        haystack.add("event", event)
+        return original(**event)
+
+    monkeypatch.setattr(events_module, "emit_event", capture)
+    return haystack
+
+
+def add_logs(hay: Haystack, caplog) -> None:
+    """Add every captured log record, formatted (with tracebacks) and as its message."""
+    hay.add("captured logs", caplog.text)
+    hay.add("captured records", "\n".join(
+        f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records))
+
+
+def accept_sentinel(sim) -> None:
+    sim.state.config = SimulatorConfig(
+        time_scale=SIM_SCALE, seed=4, api_key=SENTINEL,
+        twyn_config_duration=(10, 20), twyn_simulation_duration=(20, 40),
+        twyn_analysis_duration=(10, 20))
+
+
+@pytest.mark.parametrize("provider", list(FLOWS))
+async def test_example_flow_leaves_the_key_nowhere(sim, hay, caplog, provider):
+    accept_sentinel(sim)
+    good, wrong = make_block(provider, sim, SENTINEL), make_block(provider, sim, WRONG_KEY)
+    hay.add_block("block", good)
+    hay.add_block("wrong block", wrong)
+    runs = []
+    for creds in (good, wrong):
+        state = await FLOWS[provider](creds, return_state=True)
+        rows = await state.aresult()
+        runs.append((state.state_details.flow_run_id, rows))
+        hay.add("returned rows", [row.model_dump_json() for row in rows])
+    await read_back(hay, [run_id for run_id, _ in runs])
+    add_logs(hay, caplog)
+
+    good_rows, wrong_rows = runs[0][1], runs[1][1]
+    assert [row.status for row in good_rows] == ["succeeded", "failed"]
+    assert {row.status for row in wrong_rows} == {"error"}
+    assert all("http=401" in (row.error or "") for row in wrong_rows)
+    # the search did see the runs: their logs (DEBUG polls too), artifacts and events
+    assert hay.where("poll 1 ->") and [w for w in hay.where("poll 1 ->") if w == "api logs"]
+    assert [w for w in hay.where("http=401") if w.startswith("artifacts")]
+    assert hay.where("prefect-pollers.job.succeeded")
+    assert [w for w in hay.where("JobRef(") if w.startswith("result ")]  # decoded results
+    assert hay.where(SENTINEL) == []
+
+
+async def test_a_failing_flow_and_its_exception_leave_the_key_nowhere(sim, hay, caplog):
+    accept_sentinel(sim)
+    wrong = make_block("exona", sim, WRONG_KEY)
+
+    @flow
+    async def scan_one(credentials: ExonaCredentials) -> Any:
+        return await run_job(credentials, {"company_name": "Acme", "company_website": "acme.ai"},
+                             idempotency_key=f"secret-{uuid.uuid4()}")
+
+    state = await scan_one(wrong, return_state=True)
+    assert state.is_failed()
+    exc = await state.aresult(raise_on_failure=False)
+    assert isinstance(exc, AuthenticationError)
+    hay.add_exception("exception", exc)
+    hay.add("state", f"{state!r} {state.message} {state.model_dump_json(exclude={'data'})}")
+    with pytest.raises(AuthenticationError) as info:
+        await scan_one(wrong)
+    hay.add_exception("raised", info.value)
+    await read_back(hay, [state.state_details.flow_run_id])
+    add_logs(hay, caplog)
+    assert hay.where("missing or invalid API key")
+    assert hay.where(SENTINEL) == []
+
+
+async def test_a_saved_block_and_its_document_leave_the_key_nowhere(sim, hay, caplog):
+    accept_sentinel(sim)
+    name = f"secrets-{uuid.uuid4().hex[:8]}"
+    await make_block("exona", sim, SENTINEL).save(name)
+    loaded = await ExonaCredentials.aload(name)
+    assert loaded.api_key.get_secret_value() == SENTINEL  # saved and loaded intact
+    hay.add_block("loaded block", loaded)
+    state = await FLOWS["exona"](name, return_state=True, task_runs="batched")
+    rows = await state.aresult()
+    assert [row.status for row in rows] == ["succeeded", "failed"]
+    hay.add("returned rows", [row.model_dump_json() for row in rows])
+    async with get_client() as client:
+        document = await client.read_block_document_by_name(
+            name, "exona-credentials", include_secrets=False)
+    hay.add("block document", document.model_dump_json())
+    await read_back(hay, [state.state_details.flow_run_id])
+    add_logs(hay, caplog)
+    assert hay.where("website_unreachable")
+    assert hay.where(SENTINEL) == []
+
+
+async def test_a_provider_echoing_the_key_in_its_error_does_not_leak_it(hay, caplog):
+    """Some APIs quote the key they refused; the error built from their message must not."""
+    creds = ExonaCredentials(api_key=SENTINEL, base_url="https://echo.test/api/v1",
+                             policy_scale=SIM_SCALE)
+    body = {"error": {"code": "unauthorized", "message": f"API key {SENTINEL} is revoked"}}
+    with respx.mock(assert_all_called=False) as mock:
+        route = mock.post("https://echo.test/api/v1/scans").mock(
+            return_value=httpx.Response(401, json=body))
+        mock.route().pass_through()  # the Prefect API
+        with pytest.raises(AuthenticationError) as info:
+            await creds.submit({"company_name": "Acme", "company_website": "acme.ai"})
+        hay.add_exception("exception", info.value)
+        state = await FLOWS["exona"](creds, return_state=True)
+        rows = await state.aresult()
+    assert route.call_count == 3 and {row.status for row in rows} == {"error"}
+    hay.add("returned rows", [row.model_dump_json() for row in rows])
+    await read_back(hay, [state.state_details.flow_run_id])
+    add_logs(hay, caplog)
+    assert hay.where("is revoked")  # the provider's message is kept, the key is not
+    assert hay.where(SENTINEL) == []
