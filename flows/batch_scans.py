@@ -45,7 +45,7 @@ def read_companies_csv(path: str | Path) -> list[dict[str, Any]]:
     """Read companies from a CSV file with a header row.
 
     Raises:
-        ValueError: if the file lacks a required column.
+        ValueError: if the file lacks a required column or a max_age_days is not a number.
     """
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
@@ -56,10 +56,16 @@ def read_companies_csv(path: str | Path) -> list[dict[str, Any]]:
                 f"the header must name {', '.join(REQUIRED_COLUMNS)}"
             )
         rows = []
-        for row in reader:
+        for line, row in enumerate(reader, start=2):
             company = {k: v.strip() for k, v in row.items() if k and v and v.strip()}
             if "max_age_days" in company:
-                company["max_age_days"] = int(company["max_age_days"])
+                try:
+                    company["max_age_days"] = int(company["max_age_days"])
+                except ValueError:
+                    raise ValueError(
+                        f"{path}, line {line}: max_age_days must be a whole number of days, "
+                        f"got {company['max_age_days']!r}"
+                    ) from None
             rows.append(company)
         return rows
 

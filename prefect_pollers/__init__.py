@@ -7,6 +7,7 @@ server says, and get a typed result or a typed error.
 from prefect_pollers.engine import (
     AuthenticationError,
     BadRequestError,
+    InvalidRequestError,
     JobCancelledError,
     JobEndedError,
     JobExpiredError,
@@ -62,6 +63,7 @@ __all__ = [
     "HttpJobApi",
     "HttpJobRequest",
     "HttpJobResult",
+    "InvalidRequestError",
     "JobApiCredentials",
     "JobCancelledError",
     "JobEndedError",

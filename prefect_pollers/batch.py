@@ -42,7 +42,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_pollers.cancellation import tracked
 from prefect_pollers.engine import (
-    Clock,
     JobCancelledError,
     JobExpiredError,
     JobFailedError,
@@ -50,7 +49,6 @@ from prefect_pollers.engine import (
     PollerError,
     PollPolicy,
     WaitTimeoutError,
-    current_clock,
 )
 from prefect_pollers.events import announce_submitted, emit_state_change
 from prefect_pollers.providers.base import JobApiCredentials
@@ -58,7 +56,7 @@ from prefect_pollers.tasks import (
     idempotency_record_key,
     retry_wait_when_transient,
     run_job,
-    submit_safe_to_retry,
+    submit_with_safe_retries,
 )
 
 
@@ -151,27 +149,17 @@ async def submit_once(
     credentials: JobApiCredentials,
     item: BatchItem,
     store: ResultStore,
-    *,
-    clock: Clock,
-    attempts: int = 4,
 ) -> JobRef:
     """Submit ``item`` unless a ref is already recorded under its key; record the new ref.
 
-    A failed submit is retried (at most ``attempts`` times in all, backing off 1 s,
-    2 s, 4 s or as ``Retry-After`` says) only when the job surely was not created.
+    A failed submit is retried only when the job surely was not created
+    (:func:`submit_with_safe_retries`).
     """
     key = idempotency_record_key(credentials, item.key)
     ref = await _recorded_ref(store, key)
     if ref is not None:
         return ref
-    for attempt in range(1, attempts + 1):
-        try:
-            ref = await credentials.submit(item.request, idempotency_key=item.key)
-            break
-        except PollerError as exc:
-            if attempt == attempts or not submit_safe_to_retry(exc):
-                raise
-            await clock.sleep(getattr(exc, "retry_after", None) or 2.0 ** (attempt - 1))
+    ref = await submit_with_safe_retries(credentials, item.request, item.key)
     await store.awrite(ref, key=key)
     announce_submitted(credentials, ref, log_level=logging.DEBUG)
     return ref
@@ -269,10 +257,9 @@ async def run_jobs(
     """
     logger = _InfoAsDebug(get_run_logger(), {})
     store = get_result_store()
-    clock = current_clock()
 
     async def run_one(item: BatchItem) -> Any:
-        ref = await submit_once(credentials, item, store, clock=clock)
+        ref = await submit_once(credentials, item, store)
         with tracked(credentials, ref):
             status = await credentials.wait(
                 ref, policy, logger=logger,

@@ -36,6 +36,7 @@ from prefect_pollers.engine import (
     PollPolicy,
     RateLimitedError,
     TransientRequestError,
+    current_clock,
 )
 from prefect_pollers.events import announce_submitted, emit_state_change
 from prefect_pollers.providers.base import JobApiCredentials
@@ -102,6 +103,28 @@ def submit_safe_to_retry(exc: BaseException | None) -> bool:
     return False
 
 
+async def submit_with_safe_retries(
+    credentials: JobApiCredentials,
+    request: BaseModel | dict[str, Any],
+    idempotency_key: str | None,
+    *,
+    attempts: int = 4,
+) -> JobRef:
+    """Submit, retrying (``attempts`` in all) only when the job surely was not created.
+
+    Backs off 1 s, 2 s, 4 s, or as long as the server's ``Retry-After`` says.
+    """
+    clock = current_clock()
+    for attempt in range(1, attempts):
+        try:
+            return await credentials.submit(request, idempotency_key=idempotency_key)
+        except PollerError as exc:
+            if not submit_safe_to_retry(exc):
+                raise
+            await clock.sleep(getattr(exc, "retry_after", None) or 2.0 ** (attempt - 1))
+    return await credentials.submit(request, idempotency_key=idempotency_key)
+
+
 async def retry_submit_when_not_created(task: Task, task_run: TaskRun, state: State) -> bool:
     """Retry a submit only when the job surely was not created."""
     return submit_safe_to_retry(await _failure(state))
@@ -138,7 +161,7 @@ async def submit_job(
     Returns:
         The job's ref, to pass to :func:`wait_for_job`.
     """
-    ref = await credentials.submit(request, idempotency_key=idempotency_key)
+    ref = await submit_with_safe_retries(credentials, request, idempotency_key)
     announce_submitted(credentials, ref)
     return ref
 

@@ -1,6 +1,7 @@
 """Cancelling a flow run cancels its remote jobs where the provider can; a crash never does."""
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from types import SimpleNamespace
@@ -53,7 +54,7 @@ def the_run_id():
 
 async def stop(running):
     running.cancel()
-    with pytest.raises(BaseException):
+    with contextlib.suppress(asyncio.CancelledError):
         await running
 
 

@@ -4,6 +4,7 @@ from prefect_pollers.engine.clock import Clock, SystemClock, VirtualClock, curre
 from prefect_pollers.engine.errors import (
     AuthenticationError,
     BadRequestError,
+    InvalidRequestError,
     JobCancelledError,
     JobEndedError,
     JobExpiredError,
@@ -26,6 +27,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "Clock",
+    "InvalidRequestError",
     "JobCancelledError",
     "JobEndedError",
     "JobExpiredError",

@@ -85,6 +85,12 @@ class BadRequestError(PollerError):
     hint = "Fix the request (the provider's message says what is wrong); nothing was retried"
 
 
+class InvalidRequestError(BadRequestError):
+    """The request failed validation before it was sent: nothing reached the provider."""
+
+    hint = "Fix the fields named above; nothing was sent"
+
+
 class JobNotFoundError(PollerError):
     """The status endpoint does not know the job id (HTTP 404 while polling)."""
 

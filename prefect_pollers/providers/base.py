@@ -21,8 +21,8 @@ from prefect.blocks.core import Block
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from prefect_pollers.engine import (
-    BadRequestError,
     Clock,
+    InvalidRequestError,
     JobRef,
     JobState,
     JobStatus,
@@ -241,7 +241,7 @@ class JobApiCredentials(Block, ABC):
         """Validate a request (model or dict) against this provider's request model.
 
         Raises:
-            BadRequestError: naming the invalid fields, before anything is sent.
+            InvalidRequestError: naming the invalid fields, before anything is sent.
         """
         if isinstance(request, self.request_model):
             return request
@@ -253,7 +253,7 @@ class JobApiCredentials(Block, ABC):
                 f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}"
                 for e in exc.errors()
             )
-            raise BadRequestError(
+            raise InvalidRequestError(
                 f"invalid {self.provider} request: {problems}", provider=self.provider
             ) from None
 
