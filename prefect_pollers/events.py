@@ -1,9 +1,10 @@
 """Prefect events for remote jobs: one when a job is submitted, one per change of state.
 
 Resource id ``prefect-pollers.job.<provider>.<job id>``; event names
-``prefect-pollers.job.submitted`` and ``prefect-pollers.job.<state>`` (pending,
-running, succeeded, failed, cancelled, expired), with the old and new state and
-phase in the payload: build automations on them.
+``prefect-pollers.job.submitted`` and, on each change of normalized state,
+``prefect-pollers.job.<state>`` (pending, running, succeeded, failed, cancelled,
+expired), with the old and new state and phase in the payload: build automations
+on them.
 """
 
 from __future__ import annotations
@@ -59,7 +60,13 @@ def announce_submitted(
 
 
 def emit_state_change(old: JobStatus | None, new: JobStatus, provider: str) -> None:
-    """Emit ``prefect-pollers.job.<new state>`` for a job's change of state or phase."""
+    """Emit ``prefect-pollers.job.<new state>`` when a job's normalized state changes.
+
+    A change of phase alone (e.g. Twyn's PROCESSING_CONFIG to PROCESSING_SIMULATION,
+    both running) is logged but emits no event; the phase is in every payload.
+    """
+    if old is not None and old.state is new.state:
+        return
     emit_event(
         event=f"{EVENT_PREFIX}.{new.state.value}",
         resource=_job_resource(provider, new.job_id),

@@ -6,9 +6,10 @@ status responses (10 s by default), 429 with ``Retry-After`` (60 s by default),
 2^n s backoff on other errors and giving up after 3 in a row, scans of 30-120 s,
 and poll intervals of 5 s (interactive), 15 s (batch) and 30 s (100+ companies).
 
-Not documented, our choices: the non-terminal status values (we know ``queued``,
-``pending``, ``running``, ``processing``, ``researching`` and ``analyzing``; extend
-``running_statuses``; any other value counts as running and is logged once).
+Not documented, our choices: the non-terminal status values (we know ``queued``
+and ``pending`` as pending, ``running``, ``processing``, ``researching`` and
+``analyzing`` as running; extend ``running_statuses``; any other value counts as
+running and is logged once).
 """
 
 from __future__ import annotations
@@ -129,13 +130,15 @@ creds = ExonaCredentials.load("BLOCK_NAME")
 
     provider: ClassVar[str] = "exona"
     request_model: ClassVar[type[BaseModel]] = ExonaScanRequest
-    status_map: ClassVar[StatusMap] = StatusMap(succeeded={"completed"}, failed={"failed"})
+    status_map: ClassVar[StatusMap] = StatusMap(
+        succeeded={"completed"}, failed={"failed"}, pending={"queued", "pending"}
+    )
 
     base_url: str = Field(
         default="https://platform.exonalab.com/api/v1", description="The Exona API root URL."
     )
     running_statuses: list[str] = Field(
-        default=["queued", "pending", "running", "processing", "researching", "analyzing"],
+        default=["running", "processing", "researching", "analyzing"],
         description="Non-terminal statuses known without a warning (Exona does not list them).",
     )
 
