@@ -41,10 +41,6 @@ from prefect_pollers.engine.ratelimit import RateLimitGate
 from prefect_pollers.engine.wait import StateChangeHook
 
 C = TypeVar("C", bound="JobApiCredentials")
-MAX_CONNECTIONS = 100
-_POOL_LIMITS = httpx.Limits(
-    max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS
-)
 
 
 class _Connection:
@@ -56,10 +52,10 @@ class _Connection:
     queued there stall the event loop).
     """
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx.AsyncClient, max_connections: int) -> None:
         self.client = client
         self.gate = RateLimitGate()
-        self.slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        self.slots = asyncio.Semaphore(max_connections)
 
 
 # (block type, base URL, key digest) -> event loop -> connection. Keyed by value, not by
@@ -87,6 +83,8 @@ class JobApiCredentials(Block, ABC):
         api_key: The provider API key. Never logged nor shown in a repr.
         base_url: The API root; the documented one by default.
         timeout_s: Seconds before one HTTP request times out.
+        max_connections: Connections of the pooled client, so requests in flight;
+            more wait their turn (httpx's pool costs grow with its size).
         policy_scale: Multiplies every poll policy's durations (1 for a real API, the
             simulator's time scale for a simulator).
         idempotency_header: Header carrying the caller's idempotency key on
@@ -101,6 +99,11 @@ class JobApiCredentials(Block, ABC):
     api_key: SecretStr = Field(description="The provider API key.")
     base_url: str = Field(description="The API root URL.")
     timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one HTTP request.")
+    max_connections: int = Field(
+        default=50,
+        ge=1,
+        description="Connections (and so requests in flight) of the pooled client.",
+    )
     idempotency_header: str | None = Field(
         default="Idempotency-Key",
         description="Header that carries the idempotency key on submit; empty to not send it.",
@@ -172,8 +175,12 @@ class JobApiCredentials(Block, ABC):
                     base_url=self.base_url.rstrip("/") + "/",
                     headers={"Accept": "application/json", **self.auth_headers()},
                     timeout=self.timeout_s,
-                    limits=_POOL_LIMITS,
-                )
+                    limits=httpx.Limits(
+                        max_connections=self.max_connections,
+                        max_keepalive_connections=self.max_connections,
+                    ),
+                ),
+                self.max_connections,
             )
             per_loop[loop] = connection
         return connection
