@@ -180,11 +180,17 @@ def _batch_run_name() -> str:
 
 
 class _Progress:
-    """The batch's progress artifact, updated every ~2% of the jobs."""
+    """The batch's progress artifact, updated every ~2% of the jobs.
+
+    Updates go one at a time, each with the latest count, so that concurrent jobs
+    finishing cannot land an older count after a newer one.
+    """
 
     def __init__(self, title: str, total: int) -> None:
         self.title, self.total, self.done, self.artifact_id = title, total, 0, None
         self.step = max(1, total // 50)
+        self.sent = 0
+        self.lock = asyncio.Lock()
 
     async def start(self) -> None:
         self.artifact_id = await acreate_progress_artifact(
@@ -193,11 +199,17 @@ class _Progress:
 
     async def finished_one(self) -> None:
         self.done += 1
-        if self.done % self.step == 0 or self.done == self.total:
+        if self.done % self.step and self.done != self.total:
+            return
+        async with self.lock:
+            done = self.done
+            if done <= self.sent:
+                return
             await aupdate_progress_artifact(
-                self.artifact_id, progress=100.0 * self.done / self.total,
-                description=f"{self.title}: {self.done} of {self.total} jobs finished",
+                self.artifact_id, progress=100.0 * done / self.total,
+                description=f"{self.title}: {done} of {self.total} jobs finished",
             )
+            self.sent = done
 
 
 def _failed(item: BatchItem, exc: PollerError) -> BatchOutcome:

@@ -6,7 +6,11 @@ from pathlib import Path
 import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+)
 
 import prefect_pollers.events as events_module
 from flows.batch_scans import batch_scans
@@ -256,3 +260,16 @@ async def test_batch_scans_refuses_csv_missing_a_column(sim, tmp_path):
     with pytest.raises(ValueError, match="missing column"):
         await batch_scans(csv_path=str(bad), credentials=creds(sim))
     assert exona_stats(sim)["submits"] == 0
+
+
+async def test_progress_artifact_ends_at_100_percent_however_jobs_interleave(sim):
+    companies = [{"company_name": f"P {i}", "company_website": f"https://p{i}.test"}
+                 for i in range(12)]
+    state = await batch_scans(companies=companies, credentials=creds(sim), concurrency=12,
+                              policy=exona_policy(12).scaled(SIM_SCALE), max_age_days=None,
+                              return_state=True)
+    run_id = state.state_details.flow_run_id
+    async with get_client() as client:
+        artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+    assert [a.data for a in artifacts if a.type == "progress"] == [100.0]
