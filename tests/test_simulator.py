@@ -10,8 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +19,7 @@ import pytest
 from prefect_pollers.simulator import (
     ManualClock,
     SimulatorConfig,
-    SimulatorState,
     arunning_simulator,
-    create_app,
     running_simulator,
 )
 from prefect_pollers.simulator.cli import add_simulator_command, build_config, run_simulator_cli
@@ -31,23 +27,7 @@ from prefect_pollers.simulator.jobs import NEVER, Job
 from prefect_pollers.simulator.runner import bind_socket
 from prefect_pollers.simulator.stats import JobLedger
 from prefect_pollers.simulator.wire import format_seconds
-
-BEARER = {"Authorization": "Bearer sim-key"}
-SCAN = {"company_name": "Acme", "company_website": "https://acme.ai"}
-SCANS = "/exona/api/v1/scans"
-
-
-@asynccontextmanager
-async def simulator(
-    clock: ManualClock | None = None, **settings: Any
-) -> AsyncIterator[tuple[httpx.AsyncClient, SimulatorState]]:
-    """An in-process simulator and a client for it."""
-    app = create_app(SimulatorConfig(**settings), clock=clock)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://sim") as client:
-        yield client, app.state.simulator
-    await app.state.simulator.aclose()
-
+from tests.sim_client import BEARER, SCAN, SCANS, simulator
 
 # -- control routes -------------------------------------------------------------------
 
@@ -110,7 +90,7 @@ async def test_patch_config_merges_and_validates() -> None:
 
 async def test_stats_count_what_clients_did() -> None:
     clock = ManualClock()
-    async with simulator(clock, exona_duration=(50, 50)) as (client, _):
+    async with simulator(clock=clock, exona_duration=(50, 50)) as (client, _):
         ids = []
         for key in ("a", "a", "b", None):
             headers = BEARER | ({"Idempotency-Key": key} if key else {})

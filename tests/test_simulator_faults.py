@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -16,26 +14,9 @@ from prefect_pollers.simulator import (
     ManualClock,
     SimulatedReset,
     SimulatorConfig,
-    SimulatorState,
-    create_app,
     running_simulator,
 )
-
-BEARER = {"Authorization": "Bearer sim-key"}
-SCAN = {"company_name": "Acme", "company_website": "https://acme.ai"}
-SCANS = "/exona/api/v1/scans"
-
-
-@asynccontextmanager
-async def simulator(
-    *faults: FaultRule, clock: ManualClock | None = None, **settings: Any
-) -> AsyncIterator[tuple[httpx.AsyncClient, SimulatorState]]:
-    """An in-process simulator with ``faults`` and a client for it."""
-    app = create_app(SimulatorConfig(faults=list(faults), **settings), clock=clock)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://sim") as client:
-        yield client, app.state.simulator
-    await app.state.simulator.aclose()
+from tests.sim_client import BEARER, SCAN, SCANS, simulator
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])

@@ -5,17 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import httpx
 import pytest
 
-from prefect_pollers.simulator import ManualClock, SimulatorConfig, SimulatorState, create_app
+from prefect_pollers.simulator import ManualClock
+from tests.sim_client import BEARER, simulator
 
-BEARER = {"Authorization": "Bearer sim-key"}
 TWYN = {"X-API-Key": "sim-key"}
 GENERIC = {"X-Auth-Token": "sim-key"}
 EXONA = "/exona/api/v1"
@@ -23,16 +22,6 @@ APIXO = "/apixo/api/v1"
 MODELROUTE = "/modelroute/v1"
 
 
-@asynccontextmanager
-async def simulator(
-    clock: ManualClock | None = None, **settings: Any
-) -> AsyncIterator[tuple[httpx.AsyncClient, SimulatorState]]:
-    """An in-process simulator and a client for it."""
-    app = create_app(SimulatorConfig(**settings), clock=clock)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://sim") as client:
-        yield client, app.state.simulator
-    await app.state.simulator.aclose()
 
 
 # -- Exona ----------------------------------------------------------------------------
@@ -40,7 +29,7 @@ async def simulator(
 
 async def test_exona_scan_walks_its_phases_to_a_completed_result() -> None:
     clock = ManualClock()
-    async with simulator(clock, exona_duration=(100, 100)) as (client, state):
+    async with simulator(clock=clock, exona_duration=(100, 100)) as (client, state):
         created = await client.post(
             f"{EXONA}/scans",
             json={"company_name": "Acme AI Ltd", "company_website": "https://acme.ai"},
@@ -76,7 +65,7 @@ async def test_exona_scan_walks_its_phases_to_a_completed_result() -> None:
 
 async def test_exona_invalid_host_fails_with_website_unreachable() -> None:
     clock = ManualClock()
-    async with simulator(clock) as (client, _):
+    async with simulator(clock=clock) as (client, _):
         scan = (
             await client.post(
                 f"{EXONA}/scans",
@@ -93,7 +82,7 @@ async def test_exona_invalid_host_fails_with_website_unreachable() -> None:
 
 async def test_exona_failure_rate_fails_with_research_failed() -> None:
     clock = ManualClock()
-    async with simulator(clock, failure_rate=1.0) as (client, _):
+    async with simulator(clock=clock, failure_rate=1.0) as (client, _):
         scan = (
             await client.post(
                 f"{EXONA}/scans",
@@ -108,7 +97,7 @@ async def test_exona_failure_rate_fails_with_research_failed() -> None:
 
 async def test_exona_answers_from_cache_within_max_age_days() -> None:
     clock = ManualClock()
-    async with simulator(clock) as (client, state):
+    async with simulator(clock=clock) as (client, state):
         first = await client.post(
             f"{EXONA}/scans",
             json={"company_name": "Acme", "company_website": "https://acme.ai"},
@@ -212,7 +201,7 @@ async def test_exona_unknown_scan_is_404() -> None:
 
 async def test_exona_early_poll_gets_429_with_the_time_left() -> None:
     clock = ManualClock()
-    async with simulator(clock) as (client, state):
+    async with simulator(clock=clock) as (client, state):
         scan = (
             await client.post(
                 f"{EXONA}/scans",
@@ -233,7 +222,7 @@ async def test_exona_early_poll_gets_429_with_the_time_left() -> None:
 
 
 async def test_exona_retry_after_is_scaled_and_decimal() -> None:
-    async with simulator(ManualClock(), time_scale=0.01) as (client, _):
+    async with simulator(clock=ManualClock(), time_scale=0.01) as (client, _):
         scan = (
             await client.post(
                 f"{EXONA}/scans",
@@ -255,7 +244,7 @@ async def test_twyn_simulation_runs_through_its_three_phases() -> None:
         "twyn_simulation_duration": (120, 120),
         "twyn_analysis_duration": (60, 60),
     }
-    async with simulator(clock, **durations) as (client, state):
+    async with simulator(clock=clock, **durations) as (client, state):
         created = await client.post(
             "/twyn/v1/simulations",
             json={"scenario": "pricing", "config": {"iterations": 500}},
@@ -288,7 +277,7 @@ async def test_twyn_simulation_runs_through_its_three_phases() -> None:
 
 async def test_twyn_failing_scenario_ends_failed_with_an_error_log() -> None:
     clock = ManualClock()
-    async with simulator(clock) as (client, _):
+    async with simulator(clock=clock) as (client, _):
         sim = (
             await client.post("/twyn/v1/simulations", json={"scenario": "will-FAIL"}, headers=TWYN)
         ).json()
@@ -303,7 +292,7 @@ async def test_twyn_failing_scenario_ends_failed_with_an_error_log() -> None:
 
 async def test_twyn_polls_under_one_second_apart_get_429() -> None:
     clock = ManualClock()
-    async with simulator(clock) as (client, state):
+    async with simulator(clock=clock) as (client, state):
         sim = (
             await client.post("/twyn/v1/simulations", json={"scenario": "s"}, headers=TWYN)
         ).json()
@@ -351,7 +340,7 @@ async def test_twyn_unknown_simulation_is_404() -> None:
 
 async def test_apixo_task_goes_from_waiting_to_success() -> None:
     clock = ManualClock()
-    async with simulator(clock, apixo_durations={"nano-banana": (10, 10)}) as (client, state):
+    async with simulator(clock=clock, apixo_durations={"nano-banana": (10, 10)}) as (client, state):
         created = await client.post(
             f"{APIXO}/generateTask/nano-banana",
             json={"request_type": "async", "input": {"prompt": "a cat"}},
@@ -377,7 +366,7 @@ async def test_apixo_task_goes_from_waiting_to_success() -> None:
 
 async def test_apixo_durations_follow_the_model() -> None:
     clock = ManualClock()
-    async with simulator(clock) as (client, _):
+    async with simulator(clock=clock) as (client, _):
         ids = {}
         for model in ("sora-2", "some-new-model"):
             response = await client.post(
@@ -401,7 +390,7 @@ async def test_apixo_durations_follow_the_model() -> None:
 
 async def test_apixo_prompt_with_fail_fails_with_content_policy() -> None:
     clock = ManualClock()
-    async with simulator(clock) as (client, _):
+    async with simulator(clock=clock) as (client, _):
         created = await client.post(
             f"{APIXO}/generateTask/flux-2",
             json={"request_type": "async", "input": {"prompt": "please fail"}},
@@ -547,7 +536,7 @@ WINDOW_START = 1_700_000_040.0  # a multiple of 60: a rate-limit window starts h
 
 async def test_modelroute_execution_completes_and_serves_its_result() -> None:
     clock = ManualClock(WINDOW_START)
-    async with simulator(clock, modelroute_duration=(8, 8)) as (client, state):
+    async with simulator(clock=clock, modelroute_duration=(8, 8)) as (client, state):
         created = await client.post(
             f"{MODELROUTE}/executions",
             json={"model": "flux-schnell", "input": {"prompt": "a red fox"}},
@@ -591,7 +580,7 @@ async def test_modelroute_other_terminal_statuses(
     settings: dict[str, Any], model: str, terminal: str
 ) -> None:
     clock = ManualClock(WINDOW_START)
-    async with simulator(clock, modelroute_duration=(10, 10), **settings) as (client, _):
+    async with simulator(clock=clock, modelroute_duration=(10, 10), **settings) as (client, _):
         execution = (
             await client.post(
                 f"{MODELROUTE}/executions", json={"model": model, "input": {}}, headers=BEARER
@@ -613,7 +602,7 @@ async def test_modelroute_other_terminal_statuses(
 
 async def test_modelroute_rate_limit_headers_and_429_at_the_limit() -> None:
     clock = ManualClock(WINDOW_START)
-    async with simulator(clock, rate_limit=5) as (client, state):
+    async with simulator(clock=clock, rate_limit=5) as (client, state):
         remaining = []
         for _ in range(4):
             response = await client.get(f"{MODELROUTE}/executions/exec_x", headers=BEARER)
@@ -649,7 +638,7 @@ async def test_modelroute_rate_limit_headers_and_429_at_the_limit() -> None:
 
 async def test_modelroute_rate_window_is_scaled() -> None:
     clock = ManualClock(WINDOW_START)
-    async with simulator(clock, time_scale=0.01, rate_limit=1) as (client, _):
+    async with simulator(clock=clock, time_scale=0.01, rate_limit=1) as (client, _):
         await client.get(f"{MODELROUTE}/executions/exec_x", headers=BEARER)
         clock.advance(0.25)
         limited = await client.get(f"{MODELROUTE}/executions/exec_x", headers=BEARER)
@@ -675,7 +664,7 @@ async def test_modelroute_rejects_malformed_executions(body: dict[str, Any], fie
 
 async def test_generic_task_finishes_done_with_output() -> None:
     clock = ManualClock()
-    async with simulator(clock, generic_duration=(10, 10)) as (client, state):
+    async with simulator(clock=clock, generic_duration=(10, 10)) as (client, state):
         created = await client.post(
             "/generic/v2/tasks",
             json={"task": {"kind": "resize", "params": {"w": 3}}},
@@ -712,7 +701,7 @@ async def test_generic_unsuccessful_tasks_carry_a_reason(
     settings: dict[str, Any], kind: str, terminal: str, code: str
 ) -> None:
     clock = ManualClock()
-    async with simulator(clock, **settings) as (client, _):
+    async with simulator(clock=clock, **settings) as (client, _):
         task = (
             await client.post(
                 "/generic/v2/tasks", json={"task": {"kind": kind, "params": {}}}, headers=GENERIC
@@ -728,7 +717,7 @@ async def test_generic_unsuccessful_tasks_carry_a_reason(
 
 async def test_generic_abort_ends_a_running_task_and_is_a_no_op_when_finished() -> None:
     clock = ManualClock()
-    async with simulator(clock, generic_duration=(10, 10)) as (client, state):
+    async with simulator(clock=clock, generic_duration=(10, 10)) as (client, state):
         uids = []
         for _ in range(2):
             created = await client.post(
