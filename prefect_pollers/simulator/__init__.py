@@ -12,7 +12,7 @@ and counters that show how a client behaved::
 """
 
 from prefect_pollers.simulator.app import PREFIXES, create_app
-from prefect_pollers.simulator.clock import Clock, ManualClock, SystemClock
+from prefect_pollers.simulator.clock import ManualClock, RealClock, SimulatorClock
 from prefect_pollers.simulator.config import FaultKind, FaultRule, SimulatorConfig
 from prefect_pollers.simulator.faults import SimulatedReset
 from prefect_pollers.simulator.runner import (
@@ -24,15 +24,15 @@ from prefect_pollers.simulator.state import SimulatorState
 
 __all__ = [
     "PREFIXES",
-    "Clock",
     "FaultKind",
     "FaultRule",
     "ManualClock",
+    "RealClock",
     "RunningSimulator",
     "SimulatedReset",
+    "SimulatorClock",
     "SimulatorConfig",
     "SimulatorState",
-    "SystemClock",
     "arunning_simulator",
     "create_app",
     "running_simulator",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.applications import Starlette
 
 from prefect_pollers.simulator.apixo import Apixo
-from prefect_pollers.simulator.clock import Clock
+from prefect_pollers.simulator.clock import SimulatorClock
 from prefect_pollers.simulator.config import SimulatorConfig
 from prefect_pollers.simulator.control import control_routes
 from prefect_pollers.simulator.exona import Exona
@@ -20,7 +20,9 @@ PREFIXES: dict[str, str] = {provider.name: provider.prefix for provider in PROVI
 """Each provider's base-URL path on the simulator, e.g. ``"exona": "/exona/api/v1"``."""
 
 
-def create_app(config: SimulatorConfig | None = None, *, clock: Clock | None = None) -> Starlette:
+def create_app(
+    config: SimulatorConfig | None = None, *, clock: SimulatorClock | None = None
+) -> Starlette:
     """Build the simulator app; its live state is ``app.state.simulator``.
 
     Args:

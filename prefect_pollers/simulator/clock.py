@@ -1,4 +1,9 @@
-"""Where the simulator reads the time: the real clocks, or a manual one for tests."""
+"""Where the simulator reads the time: the real clocks, or a manual one for tests.
+
+The protocol is named :class:`SimulatorClock` (not ``Clock``) because the polling
+engine has a ``Clock`` of its own (``time`` and ``sleep``); the simulator only reads
+time, never sleeps on it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import time
 from typing import Protocol
 
 
-class Clock(Protocol):
+class SimulatorClock(Protocol):
     """A source of monotonic time (job ages) and epoch time (timestamps, rate windows)."""
 
     def monotonic(self) -> float:
@@ -18,8 +23,8 @@ class Clock(Protocol):
         ...
 
 
-class SystemClock:
-    """The real clocks."""
+class RealClock:
+    """The real clocks: ``time.monotonic()`` and ``time.time()``."""
 
     def monotonic(self) -> float:
         """Return ``time.monotonic()``."""
@@ -46,7 +51,11 @@ class ManualClock:
         return self._now
 
     def advance(self, seconds: float) -> None:
-        """Move time forward by ``seconds`` real seconds."""
+        """Move time forward by ``seconds`` real seconds.
+
+        Raises:
+            ValueError: If ``seconds`` is negative.
+        """
         if seconds < 0:
             raise ValueError("a clock cannot go backwards")
         self._now += seconds

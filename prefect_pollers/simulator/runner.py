@@ -19,7 +19,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from prefect_pollers.simulator.app import PREFIXES, create_app
-from prefect_pollers.simulator.clock import Clock
+from prefect_pollers.simulator.clock import SimulatorClock
 from prefect_pollers.simulator.config import SimulatorConfig
 from prefect_pollers.simulator.faults import SimulatedReset
 from prefect_pollers.simulator.state import SimulatorState
@@ -130,7 +130,7 @@ class RunningSimulator:
 def running_simulator(
     config: SimulatorConfig | None = None,
     *,
-    clock: Clock | None = None,
+    clock: SimulatorClock | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
 ) -> Iterator[RunningSimulator]:
@@ -147,7 +147,7 @@ def running_simulator(
 async def arunning_simulator(
     config: SimulatorConfig | None = None,
     *,
-    clock: Clock | None = None,
+    clock: SimulatorClock | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
 ) -> AsyncIterator[RunningSimulator]:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from prefect_pollers.simulator.clock import Clock, SystemClock
+from prefect_pollers.simulator.clock import RealClock, SimulatorClock
 from prefect_pollers.simulator.config import SimulatorConfig
 from prefect_pollers.simulator.faults import FaultInjector
 from prefect_pollers.simulator.provider import Provider
@@ -24,10 +24,12 @@ class SimulatorState:
     run on the serving event loop, where all other changes to the state happen.
     """
 
-    def __init__(self, config: SimulatorConfig | None = None, clock: Clock | None = None) -> None:
+    def __init__(
+        self, config: SimulatorConfig | None = None, clock: SimulatorClock | None = None
+    ) -> None:
         """Start with ``config`` (defaults if None) and ``clock`` (the real one if None)."""
         self.config = config or SimulatorConfig()
-        self.clock: Clock = clock or SystemClock()
+        self.clock: SimulatorClock = clock or RealClock()
         self.faults = FaultInjector(self.config.seed)
         self.providers: dict[str, Provider] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
