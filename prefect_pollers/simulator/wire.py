@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 
 def format_seconds(seconds: float) -> str:
@@ -20,5 +20,5 @@ def format_seconds(seconds: float) -> str:
 
 def iso_timestamp(epoch_seconds: float) -> str:
     """Write an instant as ISO 8601 UTC with milliseconds, e.g. "2024-03-20T08:50:00.000Z"."""
-    instant = datetime.fromtimestamp(epoch_seconds, UTC)
+    instant = datetime.fromtimestamp(epoch_seconds, timezone.utc)
     return instant.isoformat(timespec="milliseconds").replace("+00:00", "Z")
