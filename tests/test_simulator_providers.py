@@ -22,8 +22,6 @@ APIXO = "/apixo/api/v1"
 MODELROUTE = "/modelroute/v1"
 
 
-
-
 # -- Exona ----------------------------------------------------------------------------
 
 
@@ -617,7 +615,7 @@ async def test_modelroute_rate_limit_headers_and_429_at_the_limit() -> None:
             f"{MODELROUTE}/executions", json={"model": "m", "input": {}}, headers=BEARER
         )
         assert fifth.status_code == 202
-        assert remaining + [fifth.headers["X-RateLimit-Remaining"]] == ["4", "3", "2", "1", "0"]
+        assert [*remaining, fifth.headers["X-RateLimit-Remaining"]] == ["4", "3", "2", "1", "0"]
 
         clock.advance(20)
         limited = await client.post(

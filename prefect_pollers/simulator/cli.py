@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -90,8 +91,6 @@ def run_simulator_cli(args: argparse.Namespace) -> int:
     print(f"Simulator on http://{host}:{port} (time_scale={config.time_scale})", flush=True)
     for name, prefix in PREFIXES.items():
         print(f"  {name:<11} http://{host}:{port}{prefix}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it shut down on
         serve(config, sock, log_level=args.log_level)
-    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down on
-        pass
     return 0

@@ -113,7 +113,7 @@ class Provider(ABC):
         """Provider-specific counters added to the common ones."""
         return {}
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - an optional hook: doing nothing is the default
         """Stop any background work (nothing by default)."""
 
     def snapshot(self) -> dict[str, Any]:
