@@ -15,7 +15,9 @@ os.environ.update(
 )
 os.environ.pop("PREFECT_API_URL", None)
 
-import pytest
+import pytest  # noqa: E402 - after the environment above
+
+from tests.constants import SIM_SCALE  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -25,9 +27,6 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=60):
         yield
-
-
-SIM_SCALE = 0.01
 
 
 @pytest.fixture(scope="session")

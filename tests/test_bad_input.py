@@ -61,7 +61,7 @@ from prefect_pollers import (
 )
 from prefect_pollers.batch import BatchItem, run_batch
 from prefect_pollers.simulator import FaultRule, SimulatorConfig
-from tests.conftest import SIM_SCALE
+from tests.constants import SIM_SCALE
 
 MAYBE_CREATED = "may have been created"
 TIMEOUT_S = 0.2

@@ -13,7 +13,7 @@ from flows.generic_jobs import simulator_generic_api
 from prefect_pollers import ExonaCredentials, PollPolicy, cancellation, run_job
 from prefect_pollers.cancellation import cancel_remote_jobs
 from prefect_pollers.simulator import SimulatorConfig
-from tests.conftest import SIM_SCALE
+from tests.constants import SIM_SCALE
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 LONG_WAIT = PollPolicy(interval=1, deadline=3600)

@@ -10,7 +10,7 @@ from flows.generic_jobs import generic_jobs, simulator_generic_api
 from flows.scenario_sweep import expand_grid, scenario_sweep
 from prefect_pollers import ApixoCredentials, ModelRouteCredentials, TwynCredentials
 from prefect_pollers.simulator import SimulatorConfig
-from tests.conftest import SIM_SCALE
+from tests.constants import SIM_SCALE
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

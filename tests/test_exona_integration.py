@@ -27,7 +27,7 @@ from prefect_pollers import (
     wait_for_job,
 )
 from prefect_pollers.simulator import FaultRule, SimulatorConfig
-from tests.conftest import SIM_SCALE
+from tests.constants import SIM_SCALE
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

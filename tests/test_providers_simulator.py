@@ -36,7 +36,7 @@ from prefect_pollers import (
     apixo_policy,
 )
 from prefect_pollers.simulator import FaultRule, SimulatorConfig
-from tests.conftest import SIM_SCALE
+from tests.constants import SIM_SCALE
 
 
 @dataclass

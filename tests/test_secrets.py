@@ -53,7 +53,7 @@ from prefect_pollers import (
     run_job,
 )
 from prefect_pollers.simulator import SimulatorConfig
-from tests.conftest import SIM_SCALE
+from tests.constants import SIM_SCALE
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
