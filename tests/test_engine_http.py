@@ -1,6 +1,6 @@
 """HTTP replies to typed errors and server hints (respx)."""
 
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from email.utils import format_datetime
 
 import httpx
@@ -20,6 +20,8 @@ from prefect_pollers.engine import (
     request_json,
 )
 from prefect_pollers.engine.ratelimit import RateLimitGate
+
+UTC = timezone.utc  # datetime.UTC is Python 3.11+
 
 BASE = "https://api.example.test/v1/"
 

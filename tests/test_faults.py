@@ -33,9 +33,10 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 from prefect.states import Failed
+from typing_extensions import Self  # typing.Self is Python 3.11+
 
 from flows.generic_jobs import simulator_generic_api
 from prefect_pollers import (
