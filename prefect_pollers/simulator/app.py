@@ -29,10 +29,13 @@ def create_app(
         config: Settings (defaults if None).
         clock: Where time is read (the real clocks if None); pass a
             :class:`~prefect_pollers.simulator.clock.ManualClock` to drive time by hand.
+
+    Returns:
+        The Starlette app serving every provider under its prefix and ``/_sim``.
     """
     state = SimulatorState(config, clock)
-    for provider in PROVIDERS:
-        state.add(provider(state))
+    for provider_class in PROVIDERS:
+        state.add(provider_class(state))
 
     routes = control_routes(state)
     for provider in state.providers.values():

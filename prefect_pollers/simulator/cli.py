@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     parser.add_argument("--port", type=int, default=8765, help="port to bind (0: any free port)")
     parser.add_argument("--config", type=Path, help="JSON file of SimulatorConfig fields")
-    types: dict[str, Any] = {"seed": int, "api_key": str}
+    types: dict[str, Callable[[str], object]] = {"seed": int, "api_key": str}
     for field, help_text in OVERRIDES.items():
         flag = "--" + field.replace("_", "-")
         parser.add_argument(flag, dest=field, type=types.get(field, float), help=help_text)
@@ -52,7 +53,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_simulator_command(subparsers: Any) -> None:
+def add_simulator_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register the ``simulator`` sub-command on an argparse sub-parsers object."""
     parser = subparsers.add_parser("simulator", help=DESCRIPTION, description=DESCRIPTION)
     configure_parser(parser)

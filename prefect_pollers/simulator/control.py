@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from starlette.requests import Request
@@ -62,7 +60,7 @@ def control_routes(state: SimulatorState) -> list[Route]:
     ]
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
+def merge_patch(target: object, patch: object) -> object:
     """Apply a JSON merge patch (RFC 7386) to ``target``."""
     if not isinstance(patch, dict):
         return patch

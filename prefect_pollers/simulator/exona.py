@@ -74,7 +74,7 @@ class Exona(Provider):
         name = non_empty_str(body, "company_name")
         website = non_empty_str(body, "company_website")
         max_age_days = optional_non_negative_int(body, "max_age_days")
-        data = {"company_name": name, "company_website": website}
+        data: dict[str, Any] = {"company_name": name, "company_website": website}
         unreachable = host_of(website).endswith(".invalid")
         scanned_at = None if unreachable else self._cached_scan_time(website, max_age_days)
         if scanned_at is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any
 
 import httpx
 from starlette.responses import Response
@@ -57,7 +56,7 @@ def _matches(rule: FaultRule, provider: str, route: RouteKind) -> bool:
     return rule.kind not in RESHAPING or route == "status"
 
 
-def reshape(body: Any, path: Sequence[str], kind: FaultKind) -> bool:
+def reshape(body: object, path: Sequence[str], kind: FaultKind) -> bool:
     """Remove, mistype or replace the status field at ``path`` in ``body``, in place.
 
     Returns:

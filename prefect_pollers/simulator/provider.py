@@ -51,7 +51,7 @@ class Reply:
     """
 
     status: int
-    body: Any
+    body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
     delivers: Job | None = None
 
@@ -105,7 +105,7 @@ class Provider(ABC):
         """Simulated seconds a client must leave between status polls (None: no rule)."""
         return None
 
-    def error_body(self, status: int, code: str, message: str) -> Any:
+    def error_body(self, status: int, code: str, message: str) -> dict[str, Any]:
         """The provider's JSON error body."""
         return {"error": {"code": code, "message": message}}
 
@@ -181,6 +181,7 @@ class Provider(ABC):
             return Response(b"", status_code=200, media_type="application/json")
         if rule.kind == "malformed_json":
             return Response(TRUNCATED_JSON, status_code=200, media_type="application/json")
+        wait: float | None
         if rule.kind == "burst_429":
             wait = self.config.real(1.0 if rule.retry_after is None else rule.retry_after)
             refusal = Refusal(429, "rate_limited", "too many requests", retry_after=wait)
@@ -264,7 +265,7 @@ class Provider(ABC):
             raise Refusal(404, "not_found", f"no job with id {job_id!r}")
         return job
 
-    def serve_status(self, job: Job, render: Callable[[Job, float], Any]) -> Reply:
+    def serve_status(self, job: Job, render: Callable[[Job, float], dict[str, Any]]) -> Reply:
         """Answer a status poll for ``job``, enforcing the provider's polling rule.
 
         After a non-terminal status response, a poll arriving sooner than the poll
