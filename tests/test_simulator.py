@@ -18,6 +18,8 @@ import pytest
 
 from prefect_pollers.simulator import (
     ManualClock,
+    RealClock,
+    SimulatorClock,
     SimulatorConfig,
     arunning_simulator,
     running_simulator,
@@ -143,6 +145,18 @@ def test_ledger_tracks_ten_thousand_jobs_without_timers() -> None:
     assert ledger.in_flight(1e9) == 1_000
     assert ledger.outcomes == {"DONE": 8_999, "ABORTED": 1}
     assert jobs[5].status(0.5) == "RUNNING" and jobs[5].status(6.0) == "DONE"
+
+
+def test_the_clocks() -> None:
+    clocks: list[SimulatorClock] = [RealClock(), ManualClock(5.0)]
+    real, manual = clocks
+    assert abs(real.time() - time.time()) < 60 and real.monotonic() <= time.monotonic()
+    assert (manual.monotonic(), manual.time()) == (5.0, 5.0)
+    assert isinstance(manual, ManualClock)
+    manual.advance(2.5)
+    assert (manual.monotonic(), manual.time()) == (7.5, 7.5)
+    with pytest.raises(ValueError, match="backwards"):
+        manual.advance(-1)
 
 
 @pytest.mark.parametrize(

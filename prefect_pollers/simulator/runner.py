@@ -44,6 +44,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
     The protocol is given explicitly: asyncio only turns Nagle's algorithm off
     (TCP_NODELAY) on sockets that say they are TCP, and without that every response
     written in two parts stalls ~40 ms on the client's delayed ACK.
+
+    Raises:
+        OSError: If the address cannot be bound (e.g. the port is in use).
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -99,7 +102,11 @@ class RunningSimulator:
         )
 
     def base_url(self, provider: str) -> str:
-        """A provider's base URL, e.g. ``base_url("exona")`` -> ``".../exona/api/v1"``."""
+        """A provider's base URL, e.g. ``base_url("exona")`` -> ``".../exona/api/v1"``.
+
+        Raises:
+            ValueError: If ``provider`` is not one the simulator serves.
+        """
         if provider not in PREFIXES:
             raise ValueError(f"unknown provider {provider!r}; expected one of {sorted(PREFIXES)}")
         return self.url + PREFIXES[provider]
@@ -109,7 +116,11 @@ class RunningSimulator:
         return self.state.stats()
 
     def start(self) -> None:
-        """Start serving and wait until the server accepts connections."""
+        """Start serving and wait until the server accepts connections.
+
+        Raises:
+            RuntimeError: If the server did not start within ``STARTUP_TIMEOUT_S``.
+        """
         self._thread.start()
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while not self._server.started:
@@ -134,7 +145,17 @@ def running_simulator(
     host: str = "127.0.0.1",
     port: int = 0,
 ) -> Iterator[RunningSimulator]:
-    """Serve a simulator on ``host`` (loopback, a free port by default) for the block."""
+    """Serve a simulator on ``host`` (loopback, a free port by default) for the block.
+
+    Args:
+        config: Settings (defaults if None).
+        clock: Where time is read (the real clocks if None).
+        host: Address to bind.
+        port: Port to bind (0: any free port).
+
+    Yields:
+        The running simulator; it is stopped when the block exits.
+    """
     simulator = RunningSimulator(create_app(config, clock=clock), host, port)
     simulator.start()
     try:
@@ -151,7 +172,17 @@ async def arunning_simulator(
     host: str = "127.0.0.1",
     port: int = 0,
 ) -> AsyncIterator[RunningSimulator]:
-    """Like :func:`running_simulator`, but starts and stops without blocking the event loop."""
+    """Like :func:`running_simulator`, but starts and stops without blocking the event loop.
+
+    Args:
+        config: Settings (defaults if None).
+        clock: Where time is read (the real clocks if None).
+        host: Address to bind.
+        port: Port to bind (0: any free port).
+
+    Yields:
+        The running simulator; it is stopped when the block exits.
+    """
     simulator = RunningSimulator(create_app(config, clock=clock), host, port)
     await asyncio.to_thread(simulator.start)
     try:
