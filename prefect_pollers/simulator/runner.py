@@ -39,11 +39,15 @@ _RESET_FILTER = _DropSimulatedResets()
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """Bind a TCP socket on ``host``:``port`` (0 picks a free port).
+    """Bind a TCP socket on ``host``:``port`` (0 picks a free port) and listen on it.
 
     The protocol is given explicitly: asyncio only turns Nagle's algorithm off
     (TCP_NODELAY) on sockets that say they are TCP, and without that every response
     written in two parts stalls ~40 ms on the client's delayed ACK.
+
+    The socket listens at once, so the URL can be announced before uvicorn has
+    started: a client that connects early waits in the backlog instead of being
+    refused.
 
     Raises:
         OSError: If the address cannot be bound (e.g. the port is in use).
@@ -52,6 +56,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen()
     except OSError:
         sock.close()
         raise
