@@ -1,17 +1,28 @@
-# prefect-pollers: `make demo` and `make test` bootstrap .venv themselves.
+# prefect-pollers: `make demo` and `make test` bootstrap the venv themselves.
+# Another Python gets its own venv: `make test PYTHON=python3.10 VENV=.venv-3.10`.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Known-good versions (pyproject.toml has the bounds a user installs with).
+CONSTRAINTS := constraints.txt
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
+# The interpreter to build the venv with. A pyenv shim such as python3.10 refuses to run
+# unless its version is selected: then take that interpreter from pyenv's versions.
+PYTHON_EXE = $(shell $(PYTHON) -c 'import sys; print(sys.executable)' 2>/dev/null \
+	|| ls -d "$$(pyenv root 2>/dev/null)"/versions/*/bin/$(notdir $(PYTHON)) 2>/dev/null | sort -V | tail -n 1)
+
 .PHONY: install demo test bench ui simulator lint clean
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+# Re-run when the dependencies or their pins change. The venv ignores itself for git.
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	@test -x $(BIN)/python || { test -n "$(PYTHON_EXE)" || { echo "no runnable $(PYTHON)" >&2; exit 1; }; \
+		$(PYTHON_EXE) -m venv $(VENV); }
+	@echo '*' > $(VENV)/.gitignore
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[simulator,test]' -c $(CONSTRAINTS)
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -24,9 +35,9 @@ demo: install
 test: install
 	PREFECT_SERVER_LOGGING_LEVEL=CRITICAL $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-## Benchmarks: one JSON line each.
+## Benchmarks: one JSON line each (BENCH=name runs one: poll_efficiency, rate_limit, overhead, scale).
 bench: install
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(BENCH)
 
 ## A local Prefect server with its UI on http://127.0.0.1:4200.
 ui: install
@@ -65,8 +76,13 @@ screenshot: install
 	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
 	$(BIN)/python scripts/screenshot.py
 
+## Lint, format check and type check (settings in pyproject.toml); runs all three, fails if any does.
 lint: install
-	$(BIN)/ruff check .
+	@status=0; \
+	echo '$(BIN)/ruff check .'; $(BIN)/ruff check . || status=1; \
+	echo '$(BIN)/ruff format --check .'; $(BIN)/ruff format --check . || status=1; \
+	echo '$(BIN)/mypy'; $(BIN)/mypy || status=1; \
+	exit $$status
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-* .pytest_cache .mypy_cache .ruff_cache
