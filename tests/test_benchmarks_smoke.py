@@ -37,6 +37,8 @@ def test_rate_limit_smoke():
         assert key in figures
 
 
+@pytest.mark.e2e  # flow runs in a subprocess against the test server
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_overhead_smoke():
     figures = bench("benchmarks.overhead", "--jobs", "6", "--concurrency", "3",
@@ -46,6 +48,8 @@ def test_overhead_smoke():
         assert figures[key] > 0
 
 
+@pytest.mark.e2e  # flow runs in a subprocess against the test server
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_scale_smoke():
     figures = bench("benchmarks.scale", "--jobs", "20", "--per-job-jobs", "4", "--time-scale",

@@ -26,7 +26,8 @@ from prefect.settings import PREFECT_API_URL
 from prefect_pollers.simulator import SimulatorConfig
 from tests.constants import SIM_SCALE
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+# Flow runs in subprocesses, killed and run again.
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_harness")]
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPANIES = [

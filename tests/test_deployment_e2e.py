@@ -55,6 +55,9 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from prefect_pollers.simulator import SimulatorConfig, SimulatorState, running_simulator
 
+# A real `prefect server start`, a process worker, deployment runs: about a minute.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 REPO = Path(__file__).resolve().parent.parent
 PREFECT_YAML = REPO / "deployments" / "prefect.yaml"
 PREFECT = (sys.executable, "-m", "prefect")

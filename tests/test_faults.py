@@ -35,6 +35,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from prefect.states import Failed
 from typing_extensions import Self  # typing.Self is Python 3.11+
 
@@ -61,6 +62,8 @@ from prefect_pollers.tasks import (
     submit_job,
     wait_for_job,
 )
+
+pytestmark = pytest.mark.slow  # ~20 s: 250 jobs through every fault
 
 SEED = 20261123
 SCALE = 0.03  # simulated seconds -> real seconds, for the simulator and the policies
