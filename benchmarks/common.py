@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from prefect_pollers.providers.registry import provider_entry
+
 
 def emit(name: str, **figures: object) -> None:
     """Print one JSON line: the benchmark's name and its figures."""
@@ -55,9 +57,7 @@ class SimulatorProcess:
 
     def base_url(self, provider: str) -> str:
         """A provider's base URL on this simulator."""
-        prefixes = {"exona": "/exona/api/v1", "twyn": "/twyn/v1", "apixo": "/apixo/api/v1",
-                    "modelroute": "/modelroute/v1", "generic": "/generic/v2"}
-        return self.url + prefixes[provider]
+        return self.url + provider_entry(provider).simulator_prefix
 
 
 @contextmanager

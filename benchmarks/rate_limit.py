@@ -24,23 +24,35 @@ LIMIT = 60
 WINDOW_S = 60.0
 
 
+class RecordingTransport(httpx.AsyncBaseTransport):
+    """The network, noting when each request is sent."""
+
+    def __init__(self, max_connections: int) -> None:
+        limits = httpx.Limits(max_connections=max_connections,
+                              max_keepalive_connections=max_connections)
+        self.network = httpx.AsyncHTTPTransport(limits=limits)
+        self.sent: list[float] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(time.time())
+        return await self.network.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.network.aclose()
+
+
 async def run_executions(base_url: str, count: int, scale: float) -> tuple[list[float], float]:
     """Run ``count`` executions at once; returns request send times and the end time."""
     credentials = ModelRouteCredentials(api_key="sim-key", base_url=base_url, policy_scale=scale)
-    sent: list[float] = []
+    transport = RecordingTransport(credentials.max_connections)
+    async with credentials.get_client(transport=transport) as client:
 
-    async def record(request: httpx.Request) -> None:
-        sent.append(time.time())
+        async def one(index: int) -> None:
+            request = credentials.parse_request({"model": "image-gen", "input": {"n": index}})
+            await client.wait_for_result(await client.submit(request))
 
-    credentials.get_client().event_hooks["request"].append(record)
-
-    async def one(index: int) -> None:
-        ref = await credentials.submit({"model": "image-gen", "input": {"n": index}})
-        status = await credentials.wait(ref)
-        await credentials.fetch_result(ref, status)
-
-    await asyncio.gather(*(one(i) for i in range(count)))
-    return sent, time.time()
+        await asyncio.gather(*(one(i) for i in range(count)))
+    return transport.sent, time.time()
 
 
 def least_time(first: float, requests: int, window: float) -> float:

@@ -17,45 +17,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from flows.generic_jobs import simulator_generic_api
-from prefect_pollers import (
-    ApixoCredentials,
-    ExonaCredentials,
-    JobApiCredentials,
-    ModelRouteCredentials,
-    TwynCredentials,
-)
-from prefect_pollers.simulator import PREFIXES
+from typing import Any
+
+from prefect_pollers import PROVIDERS, JobApiCredentials
+from prefect_pollers.providers.registry import DEMO_TIME_SCALE, SIMULATOR_API_KEY
 
 SIMULATOR_URL = "http://127.0.0.1:8765"
-SIMULATOR_API_KEY = "sim-key"
-TIME_SCALE = 0.05
-
-_PROVIDER_BLOCKS: dict[str, type[JobApiCredentials]] = {
-    "exona": ExonaCredentials,
-    "twyn": TwynCredentials,
-    "apixo": ApixoCredentials,
-    "modelroute": ModelRouteCredentials,
-}
 
 
-def demo_blocks(simulator_url: str, time_scale: float) -> dict[str, JobApiCredentials]:
-    """The demo blocks by name, each pointing at its provider's path on the simulator.
+def demo_blocks(simulator_url: str, time_scale: float) -> dict[str, JobApiCredentials[Any]]:
+    """The demo blocks by provider name, each pointing at its path on the simulator.
 
     Args:
         simulator_url: The simulator's root URL.
         time_scale: The simulator's time scale, used as every block's ``policy_scale``.
     """
-    root = simulator_url.rstrip("/")
-    blocks: dict[str, JobApiCredentials] = {
-        name: block_type(api_key=SIMULATOR_API_KEY, base_url=root + PREFIXES[name],
-                         policy_scale=time_scale)
-        for name, block_type in _PROVIDER_BLOCKS.items()
+    return {
+        entry.name: entry.simulator_block(
+            simulator_url, api_key=SIMULATOR_API_KEY, time_scale=time_scale
+        )
+        for entry in PROVIDERS
     }
-    blocks["generic"] = simulator_generic_api(
-        root + PREFIXES["generic"], SIMULATOR_API_KEY, policy_scale=time_scale
-    )
-    return blocks
 
 
 async def save_demo_blocks(simulator_url: str, time_scale: float) -> list[str]:
@@ -71,8 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--simulator-url", default=SIMULATOR_URL,
                         help=f"the simulator's root URL (default: {SIMULATOR_URL})")
-    parser.add_argument("--time-scale", type=float, default=TIME_SCALE,
-                        help=f"the simulator's --time-scale (default: {TIME_SCALE})")
+    parser.add_argument("--time-scale", type=float, default=DEMO_TIME_SCALE,
+                        help=f"the simulator's --time-scale (default: {DEMO_TIME_SCALE})")
     args = parser.parse_args(argv)
     if args.time_scale <= 0:
         parser.error("--time-scale must be positive")

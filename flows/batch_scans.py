@@ -18,13 +18,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow
-from prefect.runtime import flow_run
 from pydantic import BaseModel
 
-from prefect_pollers import ExonaCredentials, PollPolicy, exona_policy
-from prefect_pollers.batch import BatchItem, publish_table, run_batch
-from prefect_pollers.cancellation import cancel_remote_jobs
-from prefect_pollers.providers.base import load_credentials
+from prefect_pollers import (
+    BatchItem,
+    ExonaCredentials,
+    Outcome,
+    PollPolicy,
+    cancel_remote_jobs,
+    default_scope,
+    exona_policy,
+    load_credentials,
+    publish_table,
+    run_batch,
+)
 
 REQUIRED_COLUMNS = ("company_name", "company_website")
 
@@ -34,15 +41,15 @@ class ScanRow(BaseModel):
 
     company: str
     website: str
-    status: str
+    status: Outcome
     risk_level: str | None = None
     cached: bool | None = None
     scan_id: str | None = None
     error: str | None = None
 
 
-def read_companies_csv(path: str | Path) -> list[dict[str, Any]]:
-    """Read companies from a CSV file with a header row.
+def read_companies_csv(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """Read companies from a CSV file with a header row, with the line each is on.
 
     Raises:
         ValueError: if the file lacks a required column or a max_age_days is not a number.
@@ -66,7 +73,7 @@ def read_companies_csv(path: str | Path) -> list[dict[str, Any]]:
                         f"{path}, line {line}: max_age_days must be a whole number of days, "
                         f"got {company['max_age_days']!r}"
                     ) from None
-            rows.append(company)
+            rows.append((line, company))
         return rows
 
 
@@ -108,17 +115,22 @@ async def batch_scans(
     """
     if (companies is None) == (csv_path is None):
         raise ValueError("give exactly one of `companies` and `csv_path`")
-    rows = read_companies_csv(csv_path) if csv_path is not None else list(companies or [])
+    if csv_path is not None:
+        rows = [(f"{csv_path}, line {line}", company)
+                for line, company in read_companies_csv(csv_path)]
+    else:
+        rows = [(None, company) for company in companies or []]
     creds = await load_credentials(ExonaCredentials, credentials)
-    prefix = idempotency_prefix or flow_run.get_id() or "local"
+    prefix = idempotency_prefix or default_scope()
     items = []
-    for company in rows:
+    for source, company in rows:
         request = dict(company)
         if max_age_days is not None:
             request.setdefault("max_age_days", max_age_days)
         label = str(company.get("company_name") or "?")
         website = str(company.get("company_website") or label)
-        items.append(BatchItem(label=label, key=f"{prefix}:{website.lower()}", request=request))
+        items.append(BatchItem(label=label, key=f"{prefix}:{website.lower()}", request=request,
+                               source=source))
     outcomes = await run_batch(
         creds,
         items,

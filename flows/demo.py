@@ -14,15 +14,12 @@ import os
 import time
 from pathlib import Path
 
-from prefect_pollers import (
-    ApixoCredentials,
-    ExonaCredentials,
-    ModelRouteCredentials,
-    TwynCredentials,
-)
+from typing import Any
+
+from prefect_pollers import JobApiCredentials, provider_entry
+from prefect_pollers.providers.registry import DEMO_TIME_SCALE
 from prefect_pollers.simulator import SimulatorConfig, running_simulator
 
-TIME_SCALE = 0.05  # a 30-120 s scan takes 1.5-6 s
 DATA = Path(__file__).parent / "data"
 
 
@@ -34,11 +31,13 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
         print("  ".join(str(row.get(c) or "")[:70].ljust(widths[c]) for c in columns))
 
 
-async def demo_exona(base_url: str, api_key: str) -> list[dict]:
+Credentials = JobApiCredentials[Any]
+
+
+async def demo_exona(credentials: Credentials) -> list[dict[str, Any]]:
     """Scan the sample portfolio; one company's site is unreachable, so it fails."""
     from flows.batch_scans import batch_scans
 
-    credentials = ExonaCredentials(api_key=api_key, base_url=base_url, policy_scale=TIME_SCALE)
     rows = await batch_scans(
         csv_path=str(DATA / "companies.csv"), credentials=credentials, concurrency=5
     )
@@ -46,22 +45,20 @@ async def demo_exona(base_url: str, api_key: str) -> list[dict]:
     return [r.model_dump() for r in rows]
 
 
-async def demo_twyn(base_url: str, api_key: str) -> list[dict]:
+async def demo_twyn(credentials: Credentials) -> list[dict[str, Any]]:
     """A small Twyn sweep: two scenarios x two parameter values; one scenario fails."""
     from flows.scenario_sweep import scenario_sweep
 
-    credentials = TwynCredentials(api_key=api_key, base_url=base_url, policy_scale=TIME_SCALE)
     rows = await scenario_sweep(scenarios=["heatwave", "grid-failure"],
                                 grid={"days": [3, 7]}, credentials=credentials)
     print_table([r.model_dump() for r in rows], ["scenario", "config", "status", "error"])
     return [r.model_dump() for r in rows]
 
 
-async def demo_apixo(base_url: str, api_key: str) -> list[dict]:
+async def demo_apixo(credentials: Credentials) -> list[dict[str, Any]]:
     """Prompts x models, each model on its own schedule; one prompt is refused."""
     from flows.generation_grid import generation_grid
 
-    credentials = ApixoCredentials(api_key=api_key, base_url=base_url, policy_scale=TIME_SCALE)
     rows = await generation_grid(
         prompts=["a red fox in the snow", "a lighthouse at dusk", "please fail this one"],
         models=["nano-banana", "flux-2", "suno"], credentials=credentials)
@@ -70,12 +67,10 @@ async def demo_apixo(base_url: str, api_key: str) -> list[dict]:
     return [r.model_dump() for r in rows]
 
 
-async def demo_modelroute(base_url: str, api_key: str) -> list[dict]:
+async def demo_modelroute(credentials: Credentials) -> list[dict[str, Any]]:
     """90 executions through one rate limit of 60 requests per minute."""
     from flows.execution_batch import execution_batch
 
-    credentials = ModelRouteCredentials(api_key=api_key, base_url=base_url,
-                                        policy_scale=TIME_SCALE)
     executions = [{"model": "image-gen", "input": {"prompt": f"image {i}"}} for i in range(90)]
     rows = await execution_batch(executions=executions, credentials=credentials)
     print_table([r.model_dump() for r in rows[:15]], ["model", "status", "execution_id", "cost",
@@ -84,19 +79,18 @@ async def demo_modelroute(base_url: str, api_key: str) -> list[dict]:
     return [r.model_dump() for r in rows]
 
 
-async def demo_generic(base_url: str, api_key: str) -> list[dict]:
+async def demo_generic(credentials: Credentials) -> list[dict[str, Any]]:
     """Jobs on an API known only by its HttpJobApi declaration; one kind fails."""
-    from flows.generic_jobs import generic_jobs, simulator_generic_api
+    from flows.generic_jobs import generic_jobs
 
-    api = simulator_generic_api(base_url, api_key, policy_scale=TIME_SCALE)
     jobs = [{"kind": kind, "params": {"n": i}} for i, kind in
             enumerate(["render", "transcode", "fail-export", "thumbnail"])]
-    rows = await generic_jobs(jobs=jobs, api=api)
+    rows = await generic_jobs(jobs=jobs, api=credentials)
     print_table([r.model_dump() for r in rows], ["kind", "status", "job_id", "output", "error"])
     return [r.model_dump() for r in rows]
 
 
-DEMOS = {
+DEMOS: dict[str, Any] = {
     "exona": demo_exona,
     "twyn": demo_twyn,
     "apixo": demo_apixo,
@@ -106,15 +100,19 @@ DEMOS = {
 
 
 def main() -> None:
+    """Run the chosen provider's demo on a fresh simulator."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--provider", default="exona", choices=sorted(DEMOS))
     args = parser.parse_args()
-    config = SimulatorConfig(time_scale=TIME_SCALE, seed=42, failure_rate=0.05)
+    config = SimulatorConfig(time_scale=DEMO_TIME_SCALE, seed=42, failure_rate=0.05)
     started = time.monotonic()
     where = os.environ.get("PREFECT_API_URL") or "Prefect's embedded server"
     with running_simulator(config) as sim:
-        print(f"simulator on {sim.url} (time x{TIME_SCALE}); flow runs on {where}")
-        asyncio.run(DEMOS[args.provider](sim.base_url(args.provider), config.api_key))
+        print(f"simulator on {sim.url} (time x{DEMO_TIME_SCALE}); flow runs on {where}")
+        credentials = provider_entry(args.provider).simulator_block(
+            sim.url, api_key=config.api_key, time_scale=DEMO_TIME_SCALE
+        )
+        asyncio.run(DEMOS[args.provider](credentials))
         stats = sim.stats()[args.provider]
     print(
         f"\n{args.provider}: {stats['submits']} submits, {stats['status_calls']} status calls, "

@@ -12,20 +12,25 @@ from decimal import Decimal
 from typing import Any
 
 from prefect import flow
-from prefect.runtime import flow_run
 from pydantic import BaseModel
 
-from prefect_pollers import ModelRouteCredentials
-from prefect_pollers.batch import BatchItem, publish_table, run_batch
-from prefect_pollers.cancellation import cancel_remote_jobs
-from prefect_pollers.providers.base import load_credentials
+from prefect_pollers import (
+    BatchItem,
+    Outcome,
+    ModelRouteCredentials,
+    cancel_remote_jobs,
+    default_scope,
+    load_credentials,
+    publish_table,
+    run_batch,
+)
 
 
 class ExecutionRow(BaseModel):
     """One execution's line in the table."""
 
     model: str
-    status: str
+    status: Outcome
     execution_id: str | None = None
     output_tokens: int | None = None
     cost: Decimal | None = None
@@ -53,7 +58,7 @@ async def execution_batch(
         artifact_key: Key of the result table artifact.
     """
     creds = await load_credentials(ModelRouteCredentials, credentials)
-    prefix = flow_run.get_id() or "local"
+    prefix = default_scope()
     items = [
         BatchItem(label=str(e.get("model")), key=f"{prefix}:{index}", request=e)
         for index, e in enumerate(executions)

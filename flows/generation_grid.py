@@ -8,13 +8,18 @@ failed generation becomes an error row; a table artifact lists the result URLs.
 from __future__ import annotations
 
 from prefect import flow
-from prefect.runtime import flow_run
 from pydantic import BaseModel
 
-from prefect_pollers import ApixoCredentials
-from prefect_pollers.batch import BatchItem, publish_table, run_batch
-from prefect_pollers.cancellation import cancel_remote_jobs
-from prefect_pollers.providers.base import load_credentials
+from prefect_pollers import (
+    BatchItem,
+    Outcome,
+    ApixoCredentials,
+    cancel_remote_jobs,
+    default_scope,
+    load_credentials,
+    publish_table,
+    run_batch,
+)
 
 
 class GenerationRow(BaseModel):
@@ -22,7 +27,7 @@ class GenerationRow(BaseModel):
 
     prompt: str
     model: str
-    status: str
+    status: Outcome
     task_id: str | None = None
     result_urls: list[str] | None = None
     error: str | None = None
@@ -52,7 +57,7 @@ async def generation_grid(
     if not prompts or not models:
         raise ValueError("give at least one prompt and one model")
     creds = await load_credentials(ApixoCredentials, credentials)
-    prefix = flow_run.get_id() or "local"
+    prefix = default_scope()
     items = [
         BatchItem(label=f"{model}: {prompt}", key=f"{prefix}:{model}:{index}",
                   request={"model": model, "input": {"prompt": prompt}})

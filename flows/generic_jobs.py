@@ -11,48 +11,36 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow
-from prefect.runtime import flow_run
 from pydantic import BaseModel
 
-from prefect_pollers import HttpJobApi, PollPolicy
-from prefect_pollers.batch import BatchItem, publish_table, run_batch
-from prefect_pollers.cancellation import cancel_remote_jobs
-from prefect_pollers.providers.base import load_credentials
+from prefect_pollers import (
+    BatchItem,
+    HttpJobApi,
+    Outcome,
+    cancel_remote_jobs,
+    default_scope,
+    load_credentials,
+    provider_entry,
+    publish_table,
+    run_batch,
+)
 
 
 def simulator_generic_api(base_url: str, api_key: str, **overrides: Any) -> HttpJobApi:
-    """The declaration of the simulator's generic job API (``/generic/v2``)."""
-    fields: dict[str, Any] = {
-        "api_name": "generic",
-        "base_url": base_url,
-        "api_key": api_key,
-        "auth_header": "X-Auth-Token",
-        "auth_scheme": "",
-        "submit_path": "tasks",
-        "submit_body": "{task: {kind: kind, params: params}}",
-        "job_id_field": "task.uid",
-        "status_url": "tasks/{job_id}",
-        "status_field": "task.state.name",
-        "succeeded": ["DONE"],
-        "failed": ["ERROR"],
-        "cancelled": ["ABORTED"],
-        "expired": ["TIMED_OUT"],
-        "running": ["QUEUED", "WORKING"],
-        "error_code_field": "task.state.reason.code",
-        "error_message_field": "task.state.reason.text",
-        "result_url": "tasks/{job_id}/output",
-        "result_field": "output",
-        "cancel_url": "tasks/{job_id}/abort",
-        "policy": PollPolicy(interval=5.0, deadline=600.0),
-    }
-    return HttpJobApi(**{**fields, **overrides})
+    """The declaration of the simulator's generic job API (``/generic/v2``) at ``base_url``.
+
+    The declaration itself is the registry's (``prefect_pollers.providers.registry``).
+    """
+    block = provider_entry("generic").block(base_url, api_key, **overrides)
+    assert isinstance(block, HttpJobApi)
+    return block
 
 
 class GenericJobRow(BaseModel):
     """One job's line in the table."""
 
     kind: str
-    status: str
+    status: Outcome
     job_id: str | None = None
     output: str | None = None
     error: str | None = None
@@ -78,7 +66,7 @@ async def generic_jobs(
         artifact_key: Key of the result table artifact.
     """
     block = await load_credentials(HttpJobApi, api)
-    prefix = flow_run.get_id() or "local"
+    prefix = default_scope()
     items = [
         BatchItem(label=str(job.get("kind", index)), key=f"{prefix}:{index}", request=job)
         for index, job in enumerate(jobs)

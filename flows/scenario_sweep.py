@@ -12,13 +12,18 @@ import json
 from typing import Any
 
 from prefect import flow
-from prefect.runtime import flow_run
 from pydantic import BaseModel
 
-from prefect_pollers import TwynCredentials
-from prefect_pollers.batch import BatchItem, publish_table, run_batch
-from prefect_pollers.cancellation import cancel_remote_jobs
-from prefect_pollers.providers.base import load_credentials
+from prefect_pollers import (
+    BatchItem,
+    Outcome,
+    TwynCredentials,
+    cancel_remote_jobs,
+    default_scope,
+    load_credentials,
+    publish_table,
+    run_batch,
+)
 
 
 class SimulationRow(BaseModel):
@@ -26,7 +31,7 @@ class SimulationRow(BaseModel):
 
     scenario: str
     config: str
-    status: str
+    status: Outcome
     simulation_id: str | None = None
     results: str | None = None
     error: str | None = None
@@ -64,7 +69,7 @@ async def scenario_sweep(
     """
     creds = await load_credentials(TwynCredentials, credentials)
     configs = expand_grid(grid or {})
-    prefix = flow_run.get_id() or "local"
+    prefix = default_scope()
     items = [
         BatchItem(
             label=scenario,

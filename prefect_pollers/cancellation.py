@@ -26,18 +26,19 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFil
 from prefect.logging import get_logger
 from prefect.runtime import flow_run as current_flow_run
 
+from prefect_pollers.client import shared_client
 from prefect_pollers.engine import JobRef, JobState, PollerError
 from prefect_pollers.events import EVENT_PREFIX
 from prefect_pollers.providers.base import JobApiCredentials
 
 # flow run id -> (provider, job id) -> the credentials and ref of a wait in flight
-_in_flight: dict[str, dict[tuple[str, str], tuple[JobApiCredentials, JobRef]]] = {}
+_in_flight: dict[str, dict[tuple[str, str], tuple[JobApiCredentials[Any], JobRef]]] = {}
 
 _TERMINAL_EVENTS = {f"{EVENT_PREFIX}.{state.value}" for state in JobState if state.terminal}
 
 
 @contextlib.contextmanager
-def tracked(credentials: JobApiCredentials, ref: JobRef) -> Iterator[None]:
+def tracked(credentials: JobApiCredentials[Any], ref: JobRef) -> Iterator[None]:
     """Register a wait in flight for the current flow run while it runs.
 
     The registration ends when the wait ends with an outcome (a result or a typed
@@ -65,7 +66,7 @@ def _forget(run_id: str, ref: JobRef) -> None:
         _in_flight.pop(run_id, None)
 
 
-async def _jobs_from_events(run_id: str) -> list[tuple[JobApiCredentials | None, JobRef]]:
+async def _jobs_from_events(run_id: str) -> list[tuple[JobApiCredentials[Any] | None, JobRef]]:
     """The jobs a run submitted and did not see end, from its events."""
     submitted: dict[str, Any] = {}
     ended: set[str] = set()
@@ -84,8 +85,8 @@ async def _jobs_from_events(run_id: str) -> list[tuple[JobApiCredentials | None,
                     ended.add(resource_id)
             if not page.next_page:
                 break
-            page = await client.read_events_page(page.next_page)
-    jobs: list[tuple[JobApiCredentials | None, JobRef]] = []
+            page = await client.read_events_page(str(page.next_page))
+    jobs: list[tuple[JobApiCredentials[Any] | None, JobRef]] = []
     for resource_id, payload in submitted.items():
         if resource_id in ended:
             continue
@@ -114,7 +115,7 @@ async def cancel_remote_jobs(flow: Any, flow_run: Any, state: Any) -> None:
                            "cannot be cancelled from here; cancel it with the provider", label)
             continue
         try:
-            cancelled = await credentials.cancel(ref)
+            cancelled = await shared_client(credentials).cancel(ref)
         except PollerError as exc:
             logger.warning("%s: the cancel request failed (%s); it may keep running", label, exc)
             continue

@@ -10,6 +10,7 @@ on them.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from prefect.events import emit_event
 from prefect.logging import get_run_logger
@@ -34,7 +35,7 @@ def _job_resource(provider: str, job_id: str) -> dict[str, str]:
 
 
 def announce_submitted(
-    credentials: JobApiCredentials, ref: JobRef, *, log_level: int = logging.INFO
+    credentials: JobApiCredentials[Any], ref: JobRef, *, log_level: int = logging.INFO
 ) -> None:
     """Log a submitted job and emit its ``prefect-pollers.job.submitted`` event.
 

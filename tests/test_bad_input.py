@@ -36,6 +36,7 @@ from flows.execution_batch import execution_batch
 from flows.generation_grid import generation_grid
 from flows.generic_jobs import generic_jobs, simulator_generic_api
 from flows.scenario_sweep import scenario_sweep
+from prefect_pollers.client import shared_client
 from prefect_pollers import (
     ApixoCredentials,
     ApixoTaskRequest,
@@ -143,6 +144,15 @@ def url_path(creds: JobApiCredentials, relative: str) -> str:
     return urlsplit(creds.base_url).path.rstrip("/") + "/" + relative
 
 
+def submit_path(creds: JobApiCredentials, request: Any) -> str:
+    return creds.contract().submit_request(creds.parse_request(request))[1]
+
+
+def status_path(creds: JobApiCredentials, ref: JobRef) -> str:
+    contract = creds.contract()
+    return contract.job_path(contract.status, ref.job_id, ref.context)
+
+
 # -- faults and documented errors, route by route ------------------------------------------
 
 # kind -> (error type, HTTP status the message names, whether the job may have been created)
@@ -175,20 +185,22 @@ STATUS_FAULTS = {k: v for k, v in RESULT_FAULTS.items()
                  if k not in ("malformed_json", "empty", "html")}
 
 
-def fault(kind: str, route: str, provider: str) -> FaultRule:
-    return FaultRule(provider=provider, route=route, kind=kind, first=1, delay_s=2 * TIMEOUT_S,
-                     retry_after=2.0 if kind.startswith("http_") else None)
+def fault(kind: str, route: str, provider: str, **trigger: int) -> FaultRule:
+    return FaultRule(provider=provider, route=route, kind=kind, delay_s=2 * TIMEOUT_S,
+                     retry_after=2.0 if kind.startswith("http_") else None,
+                     **(trigger or {"first": 1}))
 
 
 @pytest.mark.parametrize("kind", SUBMIT_FAULTS)
 @pytest.mark.parametrize("provider", PROVIDERS, ids=lambda p: p.name)
 async def test_submit_faults_are_typed_and_say_whether_the_job_may_exist(sim, provider, kind):
-    configure(sim, fault(kind, "submit", provider.name))
+    # Every attempt fails: the client retries what surely created nothing, then gives up.
+    configure(sim, fault(kind, "submit", provider.name, every=1))
     creds = block(provider, sim.base_url(provider.name))
     error_type, http_status, maybe_created = SUBMIT_FAULTS[kind]
     with pytest.raises(error_type) as info:
-        await creds.submit(provider.ok, idempotency_key="key-1")
-    path = url_path(creds, creds.submit_request(creds.parse_request(provider.ok))[1])
+        await shared_client(creds).submit(provider.ok, idempotency_key="key-1")
+    path = url_path(creds, submit_path(creds, provider.ok))
     assert_names_where(info.value, provider.name, path, None, http_status)
     assert (MAYBE_CREATED in str(info.value)) is maybe_created
     if maybe_created:
@@ -202,7 +214,7 @@ async def test_submit_faults_are_typed_and_say_whether_the_job_may_exist(sim, pr
 async def test_status_faults_and_errors_are_typed_and_name_the_job(sim, provider, kind):
     configure(sim)
     creds = block(provider, sim.base_url(provider.name))
-    ref = await creds.submit(provider.ok)
+    ref = await shared_client(creds).submit(provider.ok)
     if kind == "unknown_job":
         ref = ref.model_copy(update={"job_id": ref.job_id[:-4] + "0000"})
         error_type, http_status = JobNotFoundError, 404
@@ -213,8 +225,8 @@ async def test_status_faults_and_errors_are_typed_and_name_the_job(sim, provider
         configure(sim, fault(kind, "status", provider.name))
         error_type, http_status = STATUS_FAULTS[kind]
     with pytest.raises(error_type) as info:
-        await creds.poll(ref)
-    assert_names_where(info.value, provider.name, url_path(creds, creds.status_path(ref)),
+        await shared_client(creds).poll(ref)
+    assert_names_where(info.value, provider.name, url_path(creds, status_path(creds, ref)),
                        ref.job_id, http_status)
     assert MAYBE_CREATED not in str(info.value)
 
@@ -223,7 +235,7 @@ async def test_status_faults_and_errors_are_typed_and_name_the_job(sim, provider
 async def test_an_unknown_status_is_running_not_an_error(sim, provider):
     configure(sim, fault("unknown_status", "status", provider.name))
     creds = block(provider, sim.base_url(provider.name))
-    status = await creds.poll(await creds.submit(provider.ok))
+    status = await shared_client(creds).poll(await shared_client(creds).submit(provider.ok))
     assert (status.state, status.recognized, status.raw_status) == (
         JobState.RUNNING, False, "REBALANCING")
 
@@ -237,16 +249,16 @@ async def test_result_faults_and_errors_are_typed_and_name_the_job(sim, provider
     configure(sim, **({"modelroute_duration": (600, 600), "generic_duration": (600, 600)}
                       if kind == "not_completed" else {}))
     creds = block(provider, sim.base_url(provider.name))
-    ref = await creds.submit(provider.ok)
+    ref = await shared_client(creds).submit(provider.ok)
     if kind == "not_completed":  # the documented 409 of a result asked for too early
-        status = (await creds.poll(ref)).model_copy(update={"state": JobState.SUCCEEDED})
+        status = (await shared_client(creds).poll(ref)).model_copy(update={"state": JobState.SUCCEEDED})
         error_type, http_status = BadRequestError, 409
     else:
-        status = await creds.wait(ref)
+        status = await shared_client(creds).wait(ref)
         configure(sim, fault(kind, "result", provider.name))
         error_type, http_status = RESULT_FAULTS[kind]
     with pytest.raises(error_type) as info:
-        await creds.fetch_result(ref, status)
+        await shared_client(creds).fetch_result(ref, status)
     result_path = {"modelroute": f"executions/{ref.job_id}/result",
                    "generic": f"tasks/{ref.job_id}/output"}[provider.name]
     assert_names_where(info.value, provider.name, url_path(creds, result_path), ref.job_id,
@@ -283,7 +295,7 @@ async def test_submit_task_refused_by_the_simulator_fails_after_one_request(sim,
         await submit_flow(creds, request)
     stats = counters(sim, provider)
     assert stats[f"http_{kind}"] == 1 and stats["submits"] == 0
-    path = url_path(creds, creds.submit_request(creds.parse_request(provider.ok))[1])
+    path = url_path(creds, submit_path(creds, provider.ok))
     assert_names_where(info.value, provider.name, path, None, int(kind))
 
 
@@ -291,13 +303,13 @@ async def test_submit_task_refused_by_the_simulator_fails_after_one_request(sim,
 @pytest.mark.parametrize("provider", PROVIDERS, ids=lambda p: p.name)
 async def test_wait_task_with_revoked_key_fails_after_one_poll(sim, provider):
     configure(sim)
-    ref = await block(provider, sim.base_url(provider.name)).submit(provider.ok)
+    ref = await shared_client(block(provider, sim.base_url(provider.name))).submit(provider.ok)
     revoked = block(provider, sim.base_url(provider.name), key="revoked-key")
     with pytest.raises(AuthenticationError) as info:
         await wait_flow(revoked, ref)
     stats = counters(sim, provider)
     assert stats["http_401"] == 1 and stats["status_calls"] == 0
-    assert_names_where(info.value, provider.name, url_path(revoked, revoked.status_path(ref)),
+    assert_names_where(info.value, provider.name, url_path(revoked, status_path(revoked, ref)),
                        ref.job_id, 401)
 
 
@@ -310,7 +322,7 @@ RESPX_REFUSALS = [(p, status) for p in PROVIDERS for status in (403, 400)]
                          ids=[f"{p.name}-{s}" for p, s in RESPX_REFUSALS])
 async def test_submit_task_refused_with_403_or_400_fails_after_one_request(provider, status):
     creds = block(provider, PROVIDER_URL)
-    path = url_path(creds, creds.submit_request(creds.parse_request(provider.ok))[1])
+    path = url_path(creds, submit_path(creds, provider.ok))
     body = {"error": {"code": "forbidden" if status == 403 else "bad_request",
                       "message": "refused by the provider"}}
     with respx.mock(assert_all_called=False) as mock:
@@ -325,6 +337,39 @@ async def test_submit_task_refused_with_403_or_400_fails_after_one_request(provi
     assert "refused by the provider" in str(info.value)
 
 
+@pytest.mark.usefixtures("prefect_harness")
+async def test_submit_task_under_a_503_storm_posts_at_most_four_times():
+    """One retry layer: the client's schedule, not the client's inside Prefect's retries."""
+    provider = BY_NAME["exona"]
+    creds = block(provider, PROVIDER_URL)
+    path = url_path(creds, submit_path(creds, provider.ok))
+    with respx.mock(assert_all_called=False) as mock:
+        route = mock.post(f"https://provider.test{path}").mock(
+            return_value=httpx.Response(503, text="overloaded"))
+        mock.route().pass_through()  # the Prefect API
+        with pytest.raises(TransientRequestError) as info:
+            await submit_flow(creds, provider.ok)
+    assert route.call_count == 4
+    assert "key=refused-" in str(info.value) and info.value.may_have_created is False
+
+
+@pytest.mark.usefixtures("prefect_harness")
+async def test_a_batch_with_one_invalid_row_names_it_and_submits_nothing(sim, tmp_path):
+    configure(sim)
+    csv_file = tmp_path / "three.csv"
+    csv_file.write_text("company_name,company_website\n"
+                        "Acme AI Ltd,https://acme.ai\n"
+                        "No Site Ltd,\n"
+                        "Beta Corp,https://beta.example\n")
+    creds = block(BY_NAME["exona"], sim.base_url("exona"))
+    with pytest.raises(BadRequestError) as info:
+        await batch_scans(csv_path=str(csv_file), credentials=creds)
+    text = str(info.value)
+    assert "item 1 ('No Site Ltd', " in text and f"{csv_file}, line 3" in text, text
+    assert "company_website: Field required" in text and "nothing was submitted" in text
+    assert "Acme" not in text and counters(sim, BY_NAME["exona"])["submits"] == 0
+
+
 # -- invalid policies and parameters: refused before anything is submitted ------------------
 
 
@@ -334,7 +379,7 @@ async def test_invalid_request_is_refused_before_any_request(sim, provider):
     configure(sim)
     creds = block(provider, sim.base_url(provider.name))
     with pytest.raises(BadRequestError, match=provider.invalid_field) as info:
-        await creds.submit(provider.invalid)
+        await shared_client(creds).submit(provider.invalid)
     assert f"invalid {provider.name} request" in str(info.value)
     assert counters(sim, provider)["submits"] == 0
     assert sum(sim.state.providers[provider.name].stats.responses.values()) == 0  # no request

@@ -1,8 +1,9 @@
 """Injected faults over a few hundred concurrent jobs of all five providers.
 
 Every job is submitted and waited for through the provider blocks, concurrently, with
-the retry decisions of the Prefect tasks (``retry_submit_when_not_created`` for the
-submit, ``retry_wait_when_transient`` for the wait, with the tasks' retry counts), against
+the submit retries of the client (the one retry layer of submits: only what surely
+created no job) and the wait retries of the Prefect task (``retry_wait_when_transient``,
+with the task's retry count), against
 the simulator with faults on every route: 5xx with and without ``Retry-After``,
 connection resets, responses slower than the client's timeout, 429 bursts, malformed,
 HTML and empty bodies, missing, mistyped and unknown statuses, and jobs that never
@@ -19,9 +20,9 @@ Asserted:
   plus the one request in flight at the deadline (at most the block's timeout), plus
   whatever time the event loop was measurably starved of the CPU.
 
-The tasks' retries are mirrored, not run through Prefect, so that a few hundred jobs fit
-in seconds: same decisions and retry counts, but pauses of 50 ms instead of Prefect's
-2-8 s (submit) and 10-40 s (wait). The summary line (``FAULT RUN {...}``) shows with
+The wait task's retries are mirrored, not run through Prefect, so that a few hundred
+jobs fit in seconds: same decisions and retry count, but pauses of 50 ms instead of
+Prefect's 10-40 s. The summary line (``FAULT RUN {...}``) shows with
 ``pytest -s``.
 """
 
@@ -40,6 +41,7 @@ from prefect.states import Failed
 from typing_extensions import Self  # typing.Self is Python 3.11+
 
 from flows.generic_jobs import simulator_generic_api
+from prefect_pollers.client import shared_client
 from prefect_pollers import (
     ApixoCredentials,
     ExonaCredentials,
@@ -56,12 +58,7 @@ from prefect_pollers import (
     WaitTimeoutError,
 )
 from prefect_pollers.simulator import FaultRule, SimulatorConfig
-from prefect_pollers.tasks import (
-    retry_submit_when_not_created,
-    retry_wait_when_transient,
-    submit_job,
-    wait_for_job,
-)
+from prefect_pollers.tasks import retry_wait_when_transient, wait_for_job
 
 pytestmark = pytest.mark.slow  # ~20 s: 250 jobs through every fault
 
@@ -71,7 +68,7 @@ TIMEOUT_S = 0.3  # the blocks' HTTP timeout
 SLOW_S = 0.6  # the "slow" fault answers after this: always a client timeout
 JOBS_PER_PROVIDER = 50
 SUBMITS_AT_ONCE = 25
-RETRY_PAUSE_S = 0.05  # the tasks' retry delays (2 s, 10 s, ... real) shortened for the test
+RETRY_PAUSE_S = 0.05  # the wait task's retry delays (10 s, ... real) shortened for the test
 MAYBE_CREATED = "may have been created"
 
 _5XX = ("http_500", "http_502", "http_503")
@@ -144,7 +141,6 @@ class Job:
     interval: float | None = None
     overshoot: float = 0.0  # seconds past the deadline at which the last wait ended
     wait_attempts: int = 0
-    submit_attempts: int = 0
 
 
 _OUTCOME = {JobFailedError: JobState.FAILED, JobCancelledError: JobState.CANCELLED,
@@ -152,18 +148,11 @@ _OUTCOME = {JobFailedError: JobState.FAILED, JobCancelledError: JobState.CANCELL
 
 
 async def submit(creds: JobApiCredentials, job: Job, body: dict[str, Any]) -> None:
-    """Submit, retried as ``submit_job`` retries: only when the job surely was not created."""
-    for attempt in range(submit_job.retries + 1):
-        job.submit_attempts += 1
-        try:
-            job.ref = await creds.submit(body, idempotency_key=job.key)
-            return
-        except PollerError as exc:
-            retry = await retry_submit_when_not_created(submit_job, None, Failed(data=exc))
-            if not retry or attempt == submit_job.retries:
-                job.submit_error = exc
-                return
-            await asyncio.sleep(max(RETRY_PAUSE_S, getattr(exc, "retry_after", None) or 0))
+    """Submit as ``submit_job`` does (the client retries only what surely created nothing)."""
+    try:
+        job.ref = await shared_client(creds).submit(body, idempotency_key=job.key)
+    except PollerError as exc:
+        job.submit_error = exc
 
 
 async def wait(creds: JobApiCredentials, job: Job) -> None:
@@ -175,7 +164,7 @@ async def wait(creds: JobApiCredentials, job: Job) -> None:
         job.wait_attempts += 1
         status = None
         try:
-            status = await creds.wait(job.ref)
+            status = await shared_client(creds).wait(job.ref)
         except JobEndedError as exc:
             job.outcome = _OUTCOME[type(exc)]
         except PollerError as exc:
@@ -184,7 +173,7 @@ async def wait(creds: JobApiCredentials, job: Job) -> None:
             job.overshoot = max(job.overshoot, time.time() - start - policy.deadline)
         if status is not None:
             try:
-                await creds.fetch_result(job.ref, status)
+                await shared_client(creds).fetch_result(job.ref, status)
                 job.outcome, job.error = JobState.SUCCEEDED, None
             except PollerError as exc:
                 job.error = exc
@@ -278,7 +267,7 @@ async def test_faults_over_hundreds_of_concurrent_jobs_lose_nothing_and_submit_o
             exc = job.submit_error
             if exc is None:
                 continue
-            safe = await retry_submit_when_not_created(submit_job, None, Failed(data=exc))
+            safe = not exc.may_have_created
             if safe and created:
                 problems.append(f"{job.key}: retry rule says not created, yet it was: {exc}")
             if not safe and MAYBE_CREATED not in str(exc):
@@ -300,7 +289,7 @@ async def test_faults_over_hundreds_of_concurrent_jobs_lose_nothing_and_submit_o
             if job.ref is None:
                 continue
             truth = sim_jobs[job.ref.job_id]
-            true_state = block.get_status_map().classify(truth.terminal)[0]
+            true_state = block.contract().status_map.classify(truth.terminal)[0]
             if job.outcome is not None and (truth.end == math.inf or job.outcome != true_state):
                 problems.append(f"{job.key}: client saw {job.outcome.value}, the job "
                                 f"{'never ends' if truth.end == math.inf else truth.terminal}")
@@ -340,7 +329,6 @@ async def test_faults_over_hundreds_of_concurrent_jobs_lose_nothing_and_submit_o
         "ids_never_learned": never_learned, "unobserved_terminal_jobs": unobserved, "of_which_announced_by_an_error": announced,
         "lost": lost,
         "max_overshoot_s": round(max(j.overshoot for j in jobs if j.ref), 3),
-        "submit_retries": sum(j.submit_attempts - 1 for j in jobs),
         "wait_retries": sum(max(0, j.wait_attempts - 1) for j in jobs),
     }
     print("\nFAULT RUN", json.dumps(summary, sort_keys=True))

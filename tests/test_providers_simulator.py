@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from flows.generic_jobs import simulator_generic_api
+from prefect_pollers.client import shared_client
 from prefect_pollers import (
     ApixoCredentials,
     ApixoTaskRequest,
@@ -96,9 +97,9 @@ def stats(sim, case):
 
 
 async def run(creds, request, policy=None):
-    ref = await creds.submit(request)
-    status = await creds.wait(ref, policy)
-    return await creds.fetch_result(ref, status)
+    ref = await shared_client(creds).submit(request)
+    status = await shared_client(creds).wait(ref, policy)
+    return await shared_client(creds).fetch_result(ref, status)
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
@@ -126,11 +127,11 @@ async def test_failure_raises_job_failed_with_provider_details(sim, case):
 async def test_a_job_that_never_finishes_times_out_at_the_deadline(sim, case):
     configure(sim, **case.sim_config, never_finish_rate=1.0)
     creds = block(case, sim)
-    ref = await creds.submit(case.ok)
+    ref = await shared_client(creds).submit(case.ok)
     loop = asyncio.get_running_loop()
     started = loop.time()
     with pytest.raises(WaitTimeoutError) as info:
-        await creds.wait(ref, PollPolicy(interval=5, deadline=100))
+        await shared_client(creds).wait(ref, PollPolicy(interval=5, deadline=100))
     assert info.value.last_status is not None
     elapsed = loop.time() - started
     assert elapsed <= 100 * SIM_SCALE + 5 * SIM_SCALE + 1.0  # deadline + one interval + slack
@@ -140,7 +141,7 @@ async def test_a_job_that_never_finishes_times_out_at_the_deadline(sim, case):
 async def test_wrong_key_fails_after_one_request(sim, case):
     configure(sim, **case.sim_config)
     with pytest.raises(AuthenticationError) as info:
-        await block(case, sim, key="wrong-SENTINEL").submit(case.ok)
+        await shared_client(block(case, sim, key="wrong-SENTINEL")).submit(case.ok)
     assert stats(sim, case)["http_401"] == 1 and "wrong-SENTINEL" not in str(info.value)
     assert info.value.http_status == 401 and case.name in str(info.value)
 
@@ -149,7 +150,7 @@ async def test_wrong_key_fails_after_one_request(sim, case):
 async def test_request_refused_by_provider_is_a_bad_request_after_one_call(sim, case):
     configure(sim, **case.sim_config)
     with pytest.raises(BadRequestError) as info:
-        await block(case, sim).submit(case.refused)
+        await shared_client(block(case, sim)).submit(case.refused)
     counters = stats(sim, case)
     assert info.value.http_status == 422 and counters["http_422"] == 1
     assert counters["submits"] == 0 and info.value.path
@@ -163,9 +164,9 @@ async def test_malformed_status_bodies_exhaust_the_error_budget_as_typed_errors(
     configure(sim, **case.sim_config, faults=[
         FaultRule(provider=case.name, route="status", kind=kind, first=20)])
     creds = block(case, sim)
-    ref = await creds.submit(case.ok)
+    ref = await shared_client(creds).submit(case.ok)
     with pytest.raises(ProviderUnavailableError) as info:
-        await creds.wait(ref, PollPolicy(interval=1, error_budget=2, error_backoff=1))
+        await shared_client(creds).wait(ref, PollPolicy(interval=1, error_budget=2, error_backoff=1))
     cause = info.value.__cause__
     assert isinstance(cause, (MalformedResponseError, Exception))
     assert cause.job_id == ref.job_id and cause.path and cause.http_status
@@ -220,9 +221,9 @@ async def test_twyn_phases_are_observed_in_order(sim):
     case = CASES[IDS.index("twyn")]
     configure(sim, **case.sim_config)
     creds = block(case, sim)
-    ref = await creds.submit(case.ok)
+    ref = await shared_client(creds).submit(case.ok)
     phases = []
-    await creds.wait(ref, on_change=lambda old, new: phases.append(new.raw_status))
+    await shared_client(creds).wait(ref, on_change=lambda old, new: phases.append(new.raw_status))
     expected = ["PROCESSING_CONFIG", "PROCESSING_SIMULATION", "PROCESSING_ANALYSIS",
                 "COMPLETED_ANALYSIS"]
     assert [p for p in expected if p in phases] == phases[-len([p for p in expected
@@ -234,14 +235,14 @@ async def test_generic_cancel_aborts_the_remote_job(sim):
     case = CASES[IDS.index("generic")]
     configure(sim)
     creds = block(case, sim)
-    ref = await creds.submit(case.ok)
-    assert await creds.cancel(ref) is True
+    ref = await shared_client(creds).submit(case.ok)
+    assert await shared_client(creds).cancel(ref) is True
     with pytest.raises(JobCancelledError):
-        await creds.wait(ref)
+        await shared_client(creds).wait(ref)
     assert stats(sim, case)["cancels"] == 1
 
 
 async def test_providers_without_a_cancel_endpoint_say_so():
     creds = ExonaCredentials(api_key="k")
     from prefect_pollers import JobRef
-    assert await creds.cancel(JobRef(provider="exona", job_id="scan_1")) is False
+    assert await shared_client(creds).cancel(JobRef(provider="exona", job_id="scan_1")) is False

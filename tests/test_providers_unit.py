@@ -7,6 +7,7 @@ import pytest
 import respx
 
 from flows.generic_jobs import simulator_generic_api
+from prefect_pollers.client import shared_client
 from prefect_pollers import (
     ApixoCredentials,
     HttpJobApi,
@@ -42,7 +43,7 @@ async def test_twyn_status_mapping_and_auth(raw, state):
     with respx.mock(base_url="https://api.twyn.it/v1") as api:
         route = api.get("/simulations/sim_1").mock(return_value=httpx.Response(
             200, json={"simulation_id": "sim_1", "status": raw, "error_log": "boom"}))
-        status = await creds.poll(ref("twyn", "sim_1"))
+        status = await shared_client(creds).poll(ref("twyn", "sim_1"))
     assert route.calls.last.request.headers["X-API-Key"] == KEY
     assert status.state is state and status.phase == raw and status.recognized
     assert status.error_message == ("boom" if state is JobState.FAILED else None)
@@ -53,7 +54,7 @@ async def test_twyn_create_uses_the_overridable_path():
     with respx.mock(base_url="https://api.twyn.it/v1") as api:
         route = api.post("/scenarios/run").mock(return_value=httpx.Response(
             201, json={"simulation_id": "sim_9", "status": "PROCESSING_CONFIG"}))
-        job = await creds.submit({"scenario": "heatwave", "config": {"days": 2}})
+        job = await shared_client(creds).submit({"scenario": "heatwave", "config": {"days": 2}})
     assert job.job_id == "sim_9"
     assert json.loads(route.calls.last.request.content) == {"scenario": "heatwave",
                                                             "config": {"days": 2}}
@@ -76,11 +77,11 @@ async def test_apixo_paths_body_and_result_json():
             200, json={"code": 200, "msg": "success", "data": {"taskId": "t1"}}))
         api.get("/checkStatus/flux-2/t1").mock(return_value=httpx.Response(
             200, json={"code": 200, "data": data}))
-        job = await creds.submit({"model": "flux-2", "input": {"prompt": "a fox"},
+        job = await shared_client(creds).submit({"model": "flux-2", "input": {"prompt": "a fox"},
                                   "request_type": "callback",
                                   "callback_url": "http://127.0.0.1:9/hook"})
-        status = await creds.poll(job)
-        result = await creds.fetch_result(job, status)
+        status = await shared_client(creds).poll(job)
+        result = await shared_client(creds).fetch_result(job, status)
     body = json.loads(submit.calls.last.request.content)
     assert body == {"input": {"prompt": "a fox"}, "request_type": "callback",
                     "callback_url": "http://127.0.0.1:9/hook"}
@@ -95,10 +96,10 @@ async def test_apixo_failed_and_unreadable_result_json():
             "data": {"state": "failed", "failCode": "QUOTA", "failMsg": "no credits"}}))
         api.get("/checkStatus/suno/t3").mock(return_value=httpx.Response(200, json={
             "data": {"state": "success", "resultJson": "{not json"}}))
-        failed = await creds.poll(ref("apixo", "t2", model="suno"))
-        odd = await creds.poll(ref("apixo", "t3", model="suno"))
+        failed = await shared_client(creds).poll(ref("apixo", "t2", model="suno"))
+        odd = await shared_client(creds).poll(ref("apixo", "t3", model="suno"))
         with pytest.raises(MalformedResponseError, match="resultJson"):
-            await creds.fetch_result(ref("apixo", "t3", model="suno"), odd)
+            await shared_client(creds).fetch_result(ref("apixo", "t3", model="suno"), odd)
     assert (failed.state, failed.error_code, failed.error_message) == (
         JobState.FAILED, "QUOTA", "no credits")
 
@@ -121,7 +122,7 @@ async def test_modelroute_status_mapping(raw, state):
     with respx.mock(base_url="https://api.modelroute.ai/v1") as api:
         api.get("/executions/e1").mock(return_value=httpx.Response(200, json={
             "id": "e1", "status": raw, "error": {"code": "E", "message": "m"}}))
-        status = await creds.poll(ref("modelroute", "e1"))
+        status = await shared_client(creds).poll(ref("modelroute", "e1"))
     assert status.state is state
 
 
@@ -134,9 +135,9 @@ async def test_modelroute_result_and_malformed_result():
         api.get("/executions/e1/result").mock(return_value=httpx.Response(200, json=good))
         api.get("/executions/e2/result").mock(return_value=httpx.Response(
             200, json={**good, "cost": "a lot"}))
-        result = await creds.fetch_result(ref("modelroute", "e1"), None)
+        result = await shared_client(creds).fetch_result(ref("modelroute", "e1"), None)
         with pytest.raises(MalformedResponseError, match="cost"):
-            await creds.fetch_result(ref("modelroute", "e2"), None)
+            await shared_client(creds).fetch_result(ref("modelroute", "e2"), None)
     assert str(result.cost) == "0.040" and result.usage.input_tokens == 12
 
 
@@ -148,9 +149,9 @@ async def test_modelroute_rate_limit_headers_hold_the_next_request(clock):
     with respx.mock(base_url="https://api.modelroute.ai/v1") as api:
         api.get("/executions/e1").mock(return_value=httpx.Response(
             200, json={"id": "e1", "status": "RUNNING"}, headers=headers))
-        await creds.poll(ref("modelroute", "e1"))
+        await shared_client(creds).poll(ref("modelroute", "e1"))
         before = clock.time()
-        await creds.poll(ref("modelroute", "e1"))
+        await shared_client(creds).poll(ref("modelroute", "e1"))
     assert clock.time() - before >= 30  # held until the reset, no 429 collected
 
 
@@ -161,8 +162,8 @@ async def test_http_job_api_declaration_maps_everything():
             201, json={"task": {"uid": "t-1", "state": {"name": "QUEUED"}}}))
         api.get("/tasks/t-1").mock(return_value=httpx.Response(200, json={"task": {
             "uid": "t-1", "state": {"name": "ERROR", "reason": {"code": "OOM", "text": "out"}}}}))
-        job = await api_block.submit({"kind": "render", "params": {"n": 1}, "ignored": 1})
-        status = await api_block.poll(job)
+        job = await shared_client(api_block).submit({"kind": "render", "params": {"n": 1}, "ignored": 1})
+        status = await shared_client(api_block).poll(job)
     assert json.loads(submit.calls.last.request.content) == {
         "task": {"kind": "render", "params": {"n": 1}}}
     assert submit.calls.last.request.headers["X-Auth-Token"] == KEY

@@ -43,6 +43,7 @@ from flows.execution_batch import execution_batch
 from flows.generation_grid import generation_grid
 from flows.generic_jobs import generic_jobs, simulator_generic_api
 from flows.scenario_sweep import scenario_sweep
+from prefect_pollers.client import shared_client
 from prefect_pollers import (
     ApixoCredentials,
     AuthenticationError,
@@ -273,7 +274,7 @@ async def test_a_provider_echoing_the_key_in_its_error_does_not_leak_it(hay, cap
             return_value=httpx.Response(401, json=body))
         mock.route().pass_through()  # the Prefect API
         with pytest.raises(AuthenticationError) as info:
-            await creds.submit({"company_name": "Acme", "company_website": "acme.ai"})
+            await shared_client(creds).submit({"company_name": "Acme", "company_website": "acme.ai"})
         hay.add_exception("exception", info.value)
         state = await FLOWS["exona"](creds, return_state=True)
         rows = await state.aresult()

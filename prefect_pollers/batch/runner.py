@@ -6,7 +6,7 @@ failure becoming its outcome's error instead of failing the batch, and a progres
 artifact that follows the batch:
 
 - ``per-job``: each job is two task runs (``submit-...``, ``wait-...``), each
-  visible in the UI, retried by Prefect on its own.
+  visible in the UI.
 - ``batched``: one task run multiplexes every submit and wait on one event loop;
   per-job visibility comes from the job events and the table artifact (each job's
   own log lines go at DEBUG, warnings stay warnings). It is the
@@ -14,116 +14,42 @@ artifact that follows the batch:
   (1,000 scans: 1.21x the plain-asyncio time per job, 1.07x batched).
 - ``auto`` (default): per-job up to ``PER_JOB_LIMIT`` jobs (100, where the Exona
   guide starts calling a batch "very large"), batched beyond.
-  Submits stay idempotent per key (the refs are recorded in the result store
-  under the same keys ``submit_job`` caches under), so a retried task or flow
-  re-attaches instead of submitting again.
+
+Every item is validated once, before anything is submitted: a batch with an
+invalid item is refused whole, naming the item. Submits stay idempotent per key
+(the refs are recorded in the result store under the same keys ``submit_job``
+caches under), so a retried task or flow re-attaches instead of submitting again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from prefect import task
-from prefect.artifacts import (
-    acreate_progress_artifact,
-    acreate_table_artifact,
-    aupdate_progress_artifact,
-)
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
 from prefect.results import ResultStore, get_result_store
 from prefect.tasks import exponential_backoff
-from pydantic import BaseModel, ConfigDict, Field
 
+from prefect_pollers.batch.models import BatchItem, BatchOutcome
+from prefect_pollers.batch.progress import BatchProgress
 from prefect_pollers.cancellation import tracked
-from prefect_pollers.engine import (
-    JobCancelledError,
-    JobExpiredError,
-    JobFailedError,
-    JobRef,
-    PollerError,
-    PollPolicy,
-    WaitTimeoutError,
-)
+from prefect_pollers.client import shared_client
+from prefect_pollers.engine import InvalidRequestError, JobRef, PollerError, PollPolicy
 from prefect_pollers.events import announce_submitted, emit_state_change
-from prefect_pollers.providers.base import JobApiCredentials
-from prefect_pollers.tasks import (
-    idempotency_record_key,
-    retry_wait_when_transient,
-    run_job,
-    submit_with_safe_retries,
-)
-
-
-class BatchItem(BaseModel):
-    """One job of a batch.
-
-    Attributes:
-        label: How the job is shown in logs and tables (e.g. the company name).
-        key: The idempotency key of its submission; unique within the batch.
-        request: The provider's request model or a dict of its fields.
-    """
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    label: str
-    key: str = Field(min_length=1)
-    request: Any
-
-
-class BatchOutcome(BaseModel):
-    """What became of one job of a batch.
-
-    Attributes:
-        label: The item's label.
-        key: The item's idempotency key.
-        outcome: ``succeeded``, ``failed``, ``cancelled``, ``expired``, ``timed_out``
-            or ``error`` (a request error, e.g. bad input or the provider unreachable).
-        job_id: The remote job id, when the job was submitted.
-        result: The provider's result model, on success.
-        error: The typed error's message, otherwise.
-        error_type: The typed error's class name.
-    """
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    label: str
-    key: str
-    outcome: str
-    job_id: str | None = None
-    result: Any = None
-    error: str | None = None
-    error_type: str | None = None
-
-
-_OUTCOME_OF_ERROR: tuple[tuple[type[PollerError], str], ...] = (
-    (JobFailedError, "failed"),
-    (JobCancelledError, "cancelled"),
-    (JobExpiredError, "expired"),
-    (WaitTimeoutError, "timed_out"),
-)
-
+from prefect_pollers.idempotency import record_key
+from prefect_pollers.providers.base import JobApiCredentials, ResultT
+from prefect_pollers.tasks import retry_wait_when_transient, run_job
 
 PER_JOB_LIMIT = 100
 """The largest batch that ``task_runs="auto"`` runs with a task run per job."""
 
-
-def outcome_of(error: PollerError) -> str:
-    """The batch outcome name of a typed error."""
-    for error_type, outcome in _OUTCOME_OF_ERROR:
-        if isinstance(error, error_type):
-            return outcome
-    return "error"
-
-
-def slug(text: str) -> str:
-    """A Prefect artifact key made from ``text`` (lowercase letters, digits, dashes)."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "batch"
+TaskRuns = Literal["auto", "per-job", "batched"]
 
 
 def check_batch(items: Sequence[BatchItem], concurrency: int) -> None:
@@ -132,10 +58,37 @@ def check_batch(items: Sequence[BatchItem], concurrency: int) -> None:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     if not items:
         raise ValueError("the batch is empty: give at least one job")
-    seen: set[str] = set()
-    duplicates = sorted({item.key for item in items if item.key in seen or seen.add(item.key)})
+    counts = Counter(item.key for item in items)
+    duplicates = sorted(key for key, n in counts.items() if n > 1)
     if duplicates:
         raise ValueError(f"duplicate idempotency keys in the batch: {', '.join(duplicates[:5])}")
+
+
+def parse_items(credentials: JobApiCredentials[Any], items: Sequence[BatchItem]) -> list[BatchItem]:
+    """Every item with its request validated once (a model), or nothing at all.
+
+    Raises:
+        InvalidRequestError: naming each invalid item (index, label and source, e.g.
+            its CSV line) and its invalid fields; nothing was submitted.
+    """
+    parsed: list[BatchItem] = []
+    problems: list[str] = []
+    for index, item in enumerate(items):
+        source = f", {item.source}" if item.source else ""
+        try:
+            request = credentials.parse_request(item.request)
+        except InvalidRequestError as exc:
+            problems.append(f"item {index} ({item.label!r}{source}): {exc.message}")
+            continue
+        parsed.append(item.model_copy(update={"request": request}))
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if problems[5:] else "")
+        raise InvalidRequestError(
+            f"batch refused, nothing was submitted: {len(problems)} of {len(items)} "
+            f"items invalid: {shown}",
+            provider=credentials.provider,
+        )
+    return parsed
 
 
 async def _recorded_ref(store: ResultStore, key: str) -> JobRef | None:
@@ -146,26 +99,26 @@ async def _recorded_ref(store: ResultStore, key: str) -> JobRef | None:
 
 
 async def submit_once(
-    credentials: JobApiCredentials,
-    item: BatchItem,
-    store: ResultStore,
+    credentials: JobApiCredentials[Any], item: BatchItem, store: ResultStore
 ) -> JobRef:
-    """Submit ``item`` unless a ref is already recorded under its key; record the new ref.
-
-    A failed submit is retried only when the job surely was not created
-    (:func:`submit_with_safe_retries`).
-    """
-    key = idempotency_record_key(credentials, item.key)
+    """Submit ``item`` unless a ref is already recorded under its key; record the new ref."""
+    key = record_key(credentials, item.key)
     ref = await _recorded_ref(store, key)
     if ref is not None:
         return ref
-    ref = await submit_with_safe_retries(credentials, item.request, item.key)
+    ref = await shared_client(credentials).submit(item.request, idempotency_key=item.key)
     await store.awrite(ref, key=key)
     announce_submitted(credentials, ref, log_level=logging.DEBUG)
     return ref
 
 
-class _InfoAsDebug(logging.LoggerAdapter):
+if TYPE_CHECKING:
+    _LoggerAdapter = logging.LoggerAdapter[Any]
+else:  # not subscriptable at run time before Python 3.11
+    _LoggerAdapter = logging.LoggerAdapter
+
+
+class _InfoAsDebug(_LoggerAdapter):
     """Logs each job's INFO lines at DEBUG: in a batch of thousands, per-job visibility
     comes from the job events and the table artifact; warnings stay warnings."""
 
@@ -174,65 +127,28 @@ class _InfoAsDebug(logging.LoggerAdapter):
 
 
 def _batch_run_name() -> str:
-    parameters = TaskRunContext.get().parameters if TaskRunContext.get() else {}
+    context = TaskRunContext.get()
+    parameters = context.parameters if context and context.parameters else {}
     credentials = parameters.get("credentials")
     return f"run-{getattr(credentials, 'provider', 'job')}-{len(parameters.get('items', []))}-jobs"
 
 
-class _Progress:
-    """The batch's progress artifact, updated every ~2% of the jobs.
-
-    Updates go one at a time, each with the latest count, so that concurrent jobs
-    finishing cannot land an older count after a newer one.
-    """
-
-    def __init__(self, title: str, total: int) -> None:
-        self.title, self.total, self.done, self.artifact_id = title, total, 0, None
-        self.step = max(1, total // 50)
-        self.sent = 0
-        self.lock = asyncio.Lock()
-
-    async def start(self) -> None:
-        self.artifact_id = await acreate_progress_artifact(
-            progress=0.0, description=f"{self.title}: 0 of {self.total} jobs finished"
-        )
-
-    async def finished_one(self) -> None:
-        self.done += 1
-        if self.done % self.step and self.done != self.total:
-            return
-        async with self.lock:
-            done = self.done
-            if done <= self.sent:
-                return
-            await aupdate_progress_artifact(
-                self.artifact_id, progress=100.0 * done / self.total,
-                description=f"{self.title}: {done} of {self.total} jobs finished",
-            )
-            self.sent = done
-
-
-def _failed(item: BatchItem, exc: PollerError) -> BatchOutcome:
-    return BatchOutcome(label=item.label, key=item.key, outcome=outcome_of(exc),
-                        job_id=exc.job_id, error=str(exc), error_type=type(exc).__name__)
-
-
-def _succeeded(item: BatchItem, result: Any) -> BatchOutcome:
-    return BatchOutcome(label=item.label, key=item.key, outcome="succeeded",
-                        job_id=getattr(result, "job_id", None), result=result)
-
-
-async def _gather_bounded(items, concurrency, title, run_one) -> list[BatchOutcome]:
-    progress = _Progress(title, len(items))
+async def _gather_bounded(
+    items: Sequence[BatchItem],
+    concurrency: int,
+    title: str,
+    run_one: Callable[[BatchItem], Awaitable[ResultT]],
+) -> list[BatchOutcome[ResultT]]:
+    progress = BatchProgress(title, len(items))
     await progress.start()
     semaphore = asyncio.Semaphore(concurrency)
 
-    async def one(item: BatchItem) -> BatchOutcome:
+    async def one(item: BatchItem) -> BatchOutcome[ResultT]:
         async with semaphore:
             try:
-                outcome = _succeeded(item, await run_one(item))
+                outcome = BatchOutcome.succeeded(item, await run_one(item))
             except PollerError as exc:
-                outcome = _failed(item, exc)
+                outcome = BatchOutcome.failed(item, exc)
         await progress.finished_one()
         return outcome
 
@@ -240,7 +156,7 @@ async def _gather_bounded(items, concurrency, title, run_one) -> list[BatchOutco
 
 
 @task(
-    name="run-jobs",
+    name="run-batch",
     task_run_name=_batch_run_name,
     cache_policy=NO_CACHE,
     persist_result=False,
@@ -248,18 +164,18 @@ async def _gather_bounded(items, concurrency, title, run_one) -> list[BatchOutco
     retry_delay_seconds=exponential_backoff(backoff_factor=10),
     retry_condition_fn=retry_wait_when_transient,
 )
-async def run_jobs(
-    credentials: JobApiCredentials,
+async def run_batch_in_one_task(
+    credentials: JobApiCredentials[ResultT],
     items: list[BatchItem],
     concurrency: int = 5,
     policy: PollPolicy | None = None,
     title: str = "batch",
-) -> list[BatchOutcome]:
+) -> list[BatchOutcome[ResultT]]:
     """Submit and wait for many jobs in one task run, multiplexed on one event loop.
 
     Args:
         credentials: The provider's credentials block.
-        items: The jobs; their keys must be unique.
+        items: The jobs, validated (:func:`parse_items`); their keys must be unique.
         concurrency: Jobs in flight at once.
         policy: The poll policy of every wait (the provider's preset if None).
         title: Shown in the progress artifact's description.
@@ -269,28 +185,28 @@ async def run_jobs(
     """
     logger = _InfoAsDebug(get_run_logger(), {})
     store = get_result_store()
+    client = shared_client(credentials)
 
-    async def run_one(item: BatchItem) -> Any:
+    async def run_one(item: BatchItem) -> ResultT:
         ref = await submit_once(credentials, item, store)
         with tracked(credentials, ref):
-            status = await credentials.wait(
+            return await client.wait_for_result(
                 ref, policy, logger=logger,
                 on_change=lambda old, new: emit_state_change(old, new, ref.provider),
             )
-            return await credentials.fetch_result(ref, status)
 
     return await _gather_bounded(items, concurrency, title, run_one)
 
 
 async def run_batch(
-    credentials: JobApiCredentials,
+    credentials: JobApiCredentials[ResultT],
     items: Sequence[BatchItem],
     *,
     concurrency: int = 5,
     policy: PollPolicy | None = None,
     title: str = "batch",
-    task_runs: Literal["auto", "per-job", "batched"] = "auto",
-) -> list[BatchOutcome]:
+    task_runs: TaskRuns = "auto",
+) -> list[BatchOutcome[ResultT]]:
     """Run every item's job with at most ``concurrency`` in flight; never raises per job.
 
     Args:
@@ -305,39 +221,27 @@ async def run_batch(
 
     Returns:
         One outcome per item, in the items' order.
+
+    Raises:
+        ValueError: an empty batch, duplicate keys, a bad concurrency or mode.
+        InvalidRequestError: an invalid item, named; nothing was submitted.
     """
     if task_runs not in ("auto", "per-job", "batched"):
         raise ValueError(f"task_runs must be 'auto', 'per-job' or 'batched', got {task_runs!r}")
     if task_runs == "auto":
         task_runs = "per-job" if len(items) <= PER_JOB_LIMIT else "batched"
     check_batch(items, concurrency)
-    for item in items:
-        credentials.parse_request(item.request)  # refuse bad input before any submit
-    logger = get_run_logger()
+    parsed = parse_items(credentials, items)
     if task_runs == "batched":
-        outcomes = await run_jobs(credentials, list(items), concurrency, policy, title)
+        outcomes = await run_batch_in_one_task(credentials, parsed, concurrency, policy, title)
     else:
         outcomes = await _gather_bounded(
-            items, concurrency, title,
+            parsed, concurrency, title,
             lambda item: run_job(credentials, item.request, idempotency_key=item.key,
                                  policy=policy),
         )
-    counts: dict[str, int] = {}
-    for outcome in outcomes:
-        counts[outcome.outcome] = counts.get(outcome.outcome, 0) + 1
-    logger.info("%s finished: %s", title,
-                ", ".join(f"{n} {name}" for name, n in sorted(counts.items())))
-    return list(outcomes)
-
-
-async def publish_table(key: str, title: str, rows: Sequence[BaseModel]) -> None:
-    """Publish batch rows as a keyed table artifact (shown on the Artifacts page).
-
-    Rows with a ``status`` field are counted in the description.
-    """
-    ok = sum(getattr(row, "status", None) == "succeeded" for row in rows)
-    await acreate_table_artifact(
-        key=slug(key),
-        table=[row.model_dump(mode="json") for row in rows],
-        description=f"{title}: {ok} of {len(rows)} succeeded.",
+    counts = Counter(outcome.outcome.value for outcome in outcomes)
+    get_run_logger().info(
+        "%s finished: %s", title, ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
     )
+    return list(outcomes)

@@ -1,32 +1,41 @@
 """Typed errors raised by submits and waits.
 
-Every error names the provider, and where known the job id, the URL path and the
-HTTP status, and says what to do next. None of them ever carries an API key: they
-are built from paths, statuses and provider messages only.
+Every error names the provider, and where known the job id, the idempotency key,
+the URL path and the HTTP status, and says what to do next (its ``advice``). Each
+failure is classified once, on the error itself: ``retryable`` (may the same call
+succeed later?) and ``may_have_created`` (may a failed submit have created the job
+all the same?). None of them ever carries an API key: they are built from paths,
+statuses and provider messages with the key masked.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from prefect_pollers.engine.models import JobStatus
+    from prefect_pollers.engine.models import JobStatus, ServerHints
 
 
 class PollerError(Exception):
     """Base class of every error prefect-pollers raises.
 
     Attributes:
+        message: What went wrong, without the location.
         provider: The provider's short name (``exona``, ``twyn``, ...).
         job_id: The remote job id, when one is known.
+        idempotency_key: The key of the submit that failed, when one did.
         path: The URL path of the request that failed, when one did.
         http_status: The HTTP status of that request, when there was a response.
+        hints: The server hints (Retry-After, rate-limit headers) of the refused
+            response, when there was one.
         retryable: Whether retrying the same call later may succeed.
+        may_have_created: Whether a failed submit may have created the job all the
+            same, so that submitting again could run it twice.
+        advice: What to do about it.
     """
 
     retryable: bool = False
-    hint: str = ""
-    hints = None  # the ServerHints of the refused response, when there was one
+    advice: str = ""
 
     def __init__(
         self,
@@ -34,46 +43,60 @@ class PollerError(Exception):
         *,
         provider: str = "",
         job_id: str | None = None,
+        idempotency_key: str | None = None,
         path: str | None = None,
         http_status: int | None = None,
+        hints: ServerHints | None = None,
+        may_have_created: bool = False,
+        advice: str | None = None,
     ) -> None:
         self.message = message
         self.provider = provider
         self.job_id = job_id
+        self.idempotency_key = idempotency_key
         self.path = path
         self.http_status = http_status
-        super().__init__(self._render())
+        self.hints = hints
+        self.may_have_created = may_have_created
+        if advice is not None:
+            self.advice = advice
+        elif may_have_created:
+            key = f" (idempotency key {idempotency_key!r})" if idempotency_key else ""
+            self.advice = (
+                f"The job may have been created all the same{key}: look for it at the "
+                "provider before submitting again, or it may run twice"
+            )
+        super().__init__(self._text())
 
-    def _render(self) -> str:
+    def _text(self) -> str:
         where = [f"provider={self.provider}"] if self.provider else []
         if self.job_id:
             where.append(f"job={self.job_id}")
+        if self.idempotency_key:
+            where.append(f"key={self.idempotency_key}")
         if self.path:
             where.append(f"path={self.path}")
         if self.http_status is not None:
             where.append(f"http={self.http_status}")
         text = f"{self.message} [{' '.join(where)}]" if where else self.message
-        return f"{text}. {self.hint}" if self.hint else text
+        return f"{text}. {self.advice}" if self.advice else text
 
-    def __reduce__(self):  # keep pickling (Prefect result storage) working
-        return (
-            _rebuild,
-            (type(self), self.message, self.__dict__.copy()),
-        )
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickling (Prefect's result storage) keeps every attribute, not just args.
+        return (_rebuild, (type(self), self.__dict__.copy()))
 
 
-def _rebuild(cls: type[PollerError], message: str, state: dict) -> PollerError:
+def _rebuild(cls: type[PollerError], state: dict[str, Any]) -> PollerError:
     error = cls.__new__(cls)
-    Exception.__init__(error, message)
     error.__dict__.update(state)
-    error.args = (error._render(),)
+    Exception.__init__(error, error._text())
     return error
 
 
 class AuthenticationError(PollerError):
     """The provider refused the credentials (HTTP 401 or 403). Never retried."""
 
-    hint = "Check the api_key of the credentials block; nothing was retried"
+    advice = "Check the api_key of the credentials block; nothing was retried"
 
 
 class BadRequestError(PollerError):
@@ -82,26 +105,28 @@ class BadRequestError(PollerError):
     Never retried: the same request would be refused again.
     """
 
-    hint = "Fix the request (the provider's message says what is wrong); nothing was retried"
+    advice = "Fix the request (the provider's message says what is wrong); nothing was retried"
 
 
 class InvalidRequestError(BadRequestError):
     """The request failed validation before it was sent: nothing reached the provider."""
 
-    hint = "Fix the fields named above; nothing was sent"
+    advice = "Fix the fields named above; nothing was sent"
 
 
 class JobNotFoundError(PollerError):
     """The status endpoint does not know the job id (HTTP 404 while polling)."""
 
-    hint = "Check the job id and the credentials' base_url; the job may belong to another account"
+    advice = (
+        "Check the job id and the credentials' base_url; the job may belong to another account"
+    )
 
 
 class MalformedResponseError(PollerError):
     """A response body was not the JSON the provider documents."""
 
     retryable = True
-    hint = "The provider returned an unexpected body; it is retried within the error budget"
+    advice = "The provider returned an unexpected body; it is retried within the error budget"
 
 
 class TransientRequestError(PollerError):
@@ -110,7 +135,7 @@ class TransientRequestError(PollerError):
     Attributes:
         retry_after: Seconds the server asked us to wait, if it said.
         request_sent: False when the request surely never reached the server
-            (connection refused), so even a submit may be retried safely.
+            (connection refused, or held back on our side).
     """
 
     retryable = True
@@ -121,7 +146,7 @@ class TransientRequestError(PollerError):
         *,
         retry_after: float | None = None,
         request_sent: bool = True,
-        **where,
+        **where: Any,
     ) -> None:
         self.retry_after = retry_after
         self.request_sent = request_sent
@@ -129,9 +154,9 @@ class TransientRequestError(PollerError):
 
 
 class RateLimitedError(TransientRequestError):
-    """The provider answered HTTP 429 Too Many Requests."""
+    """The provider answered HTTP 429, or its rate-limit window is spent past a deadline."""
 
-    hint = "The wait honours Retry-After; lower concurrency or poll less often"
+    advice = "The wait honours Retry-After; lower concurrency or poll less often"
 
 
 class ProviderUnavailableError(PollerError):
@@ -141,7 +166,7 @@ class ProviderUnavailableError(PollerError):
     """
 
     retryable = True
-    hint = "The job may still be running: retry the wait with the same JobRef to re-attach"
+    advice = "The job may still be running: retry the wait with the same JobRef to re-attach"
 
 
 class JobEndedError(PollerError):
@@ -152,7 +177,7 @@ class JobEndedError(PollerError):
         error_code: The provider's error code, if it gave one.
     """
 
-    def __init__(self, message: str, *, status: JobStatus, **where) -> None:
+    def __init__(self, message: str, *, status: JobStatus, **where: Any) -> None:
         self.status = status
         self.error_code = status.error_code
         super().__init__(message, **where)
@@ -161,19 +186,19 @@ class JobEndedError(PollerError):
 class JobFailedError(JobEndedError):
     """The provider reports that the job failed."""
 
-    hint = "The provider's code and message say why; submit a corrected job to try again"
+    advice = "The provider's code and message say why; submit a corrected job to try again"
 
 
 class JobCancelledError(JobEndedError):
     """The job was cancelled before it finished."""
 
-    hint = "Submit the job again if it is still needed"
+    advice = "Submit the job again if it is still needed"
 
 
 class JobExpiredError(JobEndedError):
     """The provider expired the job before it ran or finished."""
 
-    hint = "Submit the job again; consider a larger deadline or fewer jobs at once"
+    advice = "Submit the job again; consider a larger deadline or fewer jobs at once"
 
 
 class WaitTimeoutError(PollerError):
@@ -183,11 +208,8 @@ class WaitTimeoutError(PollerError):
         last_status: The last status seen, or ``None`` if no poll succeeded.
     """
 
-    retryable = False
-    hint = "The job may still be running: wait again with the same JobRef and a larger deadline"
+    advice = "The job may still be running: wait again with the same JobRef and a larger deadline"
 
-    def __init__(self, message: str, *, last_status: JobStatus | None, **where) -> None:
+    def __init__(self, message: str, *, last_status: JobStatus | None, **where: Any) -> None:
         self.last_status = last_status
         super().__init__(message, **where)
-
-

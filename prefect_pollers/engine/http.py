@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,8 +81,16 @@ def parse_hints(headers: httpx.Headers, *, now: float | None = None) -> ServerHi
     )
 
 
-def _provider_message(response: httpx.Response) -> str:
-    """The error message a provider put in a failed response, shortened."""
+def _provider_message(response: httpx.Response, secrets: Sequence[str]) -> str:
+    """The error message a provider put in a failed response, shortened, secrets masked."""
+    message = _raw_provider_message(response)
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "**********")
+    return message
+
+
+def _raw_provider_message(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
@@ -108,6 +117,9 @@ async def request_json(
     json: Any = None,
     headers: dict[str, str] | None = None,
     polling: bool = False,
+    creates: bool = False,
+    idempotency_key: str | None = None,
+    secrets: Sequence[str] = (),
     now: float | None = None,
 ) -> JsonReply:
     """Send one request and return its JSON body, or raise a typed error.
@@ -121,6 +133,11 @@ async def request_json(
         json: The JSON body to send.
         headers: Extra headers (auth is set on the client).
         polling: True for status calls: a 404 then means the job is unknown.
+        creates: True for a submit: an error after which the job may exist all the
+            same (a timeout, a dropped connection, a 5xx other than 502/503, an
+            unreadable 2xx body) then says so (``may_have_created``).
+        idempotency_key: The submit's idempotency key, named in its errors.
+        secrets: Strings (API keys) masked in provider messages quoted in errors.
         now: Epoch seconds for HTTP-date ``Retry-After`` headers.
 
     Raises:
@@ -133,7 +150,9 @@ async def request_json(
     """
     request = client.build_request(method, url, json=json, headers=headers)
     path = request.url.path
-    where = {"provider": provider, "job_id": job_id, "path": path}
+    where: dict[str, Any] = {
+        "provider": provider, "job_id": job_id, "path": path, "idempotency_key": idempotency_key,
+    }
     try:
         response = await client.send(request)
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
@@ -141,36 +160,45 @@ async def request_json(
             f"{type(exc).__name__}: could not connect", request_sent=False, **where
         ) from None
     except httpx.TimeoutException as exc:
-        raise TransientRequestError(f"{type(exc).__name__}: the request timed out", **where) from None
+        raise TransientRequestError(
+            f"{type(exc).__name__}: the request timed out", may_have_created=creates, **where
+        ) from None
     except httpx.TransportError as exc:
-        raise TransientRequestError(f"{type(exc).__name__}: {exc}", **where) from None
+        raise TransientRequestError(
+            f"{type(exc).__name__}: {exc}", may_have_created=creates, **where
+        ) from None
     hints = parse_hints(response.headers, now=now)
     status = response.status_code
-    where["http_status"] = status
+    where.update(http_status=status, hints=hints)
     if status >= 400:
-        error = _http_error(status, _provider_message(response), hints, polling, provider, where)
-        error.hints = hints  # so a rate-limit gate still learns from a refused request
-        raise error
+        raise _http_error(status, _provider_message(response, secrets), polling, creates, where)
     try:
         body = response.json()
     except ValueError:
         kind = "an empty body" if not response.content else "a body that is not JSON"
-        raise MalformedResponseError(f"{provider} returned {kind}", **where) from None
+        raise MalformedResponseError(
+            f"{provider} returned {kind}", may_have_created=creates, **where
+        ) from None
     if not isinstance(body, dict):
         raise MalformedResponseError(
-            f"{provider} returned JSON {type(body).__name__}, expected an object", **where
+            f"{provider} returned JSON {type(body).__name__}, expected an object",
+            may_have_created=creates, **where,
         )
     return JsonReply(body=body, status_code=status, hints=hints, path=path)
 
 
 def _http_error(
-    status: int, message: str, hints: ServerHints, polling: bool, provider: str, where: dict
+    status: int, message: str, polling: bool, creates: bool, where: dict[str, Any]
 ) -> PollerError:
+    hints: ServerHints = where["hints"]
+    provider = where["provider"]
     if status == 429:
         return RateLimitedError(f"rate limited: {message}", retry_after=hints.retry_after, **where)
     if status in (408, 425) or status >= 500:
+        # 502 and 503 come from a proxy or an overloaded server that took nothing in.
         return TransientRequestError(
-            f"server error: {message}", retry_after=hints.retry_after, **where
+            f"server error: {message}", retry_after=hints.retry_after,
+            may_have_created=creates and status not in (502, 503), **where,
         )
     error_type: type[PollerError] = BadRequestError
     if status in (401, 403):

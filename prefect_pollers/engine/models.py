@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from enum import StrEnum
+from datetime import datetime, timezone
+from enum import Enum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class JobState(StrEnum):
+class JobState(str, Enum):
     """The normalized state of a remote job, whatever the provider calls it."""
 
     PENDING = "pending"
@@ -18,6 +18,9 @@ class JobState(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     EXPIRED = "expired"
+
+    def __str__(self) -> str:
+        return self.value
 
     @property
     def terminal(self) -> bool:
@@ -82,7 +85,7 @@ class JobStatus(BaseModel):
 
 
 def _utcnow() -> datetime:
-    return datetime.now(UTC)
+    return datetime.now(timezone.utc)
 
 
 class JobRef(BaseModel):

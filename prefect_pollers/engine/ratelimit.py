@@ -36,8 +36,18 @@ class RateLimitGate:
         self.limited: bool | None = None  # unknown until a response says
         self._news = asyncio.Event()
 
-    async def acquire(self, clock: Clock) -> None:
-        """Wait until one more request fits in the window, and count it."""
+    async def acquire(self, clock: Clock, *, until: float | None = None) -> bool:
+        """Wait until one more request fits in the window, and count it.
+
+        Args:
+            clock: Where the time is read and the hold sleeps.
+            until: Epoch seconds past which the caller cannot use the request (a
+                wait's deadline): a hold that would last longer is not started.
+
+        Returns:
+            True when the request may go (it is counted); False, at once and
+            uncounted, when the window resets only after ``until``.
+        """
         while self.limited is None and self.in_flight > 0:
             await self._wait_for_news()
         while True:
@@ -51,20 +61,30 @@ class RateLimitGate:
                 if self.remaining is not None:
                     self.remaining -= 1
                 self.in_flight += 1
-                return
-            self.held += 1
+                return True
             if self.reset_at is not None:
+                if until is not None and self.reset_at + self.margin > until:
+                    return False
+                self.held += 1
                 await clock.sleep(self.reset_at + self.margin - now)
-            elif not await self._wait_for_news():
-                # Spent with no known reset and no response for a while: try again.
-                self.remaining = self.limit
+            else:
+                self.held += 1
+                if not await self._wait_for_news():
+                    # Spent with no known reset and no response for a while: try again.
+                    self.remaining = self.limit
+
+    def seconds_to_reset(self, clock: Clock) -> float | None:
+        """Seconds until the known window resets (None when none is known)."""
+        if self.reset_at is None:
+            return None
+        return max(0.0, self.reset_at + self.margin - clock.time())
 
     async def _wait_for_news(self, timeout: float = 1.0) -> bool:
         """Wait until a response is released (True) or ``timeout`` real seconds pass."""
         self._news.clear()
         try:
             await asyncio.wait_for(self._news.wait(), timeout=timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not the builtin before Python 3.11
             return False
         return True
 

@@ -6,6 +6,7 @@ import inspect
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from prefect_pollers.engine.clock import Clock, current_clock
 from prefect_pollers.engine.errors import (
@@ -62,7 +63,7 @@ async def wait_for_terminal(
     started_at: float | None = None,
     first_status: JobStatus | None = None,
     clock: Clock | None = None,
-    logger: logging.Logger | logging.LoggerAdapter | None = None,
+    logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     on_change: StateChangeHook | None = None,
     rng: random.Random | None = None,
 ) -> JobStatus:

@@ -1,4 +1,4 @@
-"""One module per provider: its credentials block, request and result models, status map."""
+"""One module per provider (its block, request and result models, contract, preset) and the registry."""
 
 from prefect_pollers.providers.apixo import (
     ApixoCredentials,
@@ -6,7 +6,8 @@ from prefect_pollers.providers.apixo import (
     ApixoTaskResult,
     apixo_policy,
 )
-from prefect_pollers.providers.base import JobApiCredentials
+from prefect_pollers.providers.base import JobApiCredentials, JobResult, load_credentials
+from prefect_pollers.providers.contract import Endpoint, JobApiContract
 from prefect_pollers.providers.exona import (
     ExonaCredentials,
     ExonaRiskAssessment,
@@ -22,6 +23,7 @@ from prefect_pollers.providers.modelroute import (
     ModelRouteUsage,
     modelroute_policy,
 )
+from prefect_pollers.providers.registry import PROVIDERS, ProviderEntry, provider_entry
 from prefect_pollers.providers.twyn import (
     TwynCredentials,
     TwynSimulationRequest,
@@ -30,9 +32,11 @@ from prefect_pollers.providers.twyn import (
 )
 
 __all__ = [
+    "PROVIDERS",
     "ApixoCredentials",
     "ApixoTaskRequest",
     "ApixoTaskResult",
+    "Endpoint",
     "ExonaCredentials",
     "ExonaRiskAssessment",
     "ExonaScanRequest",
@@ -40,16 +44,21 @@ __all__ = [
     "HttpJobApi",
     "HttpJobRequest",
     "HttpJobResult",
+    "JobApiContract",
     "JobApiCredentials",
+    "JobResult",
     "ModelRouteCredentials",
     "ModelRouteExecutionRequest",
     "ModelRouteResult",
     "ModelRouteUsage",
+    "ProviderEntry",
     "TwynCredentials",
     "TwynSimulationRequest",
     "TwynSimulationResult",
     "apixo_policy",
     "exona_policy",
+    "load_credentials",
     "modelroute_policy",
+    "provider_entry",
     "twyn_policy",
 ]

@@ -9,7 +9,7 @@ with ``data.resultJson``, a JSON string holding ``resultUrls``; ``failed`` with
 retried up to 3 times.
 
 Not documented, our choices (overridable on the block): the API root (no default:
-set ``base_url``), the status path ``checkStatus/{model}/{task_id}`` (named after
+set ``base_url``), the status path ``checkStatus/{model}/{job_id}`` (named after
 the guide's ``checkStatus(model, taskId)``), the create response carrying the id
 in ``data.taskId`` (or ``taskId``/``id``), and the non-terminal state names.
 """
@@ -21,15 +21,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from prefect_pollers.engine import (
-    JobRef,
-    JobStatus,
-    JsonReply,
-    MalformedResponseError,
-    PollPolicy,
-    StatusMap,
-)
-from prefect_pollers.providers.base import JobApiCredentials, dig
+from prefect_pollers.engine import JobRef, PollPolicy, StatusMap
+from prefect_pollers.providers.base import JobApiCredentials, JobResult
+from prefect_pollers.providers.contract import Endpoint, JobApiContract
 
 # model -> (initial wait, interval, max) in seconds, from the guide's getPollingConfig.
 APIXO_SCHEDULES: dict[str, tuple[float, float, float]] = {
@@ -68,45 +62,69 @@ class ApixoTaskRequest(BaseModel):
         return self
 
 
-class ApixoTaskResult(BaseModel):
+class ApixoTaskResult(JobResult):
     """A successful generation.
 
     Attributes:
-        task_id: The task id.
+        job_id: The task id.
         model: The model that generated it.
         result_urls: ``resultUrls`` from ``resultJson``.
         result: The whole parsed ``resultJson``.
         payload: The whole final ``data`` object.
     """
 
-    task_id: str
     model: str
     result_urls: list[str] = Field(default_factory=list)
     result: dict[str, Any] = Field(default_factory=dict)
     payload: dict[str, Any] = Field(default_factory=dict)
 
     @property
-    def job_id(self) -> str:
-        """The task id, under the name every result model shares."""
-        return self.task_id
+    def task_id(self) -> str:
+        """The task id (APIXO's name for the job id)."""
+        return self.job_id
 
 
 def apixo_policy(model: str) -> PollPolicy:
     """The guide's adaptive schedule for ``model``: initial wait, fixed interval, max."""
     initial, interval, maximum = APIXO_SCHEDULES.get(model, APIXO_DEFAULT_SCHEDULE)
     return PollPolicy(
-        initial_delay=initial, interval=interval, max_interval=max(interval, 30.0),
-        deadline=maximum, error_budget=3, error_backoff=1.0, error_backoff_multiplier=2.0,
+        initial_delay=initial,
+        interval=interval,
+        max_interval=max(interval, 30.0),
+        deadline=maximum,
+        error_budget=3,
+        error_backoff=1.0,
+        error_backoff_multiplier=2.0,
     )
 
 
-class ApixoCredentials(JobApiCredentials):
-    """Credentials and client for APIXO generation tasks.
+APIXO_CONTRACT = JobApiContract(
+    submit=Endpoint(method="POST", path="generateTask/{model}"),
+    submit_exclude=frozenset({"model"}),
+    job_id_field="data.taskId || taskId || id",
+    context_fields={"model": "model"},
+    status=Endpoint(path="checkStatus/{model}/{job_id}"),
+    status_field="data.state",
+    error_code_field="data.failCode",
+    error_message_field="data.failMsg",
+    status_map=StatusMap(
+        succeeded=frozenset({"success"}),
+        failed=frozenset({"failed"}),
+        pending=frozenset({"waiting", "queuing", "pending"}),
+        running=frozenset({"generating", "processing", "running"}),
+    ),
+)
+"""APIXO's documented contract, with our choices for the status path, where the
+create response puts the id, and the non-terminal state names."""
+
+
+class ApixoCredentials(JobApiCredentials[ApixoTaskResult]):
+    """Credentials for APIXO generation tasks.
 
     Attributes:
         api_key: The APIXO API key (Bearer).
         base_url: The API root (APIXO's docs call it ``API_URL``; no default).
-        status_path_template: Status path, with ``{model}`` and ``{task_id}``.
+        status_path_template: Status path, with ``{model}`` and ``{job_id}``.
 
     Example:
         ```python
@@ -127,66 +145,34 @@ from prefect_pollers import ApixoCredentials
 creds = ApixoCredentials.load("BLOCK_NAME")
 ```"""
 
-    provider: ClassVar[str] = "apixo"
+    provider_name: ClassVar[str] = "apixo"
     request_model: ClassVar[type[BaseModel]] = ApixoTaskRequest
-    status_map: ClassVar[StatusMap] = StatusMap(
-        succeeded={"success"},
-        failed={"failed"},
-        pending={"waiting", "queuing", "pending"},
-        running={"generating", "processing", "running"},
-    )
 
     base_url: str = Field(description="The APIXO API root (API_URL in its docs).")
     status_path_template: str = Field(
-        default="checkStatus/{model}/{task_id}",
-        description="Status path (undocumented by APIXO: our choice).",
+        default=APIXO_CONTRACT.status.path,
+        description="Status path with {model} and {job_id} (undocumented by APIXO: our choice).",
     )
 
-    def auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key.get_secret_value()}"}
-
-    def submit_request(self, request: BaseModel) -> tuple[str, str, dict[str, Any]]:
-        assert isinstance(request, ApixoTaskRequest)
-        return "POST", f"generateTask/{request.model}", request.model_dump(
-            exclude={"model"}, exclude_none=True
+    def contract(self) -> JobApiContract:
+        """APIXO's contract, polling at the block's ``status_path_template``."""
+        return APIXO_CONTRACT.model_copy(
+            update={"status": Endpoint(path=self.status_path_template)}
         )
 
-    def read_submitted(self, request: BaseModel, reply: JsonReply) -> JobRef:
-        assert isinstance(request, ApixoTaskRequest)
-        body = reply.body
-        task_id = dig(body, "data", "taskId") or body.get("taskId") or body.get("id")
-        return self.job_ref(reply, task_id, "data.taskId", context={"model": request.model})
-
-    def status_path(self, ref: JobRef) -> str:
-        return self.status_path_template.format(
-            model=ref.context.get("model", ""), task_id=ref.job_id
-        )
-
-    def read_status(self, job_id: str, reply: JsonReply) -> JobStatus:
-        data = reply.body.get("data")
-        return self.make_status(
-            job_id,
-            reply,
-            dig(data, "state"),
-            error_code=dig(data, "failCode"),
-            error_message=dig(data, "failMsg"),
-        )
-
-    async def fetch_result(self, ref: JobRef, status: JobStatus) -> ApixoTaskResult:
-        data = status.payload.get("data") or {}
+    def build_result(self, ref: JobRef, body: dict[str, Any]) -> ApixoTaskResult:
+        """The result URLs from ``data.resultJson``, a JSON string."""
+        data = body.get("data") or {}
         raw = data.get("resultJson")
         try:
             parsed = json.loads(raw) if isinstance(raw, str) else raw
         except ValueError:
             parsed = None
         if not isinstance(parsed, dict):
-            raise MalformedResponseError(
-                "apixo success without a readable resultJson",
-                provider=self.provider, job_id=ref.job_id,
-            )
+            raise ValueError("apixo success without a readable resultJson")
         urls = parsed.get("resultUrls") or []
         return ApixoTaskResult(
-            task_id=ref.job_id,
+            job_id=ref.job_id,
             model=ref.context.get("model", ""),
             result_urls=[str(u) for u in urls] if isinstance(urls, list) else [],
             result=parsed,
@@ -194,4 +180,5 @@ creds = ApixoCredentials.load("BLOCK_NAME")
         )
 
     def default_policy(self, ref: JobRef) -> PollPolicy:
+        """The guide's schedule for the job's model (:func:`apixo_policy`)."""
         return apixo_policy(ref.context.get("model", ""))

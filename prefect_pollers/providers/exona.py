@@ -18,16 +18,9 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from prefect_pollers.engine import (
-    JobRef,
-    JobState,
-    JobStatus,
-    JsonReply,
-    MalformedResponseError,
-    PollPolicy,
-    StatusMap,
-)
-from prefect_pollers.providers.base import JobApiCredentials
+from prefect_pollers.engine import JobRef, PollPolicy, StatusMap
+from prefect_pollers.providers.base import JobApiCredentials, JobResult
+from prefect_pollers.providers.contract import Endpoint, JobApiContract
 
 EXONA_DOCS = "https://platform.exonalab.com"
 
@@ -40,7 +33,10 @@ class ExonaScanRequest(BaseModel):
     company_name: str = Field(min_length=1, description="The company's legal or trading name.")
     company_website: str = Field(min_length=1, description="The company's website URL.")
     max_age_days: int | None = Field(
-        default=None, ge=0, strict=True, description="Reuse a cached scan no older than this many days."
+        default=None,
+        ge=0,
+        strict=True,
+        description="Reuse a cached scan no older than this many days.",
     )
 
 
@@ -52,25 +48,24 @@ class ExonaRiskAssessment(BaseModel):
     overall_risk_level: str | None = None
 
 
-class ExonaScanResult(BaseModel):
+class ExonaScanResult(JobResult):
     """A completed scan: the whole ``result`` payload, with typed access to the risk level.
 
     Attributes:
-        scan_id: The scan's id.
+        job_id: The scan's id.
         cached: Whether Exona answered from its cache (no scan was run).
         risk_assessment: The parsed ``result.risk_assessment``.
         payload: The whole ``result`` object as Exona returned it.
     """
 
-    scan_id: str
     cached: bool = False
     risk_assessment: ExonaRiskAssessment | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
 
     @property
-    def job_id(self) -> str:
-        """The scan id, under the name every result model shares."""
-        return self.scan_id
+    def scan_id(self) -> str:
+        """The scan id (Exona's name for the job id)."""
+        return self.job_id
 
     @property
     def overall_risk_level(self) -> str | None:
@@ -99,8 +94,25 @@ def exona_policy(batch_size: int = 1) -> PollPolicy:
     )
 
 
-class ExonaCredentials(JobApiCredentials):
-    """Credentials and client for Exona company risk scans.
+EXONA_CONTRACT = JobApiContract(
+    submit=Endpoint(method="POST", path="scans"),
+    job_id_field="id",
+    status=Endpoint(path="scans/{job_id}"),
+    status_field="status",
+    error_code_field="error.code",
+    error_message_field="error.message",
+    status_map=StatusMap(
+        succeeded=frozenset({"completed"}),
+        failed=frozenset({"failed"}),
+        pending=frozenset({"queued", "pending"}),
+    ),
+)
+"""Exona's documented contract (a submit response that is already ``completed`` is a
+cache hit: the wait then makes no poll)."""
+
+
+class ExonaCredentials(JobApiCredentials[ExonaScanResult]):
+    """Credentials for Exona company risk scans.
 
     Attributes:
         api_key: The Exona API key (``exo_live_...``).
@@ -121,18 +133,15 @@ class ExonaCredentials(JobApiCredentials):
     _block_type_name = "Exona Credentials"
     _block_type_slug = "exona-credentials"
     _description = "Credentials for Exona company risk scans, with a pooled HTTP client."
-    _documentation_url = EXONA_DOCS
+    _documentation_url = EXONA_DOCS  # type: ignore[assignment]
     _code_example = """```python
 from prefect_pollers import ExonaCredentials
 
 creds = ExonaCredentials.load("BLOCK_NAME")
 ```"""
 
-    provider: ClassVar[str] = "exona"
+    provider_name: ClassVar[str] = "exona"
     request_model: ClassVar[type[BaseModel]] = ExonaScanRequest
-    status_map: ClassVar[StatusMap] = StatusMap(
-        succeeded={"completed"}, failed={"failed"}, pending={"queued", "pending"}
-    )
 
     base_url: str = Field(
         default="https://platform.exonalab.com/api/v1", description="The Exona API root URL."
@@ -142,41 +151,28 @@ creds = ExonaCredentials.load("BLOCK_NAME")
         description="Non-terminal statuses known without a warning (Exona does not list them).",
     )
 
-    def get_status_map(self) -> StatusMap:
-        return self.status_map.model_copy(update={"running": frozenset(self.running_statuses)})
+    def contract(self) -> JobApiContract:
+        """Exona's contract, knowing the block's ``running_statuses``."""
+        status_map = EXONA_CONTRACT.status_map.model_copy(
+            update={"running": frozenset(self.running_statuses)}
+        )
+        return EXONA_CONTRACT.model_copy(update={"status_map": status_map})
 
-    def auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key.get_secret_value()}"}
-
-    def submit_request(self, request: BaseModel) -> tuple[str, str, dict[str, Any]]:
-        return "POST", "scans", request.model_dump(exclude_none=True)
-
-    def read_submitted(self, request: BaseModel, reply: JsonReply) -> JobRef:
-        ref = self.job_ref(reply, reply.body.get("id"), "id")
-        status = self.read_status(ref.job_id, reply) if "status" in reply.body else None
-        if status is not None and status.state.terminal:
-            return ref.model_copy(update={"submitted_status": status})
-        return ref
-
-    def status_path(self, ref: JobRef) -> str:
-        return f"scans/{ref.job_id}"
-
-    def read_status(self, job_id: str, reply: JsonReply) -> JobStatus:
-        return self.status_with_error_object(job_id, reply)
-
-    async def fetch_result(self, ref: JobRef, status: JobStatus) -> ExonaScanResult:
-        result = status.payload.get("result")
-        if status.state is not JobState.SUCCEEDED or not isinstance(result, dict):
-            raise MalformedResponseError(
-                "exona reported the scan completed without a result object",
-                provider=self.provider, job_id=ref.job_id,
-            )
+    def build_result(self, ref: JobRef, body: dict[str, Any]) -> ExonaScanResult:
+        """The scan's ``result`` object, typed."""
+        result = body.get("result")
+        if not isinstance(result, dict):
+            raise ValueError("exona reported the scan completed without a result object")
+        risk = result.get("risk_assessment")
         return ExonaScanResult(
-            scan_id=ref.job_id,
-            cached=bool(status.payload.get("cached", False)),
-            risk_assessment=risk if isinstance(risk := result.get("risk_assessment"), dict) else None,
+            job_id=ref.job_id,
+            cached=bool(body.get("cached", False)),
+            risk_assessment=ExonaRiskAssessment.model_validate(risk)
+            if isinstance(risk, dict)
+            else None,
             payload=result,
         )
 
     def default_policy(self, ref: JobRef) -> PollPolicy:
+        """The guide's interactive schedule (:func:`exona_policy`)."""
         return exona_policy()

@@ -12,22 +12,20 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import jmespath
-from jmespath.exceptions import JMESPathError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from prefect_pollers.engine import (
-    JobRef,
-    JobStatus,
-    JsonReply,
-    PollPolicy,
-    StatusMap,
-)
-from prefect_pollers.providers.base import JobApiCredentials
+from prefect_pollers.engine import JobRef, PollPolicy, StatusMap
+from prefect_pollers.providers.base import JobApiCredentials, JobResult
+from prefect_pollers.providers.contract import Endpoint, JobApiContract, compiled, search
 
 _EXPRESSION_FIELDS = (
-    "submit_body", "job_id_field", "status_field", "phase_field",
-    "error_code_field", "error_message_field", "result_field",
+    "submit_body",
+    "job_id_field",
+    "status_field",
+    "phase_field",
+    "error_code_field",
+    "error_message_field",
+    "result_field",
 )
 
 
@@ -37,7 +35,7 @@ class HttpJobRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-class HttpJobResult(BaseModel):
+class HttpJobResult(JobResult):
     """The result of a succeeded job of a declared API.
 
     Attributes:
@@ -47,12 +45,11 @@ class HttpJobResult(BaseModel):
         payload: The whole response ``output`` was taken from.
     """
 
-    job_id: str
     output: Any = None
     payload: dict[str, Any] = Field(default_factory=dict)
 
 
-class HttpJobApi(JobApiCredentials):
+class HttpJobApi(JobApiCredentials[HttpJobResult]):
     """A job API described as data: point it at an API we have never seen, no Python.
 
     Attributes:
@@ -136,10 +133,7 @@ api = HttpJobApi.load("BLOCK_NAME")
     @classmethod
     def _valid_jmespath(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                jmespath.compile(value)
-            except JMESPathError as exc:
-                raise ValueError(f"not a valid JMESPath expression {value!r}: {exc}") from None
+            compiled(value)
         return value
 
     @field_validator("status_url", "result_url", "cancel_url")
@@ -150,68 +144,42 @@ api = HttpJobApi.load("BLOCK_NAME")
         return value
 
     @property
-    def provider(self) -> str:  # type: ignore[override]
+    def provider(self) -> str:
         """The declared API's name."""
         return self.api_name
 
-    def get_status_map(self) -> StatusMap:
-        return StatusMap(
-            succeeded=frozenset(self.succeeded), failed=frozenset(self.failed),
-            cancelled=frozenset(self.cancelled), expired=frozenset(self.expired),
-            running=frozenset(self.running),
+    def contract(self) -> JobApiContract:
+        """The contract these fields declare."""
+        return JobApiContract(
+            auth_header=self.auth_header,
+            auth_scheme=self.auth_scheme,
+            submit=Endpoint(method=self.submit_method, path=self.submit_path),
+            submit_body=self.submit_body,
+            submit_drop_nulls=False,
+            job_id_field=self.job_id_field,
+            status=Endpoint(path=self.status_url),
+            status_field=self.status_field,
+            phase_field=self.phase_field,
+            error_code_field=self.error_code_field,
+            error_message_field=self.error_message_field,
+            status_map=StatusMap(
+                succeeded=frozenset(self.succeeded),
+                failed=frozenset(self.failed),
+                cancelled=frozenset(self.cancelled),
+                expired=frozenset(self.expired),
+                running=frozenset(self.running),
+            ),
+            result=Endpoint(path=self.result_url) if self.result_url else None,
+            cancel=Endpoint(method=self.cancel_method, path=self.cancel_url)
+            if self.cancel_url
+            else None,
         )
 
-    def auth_headers(self) -> dict[str, str]:
-        key = self.api_key.get_secret_value()
-        return {self.auth_header: f"{self.auth_scheme} {key}" if self.auth_scheme else key}
-
-    def submit_request(self, request: BaseModel) -> tuple[str, str, dict[str, Any]]:
-        data = request.model_dump()
-        body = jmespath.search(self.submit_body, data) if self.submit_body else data
-        return self.submit_method, self.submit_path, body
-
-    def read_submitted(self, request: BaseModel, reply: JsonReply) -> JobRef:
-        return self.job_ref(reply, jmespath.search(self.job_id_field, reply.body),
-                            self.job_id_field)
-
-    @staticmethod
-    def fill(template: str, ref: JobRef) -> str:
-        """Fill a URL template with the job id."""
-        return template.replace("{job_id}", ref.job_id)
-
-    def status_path(self, ref: JobRef) -> str:
-        return self.fill(self.status_url, ref)
-
-    def _search(self, expression: str | None, body: dict[str, Any]) -> Any:
-        return jmespath.search(expression, body) if expression else None
-
-    def read_status(self, job_id: str, reply: JsonReply) -> JobStatus:
-        body = reply.body
-        phase = self._search(self.phase_field, body)
-        return self.make_status(
-            job_id,
-            reply,
-            self._search(self.status_field, body),
-            phase=str(phase) if phase is not None else None,
-            error_code=self._search(self.error_code_field, body),
-            error_message=self._search(self.error_message_field, body),
-        )
-
-    async def fetch_result(self, ref: JobRef, status: JobStatus) -> HttpJobResult:
-        payload = status.payload
-        if self.result_url:
-            reply = await self.request(
-                "GET", self.fill(self.result_url, ref), job_id=ref.job_id, polling=True
-            )
-            payload = reply.body
-        output = self._search(self.result_field, payload) if self.result_field else payload
-        return HttpJobResult(job_id=ref.job_id, output=output, payload=payload)
-
-    async def cancel(self, ref: JobRef) -> bool:
-        if not self.cancel_url:
-            return False
-        await self.request(self.cancel_method, self.fill(self.cancel_url, ref), job_id=ref.job_id)
-        return True
+    def build_result(self, ref: JobRef, body: dict[str, Any]) -> HttpJobResult:
+        """What ``result_field`` selects in the result (or final status) response."""
+        output = search(self.result_field, body) if self.result_field else body
+        return HttpJobResult(job_id=ref.job_id, output=output, payload=body)
 
     def default_policy(self, ref: JobRef) -> PollPolicy:
+        """The block's ``policy``."""
         return self.policy

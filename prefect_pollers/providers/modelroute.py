@@ -22,17 +22,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from prefect_pollers.engine import (
-    JobRef,
-    JobStatus,
-    JsonReply,
-    MalformedResponseError,
-    PollPolicy,
-    StatusMap,
-)
-from prefect_pollers.providers.base import JobApiCredentials
+from prefect_pollers.engine import JobRef, PollPolicy, StatusMap
+from prefect_pollers.providers.base import JobApiCredentials, JobResult
+from prefect_pollers.providers.contract import Endpoint, JobApiContract
 
 
 class ModelRouteExecutionRequest(BaseModel):
@@ -49,10 +43,9 @@ class ModelRouteUsage(BaseModel):
     output_tokens: int = 0
 
 
-class ModelRouteResult(BaseModel):
+class ModelRouteResult(JobResult):
     """The result of a completed execution, as ``/executions/{id}/result`` returns it."""
 
-    execution_id: str
     status: str
     output: Any = None
     usage: ModelRouteUsage = Field(default_factory=ModelRouteUsage)
@@ -60,9 +53,9 @@ class ModelRouteResult(BaseModel):
     latency_ms: int | None = None
 
     @property
-    def job_id(self) -> str:
-        """The execution id, under the name every result model shares."""
-        return self.execution_id
+    def execution_id(self) -> str:
+        """The execution id (ModelRoute's name for the job id)."""
+        return self.job_id
 
 
 def modelroute_policy() -> PollPolicy:
@@ -70,8 +63,28 @@ def modelroute_policy() -> PollPolicy:
     return PollPolicy(initial_delay=2.0, interval=3.0, max_interval=5.0, deadline=600.0)
 
 
-class ModelRouteCredentials(JobApiCredentials):
-    """Credentials and client for ModelRoute executions.
+MODELROUTE_CONTRACT = JobApiContract(
+    submit=Endpoint(method="POST", path="executions"),
+    job_id_field="id || execution_id",
+    status=Endpoint(path="executions/{job_id}"),
+    status_field="status",
+    error_code_field="error.code",
+    error_message_field="error.message",
+    status_map=StatusMap(
+        succeeded=frozenset({"COMPLETED"}),
+        failed=frozenset({"FAILED"}),
+        cancelled=frozenset({"CANCELLED"}),
+        expired=frozenset({"EXPIRED"}),
+        pending=frozenset({"QUEUED"}),
+        running=frozenset({"RUNNING"}),
+    ),
+    result=Endpoint(path="executions/{job_id}/result"),
+)
+"""ModelRoute's documented contract, with our choice for creating an execution."""
+
+
+class ModelRouteCredentials(JobApiCredentials[ModelRouteResult]):
+    """Credentials for ModelRoute executions.
 
     Attributes:
         api_key: The ModelRoute API key (``sk_...``).
@@ -91,23 +104,15 @@ class ModelRouteCredentials(JobApiCredentials):
     _block_type_name = "ModelRoute Credentials"
     _block_type_slug = "modelroute-credentials"
     _description = "Credentials for ModelRoute executions; waits share its rate limit."
-    _documentation_url = "https://api.modelroute.ai/v1"
+    _documentation_url = "https://api.modelroute.ai/v1"  # type: ignore[assignment]
     _code_example = """```python
 from prefect_pollers import ModelRouteCredentials
 
 creds = ModelRouteCredentials.load("BLOCK_NAME")
 ```"""
 
-    provider: ClassVar[str] = "modelroute"
+    provider_name: ClassVar[str] = "modelroute"
     request_model: ClassVar[type[BaseModel]] = ModelRouteExecutionRequest
-    status_map: ClassVar[StatusMap] = StatusMap(
-        succeeded={"COMPLETED"},
-        failed={"FAILED"},
-        cancelled={"CANCELLED"},
-        expired={"EXPIRED"},
-        pending={"QUEUED"},
-        running={"RUNNING"},
-    )
 
     base_url: str = Field(
         default="https://api.modelroute.ai/v1", description="The ModelRoute API root URL."
@@ -117,34 +122,16 @@ creds = ModelRouteCredentials.load("BLOCK_NAME")
         description="Path that creates an execution (undocumented by ModelRoute: our choice).",
     )
 
-    def auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key.get_secret_value()}"}
+    def contract(self) -> JobApiContract:
+        """ModelRoute's contract, creating executions at the block's ``create_path``."""
+        return MODELROUTE_CONTRACT.model_copy(
+            update={"submit": Endpoint(method="POST", path=self.create_path)}
+        )
 
-    def submit_request(self, request: BaseModel) -> tuple[str, str, dict[str, Any]]:
-        return "POST", self.create_path, request.model_dump()
-
-    def read_submitted(self, request: BaseModel, reply: JsonReply) -> JobRef:
-        body = reply.body
-        return self.job_ref(reply, body.get("id") or body.get("execution_id"), "id")
-
-    def status_path(self, ref: JobRef) -> str:
-        return f"executions/{ref.job_id}"
-
-    def read_status(self, job_id: str, reply: JsonReply) -> JobStatus:
-        return self.status_with_error_object(job_id, reply)
-
-    async def fetch_result(self, ref: JobRef, status: JobStatus) -> ModelRouteResult:
-        reply = await self.request("GET", f"executions/{ref.job_id}/result", job_id=ref.job_id,
-                                   polling=True)
-        try:
-            return ModelRouteResult.model_validate({"execution_id": ref.job_id, **reply.body})
-        except ValidationError as exc:
-            raise MalformedResponseError(
-                f"modelroute result does not match the documented shape: {exc.errors()[0]['msg']}"
-                f" at {'.'.join(str(p) for p in exc.errors()[0]['loc'])}",
-                provider=self.provider, job_id=ref.job_id, path=reply.path,
-                http_status=reply.status_code,
-            ) from None
+    def build_result(self, ref: JobRef, body: dict[str, Any]) -> ModelRouteResult:
+        """The result endpoint's body, typed (``cost`` as a ``Decimal``)."""
+        return ModelRouteResult.model_validate({**body, "job_id": ref.job_id})
 
     def default_policy(self, ref: JobRef) -> PollPolicy:
+        """The guide's small-app pace (:func:`modelroute_policy`)."""
         return modelroute_policy()

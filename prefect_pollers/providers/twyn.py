@@ -17,14 +17,9 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from prefect_pollers.engine import (
-    JobRef,
-    JobStatus,
-    JsonReply,
-    PollPolicy,
-    StatusMap,
-)
-from prefect_pollers.providers.base import JobApiCredentials
+from prefect_pollers.engine import JobRef, PollPolicy, StatusMap
+from prefect_pollers.providers.base import JobApiCredentials, JobResult
+from prefect_pollers.providers.contract import Endpoint, JobApiContract
 
 CONFIG, SIMULATION, ANALYSIS = (
     "PROCESSING_CONFIG",
@@ -42,23 +37,22 @@ class TwynSimulationRequest(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict, description="Scenario parameters.")
 
 
-class TwynSimulationResult(BaseModel):
+class TwynSimulationResult(JobResult):
     """A completed simulation.
 
     Attributes:
-        simulation_id: The simulation's id.
+        job_id: The simulation's id.
         results: The ``results`` object of the final status, if it has one.
         payload: The whole final status response.
     """
 
-    simulation_id: str
     results: dict[str, Any] | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
 
     @property
-    def job_id(self) -> str:
-        """The simulation id, under the name every result model shares."""
-        return self.simulation_id
+    def simulation_id(self) -> str:
+        """The simulation id (Twyn's name for the job id)."""
+        return self.job_id
 
 
 def twyn_policy() -> PollPolicy:
@@ -84,8 +78,26 @@ def twyn_policy() -> PollPolicy:
     )
 
 
-class TwynCredentials(JobApiCredentials):
-    """Credentials and client for Twyn simulations.
+TWYN_CONTRACT = JobApiContract(
+    auth_header="X-API-Key",
+    auth_scheme="",
+    submit=Endpoint(method="POST", path="simulations"),
+    job_id_field="simulation_id || id",
+    status=Endpoint(path="simulations/{job_id}"),
+    status_field="status",
+    error_message_field="error_log",
+    status_map=StatusMap(
+        succeeded=frozenset({"COMPLETED_ANALYSIS"}),
+        failed=frozenset({"FAILED"}),
+        running=frozenset({CONFIG, SIMULATION, ANALYSIS}),
+    ),
+)
+"""Twyn's documented contract, with our choice for creating a simulation
+(``POST /simulations``, id in ``simulation_id`` or ``id``)."""
+
+
+class TwynCredentials(JobApiCredentials[TwynSimulationResult]):
+    """Credentials for Twyn simulations.
 
     Attributes:
         api_key: The Twyn API key, sent as ``X-API-Key``.
@@ -104,18 +116,15 @@ class TwynCredentials(JobApiCredentials):
     _block_type_name = "Twyn Credentials"
     _block_type_slug = "twyn-credentials"
     _description = "Credentials for Twyn simulations, with a pooled HTTP client."
-    _documentation_url = "https://api.twyn.it/v1"
+    _documentation_url = "https://api.twyn.it/v1"  # type: ignore[assignment]
     _code_example = """```python
 from prefect_pollers import TwynCredentials
 
 creds = TwynCredentials.load("BLOCK_NAME")
 ```"""
 
-    provider: ClassVar[str] = "twyn"
+    provider_name: ClassVar[str] = "twyn"
     request_model: ClassVar[type[BaseModel]] = TwynSimulationRequest
-    status_map: ClassVar[StatusMap] = StatusMap(
-        succeeded={"COMPLETED_ANALYSIS"}, failed={"FAILED"}, running={CONFIG, SIMULATION, ANALYSIS}
-    )
 
     base_url: str = Field(default="https://api.twyn.it/v1", description="The Twyn API root URL.")
     create_path: str = Field(
@@ -123,31 +132,21 @@ creds = TwynCredentials.load("BLOCK_NAME")
         description="Path that creates a simulation (undocumented by Twyn: our choice).",
     )
 
-    def auth_headers(self) -> dict[str, str]:
-        return {"X-API-Key": self.api_key.get_secret_value()}
-
-    def submit_request(self, request: BaseModel) -> tuple[str, str, dict[str, Any]]:
-        return "POST", self.create_path, request.model_dump(exclude_none=True)
-
-    def read_submitted(self, request: BaseModel, reply: JsonReply) -> JobRef:
-        body = reply.body
-        return self.job_ref(reply, body.get("simulation_id") or body.get("id"), "simulation_id")
-
-    def status_path(self, ref: JobRef) -> str:
-        return f"simulations/{ref.job_id}"
-
-    def read_status(self, job_id: str, reply: JsonReply) -> JobStatus:
-        return self.make_status(
-            job_id, reply, reply.body.get("status"), error_message=reply.body.get("error_log")
+    def contract(self) -> JobApiContract:
+        """Twyn's contract, creating simulations at the block's ``create_path``."""
+        return TWYN_CONTRACT.model_copy(
+            update={"submit": Endpoint(method="POST", path=self.create_path)}
         )
 
-    async def fetch_result(self, ref: JobRef, status: JobStatus) -> TwynSimulationResult:
-        results = status.payload.get("results")
+    def build_result(self, ref: JobRef, body: dict[str, Any]) -> TwynSimulationResult:
+        """The final status, with its ``results`` object."""
+        results = body.get("results")
         return TwynSimulationResult(
-            simulation_id=ref.job_id,
+            job_id=ref.job_id,
             results=results if isinstance(results, dict) else None,
-            payload=status.payload,
+            payload=body,
         )
 
     def default_policy(self, ref: JobRef) -> PollPolicy:
+        """The guide's phase-aware schedule (:func:`twyn_policy`)."""
         return twyn_policy()

@@ -38,7 +38,6 @@ class Apixo(Provider):
     """The APIXO task API."""
 
     name = "apixo"
-    prefix = "/apixo/api/v1"
     status_field = ("data", "state")
 
     def reset(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 
+from prefect_pollers.providers.registry import PROVIDERS
 from prefect_pollers.simulator.apixo import Apixo
 from prefect_pollers.simulator.clock import SimulatorClock
 from prefect_pollers.simulator.config import SimulatorConfig
@@ -15,8 +16,11 @@ from prefect_pollers.simulator.provider import Provider
 from prefect_pollers.simulator.state import SimulatorState
 from prefect_pollers.simulator.twyn import Twyn
 
-PROVIDERS: tuple[type[Provider], ...] = (Exona, Twyn, Apixo, ModelRoute, Generic)
-PREFIXES: dict[str, str] = {provider.name: provider.prefix for provider in PROVIDERS}
+SIMULATED: dict[str, type[Provider]] = {
+    provider.name: provider for provider in (Exona, Twyn, Apixo, ModelRoute, Generic)
+}
+"""The simulation of each provider of the registry, by name."""
+PREFIXES: dict[str, str] = {entry.name: entry.simulator_prefix for entry in PROVIDERS}
 """Each provider's base-URL path on the simulator, e.g. ``"exona": "/exona/api/v1"``."""
 
 
@@ -34,8 +38,8 @@ def create_app(
         The Starlette app serving every provider under its prefix and ``/_sim``.
     """
     state = SimulatorState(config, clock)
-    for provider_class in PROVIDERS:
-        state.add(provider_class(state))
+    for entry in PROVIDERS:
+        state.add(SIMULATED[entry.name](state, entry.simulator_prefix))
 
     routes = control_routes(state)
     for provider in state.providers.values():

@@ -44,7 +44,6 @@ class Exona(Provider):
     """The Exona scan API."""
 
     name = "exona"
-    prefix = "/exona/api/v1"
     status_field = ("status",)
     sends_retry_after = True
 

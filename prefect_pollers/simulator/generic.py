@@ -31,7 +31,6 @@ class Generic(Provider):
     """The generic task API."""
 
     name = "generic"
-    prefix = "/generic/v2"
     status_field = ("task", "state", "name")
     sends_retry_after = True
 

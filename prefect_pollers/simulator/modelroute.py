@@ -34,7 +34,6 @@ class ModelRoute(Provider):
     """The ModelRoute execution API."""
 
     name = "modelroute"
-    prefix = "/modelroute/v1"
     status_field = ("status",)
 
     def reset(self) -> None:

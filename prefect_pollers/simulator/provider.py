@@ -62,19 +62,19 @@ Handler = Callable[[Request], Awaitable[Reply]]
 class Provider(ABC):
     """Base class of the simulated providers.
 
-    Subclasses set ``name``, ``prefix`` (the route prefix of their base URL) and
-    ``status_field`` (the path of the status value inside a status response), and
+    Subclasses set ``name`` (the provider's name in the registry, which says where
+    its routes are served: ``prefix``) and ``status_field`` (the path of the status value inside a status response), and
     implement their routes and authentication.
     """
 
     name: ClassVar[str]
-    prefix: ClassVar[str]
     status_field: ClassVar[tuple[str, ...]]
     sends_retry_after: ClassVar[bool] = False
 
-    def __init__(self, state: SimulatorState) -> None:
-        """Attach to the shared simulator state and start with no jobs."""
+    def __init__(self, state: SimulatorState, prefix: str) -> None:
+        """Attach to the shared simulator state, serve under ``prefix``, with no jobs."""
         self.state = state
+        self.prefix = prefix
         self.reset()
 
     def reset(self) -> None:

@@ -29,7 +29,6 @@ class Twyn(Provider):
     """The Twyn simulation API."""
 
     name = "twyn"
-    prefix = "/twyn/v1"
     status_field = ("status",)
 
     def routes(self) -> list[Route]:

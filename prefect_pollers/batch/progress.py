@@ -1,0 +1,48 @@
+"""The progress artifact of a batch."""
+
+from __future__ import annotations
+
+import asyncio
+from uuid import UUID
+
+from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
+
+
+class BatchProgress:
+    """A batch's progress artifact, updated every ~2% of the jobs.
+
+    Updates go one at a time, each with the latest count, so that concurrent jobs
+    finishing cannot land an older count after a newer one.
+
+    Args:
+        title: Shown in the artifact's description.
+        total: How many jobs the batch has.
+    """
+
+    def __init__(self, title: str, total: int) -> None:
+        self.title, self.total, self.done = title, total, 0
+        self.artifact_id: UUID | None = None
+        self.step = max(1, total // 50)
+        self.sent = 0
+        self.lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Create the artifact at 0%."""
+        self.artifact_id = await acreate_progress_artifact(
+            progress=0.0, description=f"{self.title}: 0 of {self.total} jobs finished"
+        )
+
+    async def finished_one(self) -> None:
+        """Count a finished job; update the artifact when a step is reached."""
+        self.done += 1
+        if self.done % self.step and self.done != self.total:
+            return
+        async with self.lock:
+            done = self.done
+            if done <= self.sent or self.artifact_id is None:
+                return
+            await aupdate_progress_artifact(
+                self.artifact_id, progress=100.0 * done / self.total,
+                description=f"{self.title}: {done} of {self.total} jobs finished",
+            )
+            self.sent = done

@@ -1,0 +1,370 @@
+"""The client that does a credentials block's work: submit, poll, wait, fetch, cancel.
+
+A :class:`JobApiClient` owns one pooled ``httpx.AsyncClient``, the in-flight slots
+that bound its requests, and the rate-limit gate every request passes through. It
+interprets the block's :class:`~prefect_pollers.providers.contract.JobApiContract`,
+so no provider writes HTTP code. It has an explicit lifecycle (``async with``, or
+:meth:`JobApiClient.aclose`). Prefect tasks share one client per block and event
+loop (:func:`shared_client`), so all waits of a flow run on one block share one pool
+and one rate-limit budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic
+
+import httpx
+from pydantic import BaseModel
+
+from prefect_pollers.engine import (
+    JobRef,
+    JobStatus,
+    JsonReply,
+    MalformedResponseError,
+    PollerError,
+    PollPolicy,
+    RateLimitedError,
+    current_clock,
+    request_json,
+    wait_for_terminal,
+)
+from prefect_pollers.engine.ratelimit import RateLimitGate
+from prefect_pollers.engine.wait import StateChangeHook
+from prefect_pollers.providers.base import JobApiCredentials, ResultT
+from prefect_pollers.providers.contract import search
+
+SUBMIT_ATTEMPTS = 4
+"""Submit attempts in all when a failure surely created no job."""
+SUBMIT_BACKOFF_S = 1.0
+"""The pause after a submit's first failure, doubling after each (times ``policy_scale``)."""
+
+_log = logging.getLogger("prefect_pollers.client")
+if TYPE_CHECKING:
+    Logger = logging.Logger | logging.LoggerAdapter[Any]
+
+
+class JobApiClient(Generic[ResultT]):
+    """Sends a credentials block's requests through one pool, slots and rate gate.
+
+    Args:
+        credentials: The block whose configuration and contract it follows.
+        transport: An httpx transport to send through (tests); the network by default.
+    """
+
+    def __init__(
+        self,
+        credentials: JobApiCredentials[ResultT],
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.credentials = credentials
+        self.provider = credentials.provider
+        self.contract = credentials.contract()
+        self.gate = RateLimitGate()
+        # At most as many requests as the pool has connections: the others wait here,
+        # in O(1), rather than in httpcore's pool queue, whose bookkeeping grows with
+        # the queue times the connections (thousands queued there stall the loop).
+        self._slots = asyncio.Semaphore(credentials.max_connections)
+        self._api_key = credentials.api_key.get_secret_value()
+        self._http = httpx.AsyncClient(
+            base_url=credentials.base_url.rstrip("/") + "/",
+            headers={"Accept": "application/json", **self.contract.auth_headers(self._api_key)},
+            timeout=credentials.timeout_s,
+            limits=httpx.Limits(
+                max_connections=credentials.max_connections,
+                max_keepalive_connections=credentials.max_connections,
+            ),
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        return f"JobApiClient(provider={self.provider!r}, base_url={self.credentials.base_url!r})"
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether :meth:`aclose` has been called."""
+        return self._http.is_closed
+
+    async def __aenter__(self) -> JobApiClient[ResultT]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    # -- one request ----------------------------------------------------------------------
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        job_id: str | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        polling: bool = False,
+        creates: bool = False,
+        idempotency_key: str | None = None,
+        until: float | None = None,
+    ) -> JsonReply:
+        """One JSON request through the in-flight slots and the rate-limit gate.
+
+        Args:
+            method: HTTP method.
+            path: Path relative to the base URL.
+            job_id: The job it concerns, for errors.
+            json: The JSON body.
+            headers: Extra headers.
+            polling: A status call (a 404 means the job is unknown).
+            creates: A submit (errors say whether the job may exist).
+            idempotency_key: The submit's key, named in its errors.
+            until: Epoch seconds after which the answer is of no use (a wait's
+                deadline): the rate gate does not hold the request past it.
+
+        Raises:
+            PollerError: a typed error for every failure (see ``request_json``);
+                ``RateLimitedError`` without sending when the rate-limit window
+                resets only after ``until``.
+        """
+        clock = current_clock()
+        async with self._slots:
+            if not await self.gate.acquire(clock, until=until):
+                raise RateLimitedError(
+                    "the rate-limit window is spent until after the wait's deadline",
+                    retry_after=self.gate.seconds_to_reset(clock), request_sent=False,
+                    provider=self.provider, job_id=job_id, path=path,
+                )
+            hints = None
+            try:
+                reply = await request_json(
+                    self._http, method, path.lstrip("/"), provider=self.provider, job_id=job_id,
+                    json=json, headers=headers, polling=polling, creates=creates,
+                    idempotency_key=idempotency_key, secrets=(self._api_key,), now=clock.time(),
+                )
+                hints = reply.hints
+                return reply
+            except PollerError as exc:
+                hints = exc.hints  # a refused response still tells the gate its budget
+                raise
+            finally:
+                self.gate.release(hints)
+
+    # -- submit ---------------------------------------------------------------------------
+    async def submit(
+        self, request: BaseModel | dict[str, Any], *, idempotency_key: str | None = None
+    ) -> JobRef:
+        """Submit one job and return its ref: the one retry layer of submits.
+
+        A failure is retried (``SUBMIT_ATTEMPTS`` in all, 1 s, 2 s, 4 s apart times the
+        block's ``policy_scale``, or as long as ``Retry-After`` says) only when it is
+        retryable and surely created
+        no job (``not error.may_have_created``); any other failure is raised at once,
+        saying whether the job may exist.
+
+        Args:
+            request: The provider's request model (validated once: a model is used
+                as it is) or a dict of its fields.
+            idempotency_key: Sent in the block's ``idempotency_header``, kept on
+                the ref and named in errors.
+        """
+        parsed = self.credentials.parse_request(request)
+        clock = current_clock()
+        for attempt in range(1, SUBMIT_ATTEMPTS + 1):
+            try:
+                return await self._submit_once(parsed, idempotency_key)
+            except PollerError as exc:
+                if not exc.retryable or exc.may_have_created or attempt == SUBMIT_ATTEMPTS:
+                    raise
+                delay = getattr(exc, "retry_after", None) or (
+                    SUBMIT_BACKOFF_S * 2.0 ** (attempt - 1) * self.credentials.policy_scale
+                )
+                _log.warning(
+                    "%s submit failed (%s); nothing was created, retrying in %.3g s (%d of %d)",
+                    self.provider, exc.message, delay, attempt, SUBMIT_ATTEMPTS,
+                )
+                await clock.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _submit_once(self, request: BaseModel, idempotency_key: str | None) -> JobRef:
+        method, path, body = self.contract.submit_request(request)
+        header = self.credentials.idempotency_header
+        reply = await self.request(
+            method, path, json=body, creates=True, idempotency_key=idempotency_key,
+            headers={header: idempotency_key} if idempotency_key and header else None,
+        )
+        job_id = search(self.contract.job_id_field, reply.body)
+        if not isinstance(job_id, (str, int)) or isinstance(job_id, bool) or job_id == "":
+            raise MalformedResponseError(
+                f"{self.provider} submit response has no job id at "
+                f"{self.contract.job_id_field!r}",
+                provider=self.provider, path=reply.path, http_status=reply.status_code,
+                idempotency_key=idempotency_key, may_have_created=True,
+            )
+        job_id = str(job_id)
+        status = None
+        if isinstance(search(self.contract.status_field, reply.body), str):
+            status = self.contract.status_of(self.provider, job_id, reply)
+        return JobRef(
+            provider=self.provider,
+            job_id=job_id,
+            submitted_at=datetime.fromtimestamp(current_clock().time(), timezone.utc),
+            idempotency_key=idempotency_key,
+            context=self.contract.context_of(request),
+            submitted_status=status if status is not None and status.state.terminal else None,
+        )
+
+    # -- poll and wait --------------------------------------------------------------------
+    async def poll(self, ref: JobRef, *, until: float | None = None) -> JobStatus:
+        """One status request, normalized.
+
+        Args:
+            ref: The job.
+            until: A deadline the rate gate does not hold the request past.
+        """
+        path = self.contract.job_path(self.contract.status, ref.job_id, ref.context)
+        reply = await self.request(
+            self.contract.status.method, path, job_id=ref.job_id, polling=True, until=until
+        )
+        return self.contract.status_of(self.provider, ref.job_id, reply)
+
+    async def wait(
+        self,
+        ref: JobRef,
+        policy: PollPolicy | None = None,
+        *,
+        logger: Logger | None = None,
+        on_change: StateChangeHook | None = None,
+    ) -> JobStatus:
+        """Poll ``ref`` until it is terminal; see :func:`wait_for_terminal`.
+
+        Args:
+            ref: The job.
+            policy: The schedule; the provider's preset for ``ref`` if None. Either is
+                scaled by the block's ``policy_scale``.
+            logger: Where state changes and polls are logged.
+            on_change: Called on every change of state or phase.
+        """
+        chosen = self.credentials.effective_policy(ref, policy)
+        started_at = ref.submitted_at.timestamp()
+        until = None if chosen.deadline is None else started_at + chosen.deadline
+        return await wait_for_terminal(
+            lambda: self.poll(ref, until=until),
+            chosen,
+            provider=self.provider,
+            job_id=ref.job_id,
+            started_at=started_at,
+            first_status=ref.submitted_status,
+            logger=logger,
+            on_change=on_change,
+        )
+
+    async def fetch_result(self, ref: JobRef, status: JobStatus | None = None) -> ResultT:
+        """The typed result of a succeeded job (from its result endpoint, if declared).
+
+        Args:
+            ref: The job.
+            status: Its final status (needed where the result is in it).
+
+        Raises:
+            MalformedResponseError: when the result is not what the provider documents.
+        """
+        reply = None
+        if self.contract.result is None:
+            if status is None:
+                raise ValueError(f"{self.provider} results are in the final status: pass it")
+            body = status.payload
+        else:
+            path = self.contract.job_path(self.contract.result, ref.job_id, ref.context)
+            reply = await self.request(
+                self.contract.result.method, path, job_id=ref.job_id, polling=True
+            )
+            body = reply.body
+        try:
+            return self.credentials.build_result(ref, body)
+        except ValueError as exc:
+            raise MalformedResponseError(
+                f"{self.provider} result does not match the documented shape: "
+                f"{_first_problem(exc)}",
+                provider=self.provider, job_id=ref.job_id,
+                path=reply.path if reply else None, http_status=reply.status_code if reply else None,
+            ) from None
+
+    async def wait_for_result(
+        self,
+        ref: JobRef,
+        policy: PollPolicy | None = None,
+        *,
+        logger: Logger | None = None,
+        on_change: StateChangeHook | None = None,
+    ) -> ResultT:
+        """Wait for ``ref`` to end and return its typed result: the one wait-then-fetch path.
+
+        Raises:
+            JobFailedError, JobCancelledError, JobExpiredError: the job ended otherwise.
+            WaitTimeoutError: the deadline passed first.
+            ProviderUnavailableError: the provider stayed unreachable.
+        """
+        status = await self.wait(ref, policy, logger=logger, on_change=on_change)
+        return await self.fetch_result(ref, status)
+
+    async def cancel(self, ref: JobRef) -> bool:
+        """Ask the provider to cancel the job.
+
+        Returns:
+            True if a cancel request was accepted; False where the provider has no
+            documented cancel endpoint (the job then keeps running).
+        """
+        if self.contract.cancel is None:
+            return False
+        path = self.contract.job_path(self.contract.cancel, ref.job_id, ref.context)
+        await self.request(self.contract.cancel.method, path, job_id=ref.job_id)
+        return True
+
+
+def _first_problem(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return f"{first['msg']} at {'.'.join(str(p) for p in first['loc']) or 'the top'}"
+    return str(exc)
+
+
+# pool key -> event loop -> client. Keyed by value, not by block instance, so copies of
+# one block (Prefect copies task parameters) share one pool and one rate budget; keyed
+# by loop because an httpx client is bound to the loop it was first used on.
+_shared: dict[tuple[str, str], weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]] = {}
+
+
+def shared_client(credentials: JobApiCredentials[ResultT]) -> JobApiClient[ResultT]:
+    """The pooled client of ``credentials`` on the running event loop, shared by every task.
+
+    It lives as long as the loop; :func:`close_shared_clients` closes them early.
+    """
+    per_loop = _shared.setdefault(credentials.pool_key(), weakref.WeakKeyDictionary())
+    loop = asyncio.get_running_loop()
+    client: JobApiClient[ResultT] | None = per_loop.get(loop)
+    if client is None or client.is_closed:
+        client = credentials.get_client()
+        per_loop[loop] = client
+    return client
+
+
+async def close_shared_clients() -> None:
+    """Close every shared client of the running event loop."""
+    loop = asyncio.get_running_loop()
+    for per_loop in _shared.values():
+        client = per_loop.pop(loop, None)
+        if client is not None:
+            await client.aclose()

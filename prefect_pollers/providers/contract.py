@@ -1,0 +1,198 @@
+"""A job API's wire contract as data: where things are, not code that finds them.
+
+In the spirit of botocore's waiters: the submit request, where the job id and the
+status live in the JSON, which raw statuses end the job and how, where results
+live and how to cancel are declared. Every path into a JSON body is a JMESPath
+expression (so ``simulation_id || id`` reads the first present of two fields); a
+URL template takes ``{job_id}`` and the names of the job ref's context (e.g.
+APIXO's ``{model}``), or for the submit path the request's fields. Every provider
+block declares one, and :class:`~prefect_pollers.client.JobApiClient` interprets
+it; only what is not data (e.g. APIXO's ``resultJson`` string) stays code, in the
+block's ``build_result``.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import jmespath
+from jmespath.exceptions import JMESPathError
+from jmespath.parser import ParsedResult
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from prefect_pollers.engine import JobState, JobStatus, JsonReply, MalformedResponseError, StatusMap
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+@functools.lru_cache(maxsize=512)
+def compiled(expression: str) -> ParsedResult:
+    """The compiled JMESPath ``expression`` (compiled once per process).
+
+    Raises:
+        ValueError: naming the expression, when it is not valid JMESPath.
+    """
+    try:
+        return jmespath.compile(expression)
+    except JMESPathError as exc:
+        raise ValueError(f"not a valid JMESPath expression {expression!r}: {exc}") from None
+
+
+def search(expression: str | None, body: Any) -> Any:
+    """What ``expression`` selects in ``body`` (None for no expression or no match)."""
+    return compiled(expression).search(body) if expression else None
+
+
+def fill(template: str, values: Mapping[str, Any]) -> str:
+    """``template`` with each ``{name}`` replaced by ``values[name]``.
+
+    Raises:
+        ValueError: naming the placeholder that has no value.
+    """
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values or values[name] is None:
+            raise ValueError(f"URL template {template!r} needs {{{name}}}, which has no value")
+        return str(values[name])
+
+    return _PLACEHOLDER.sub(value, template)
+
+
+class Endpoint(BaseModel):
+    """One request of the contract: a method and a URL template (relative to base_url)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: str = "GET"
+    path: str
+
+
+class JobApiContract(BaseModel):
+    """How a job API looks on the wire.
+
+    Attributes:
+        auth_header: The header that carries the API key.
+        auth_scheme: Put before the key (``Bearer``); empty to send the key alone.
+        submit: The submit request; its path may name request fields (``{model}``).
+        submit_body: JMESPath applied to the request's JSON to build the body
+            (None: the request as it is).
+        submit_exclude: Request fields kept out of the body (e.g. one in the path).
+        submit_drop_nulls: Leave fields whose value is null out of the body.
+        job_id_field: JMESPath to the job id in the submit response.
+        context_fields: Job ref context to keep from the request, name -> JMESPath
+            (what later status URLs name besides the job id).
+        status: The status request; its path takes ``{job_id}`` and the context.
+        status_field: JMESPath to the raw status in a status (or submit) response.
+        phase_field: JMESPath to a phase, where the API has phases apart from its
+            status (else the raw status is the phase).
+        error_code_field: JMESPath to a failed job's error code.
+        error_message_field: JMESPath to a failed job's error message.
+        status_map: Which raw statuses mean which normalized state.
+        result: Where a succeeded job's result is fetched from (None: it is in the
+            final status response).
+        cancel: The cancel request, if the API documents one.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    auth_header: str = "Authorization"
+    auth_scheme: str = "Bearer"
+    submit: Endpoint
+    submit_body: str | None = None
+    submit_exclude: frozenset[str] = Field(default_factory=frozenset)
+    submit_drop_nulls: bool = True
+    job_id_field: str = "id"
+    context_fields: dict[str, str] = Field(default_factory=dict)
+    status: Endpoint
+    status_field: str = "status"
+    phase_field: str | None = None
+    error_code_field: str | None = None
+    error_message_field: str | None = None
+    status_map: StatusMap
+    result: Endpoint | None = None
+    cancel: Endpoint | None = None
+
+    @field_validator(
+        "submit_body",
+        "job_id_field",
+        "status_field",
+        "phase_field",
+        "error_code_field",
+        "error_message_field",
+    )
+    @classmethod
+    def _valid_jmespath(cls, value: str | None) -> str | None:
+        if value is not None:
+            compiled(value)
+        return value
+
+    @field_validator("context_fields")
+    @classmethod
+    def _valid_context_paths(cls, value: dict[str, str]) -> dict[str, str]:
+        for expression in value.values():
+            compiled(expression)
+        return value
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        """The headers that authenticate a request made with ``api_key``."""
+        return {self.auth_header: f"{self.auth_scheme} {api_key}" if self.auth_scheme else api_key}
+
+    def submit_request(self, request: BaseModel) -> tuple[str, str, Any]:
+        """The (method, path, JSON body) that submits ``request``."""
+        data = request.model_dump(mode="json")
+        body = request.model_dump(
+            mode="json",
+            exclude=set(self.submit_exclude) or None,
+            exclude_none=self.submit_drop_nulls,
+        )
+        if self.submit_body:
+            body = search(self.submit_body, body)
+        return self.submit.method, fill(self.submit.path, data), body
+
+    def context_of(self, request: BaseModel) -> dict[str, str]:
+        """The job ref context kept from ``request``."""
+        data = request.model_dump(mode="json")
+        found = {name: search(path, data) for name, path in self.context_fields.items()}
+        return {name: str(value) for name, value in found.items() if value is not None}
+
+    def status_of(self, provider: str, job_id: str, reply: JsonReply) -> JobStatus:
+        """The normalized status in a status response.
+
+        Raises:
+            MalformedResponseError: when the status is missing or not a string.
+        """
+        body = reply.body
+        raw_status = search(self.status_field, body)
+        if not isinstance(raw_status, str) or not raw_status:
+            raise MalformedResponseError(
+                f"{provider} status response has no string status at {self.status_field!r} "
+                f"(got {type(raw_status).__name__})",
+                provider=provider,
+                job_id=job_id,
+                path=reply.path,
+                http_status=reply.status_code,
+            )
+        state, recognized = self.status_map.classify(raw_status)
+        failed = state in (JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED)
+        phase = search(self.phase_field, body)
+        error_code = search(self.error_code_field, body) if failed else None
+        error_message = search(self.error_message_field, body) if failed else None
+        return JobStatus(
+            job_id=job_id,
+            state=state,
+            raw_status=raw_status,
+            phase=str(phase) if phase is not None else raw_status,
+            error_code=str(error_code) if error_code is not None else None,
+            error_message=str(error_message) if error_message is not None else None,
+            payload=body,
+            hints=reply.hints,
+            recognized=recognized,
+        )
+
+    def job_path(self, endpoint: Endpoint, job_id: str, context: Mapping[str, str]) -> str:
+        """``endpoint``'s path for one job."""
+        return fill(endpoint.path, {**context, "job_id": job_id})
