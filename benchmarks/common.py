@@ -65,10 +65,22 @@ def simulator_process(config: dict) -> Iterator[SimulatorProcess]:
     """Start ``prefect-pollers simulator`` on a free loopback port with ``config``; stop it."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as config_file:
         json.dump(config, config_file)
-    args = [sys.executable, "-m", "prefect_pollers.simulator", "--host", "127.0.0.1",
-            "--port", "0", "--log-level", "warning", "--config", config_file.name]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    args = [
+        sys.executable,
+        "-m",
+        "prefect_pollers.simulator",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--log-level",
+        "warning",
+        "--config",
+        config_file.name,
+    ]
+    process = subprocess.Popen(
+        args, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     try:
         line = process.stdout.readline()
         match = re.search(r"(http://127\.0\.0\.1:\d+)", line)
@@ -111,14 +123,28 @@ def prefect_server(existing: str | None = None) -> Iterator[str]:
         return
     home = tempfile.mkdtemp(prefix="pollers-bench-prefect-")
     port = free_port()
-    env = {**os.environ, "PREFECT_HOME": home, "DO_NOT_TRACK": "1",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_LOGGING_LEVEL": "ERROR",
-           "PREFECT_UI_ENABLED": "false"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": home,
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_LOGGING_LEVEL": "ERROR",
+        "PREFECT_UI_ENABLED": "false",
+    }
     env.pop("PREFECT_API_URL", None)
     process = subprocess.Popen(
-        [os.path.join(os.path.dirname(sys.executable), "prefect"), "server", "start",
-         "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            os.path.join(os.path.dirname(sys.executable), "prefect"),
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}/api"
     try:
@@ -145,14 +171,20 @@ def prefect_server(existing: str | None = None) -> Iterator[str]:
 
 def child_env(api_url: str, storage: str) -> dict[str, str]:
     """The environment of a flow process that talks to ``api_url``."""
-    return {**os.environ, "PREFECT_API_URL": api_url, "DO_NOT_TRACK": "1",
-            "PREFECT_LOCAL_STORAGE_PATH": storage, "PYTHONPATH": os.getcwd()}
+    return {
+        **os.environ,
+        "PREFECT_API_URL": api_url,
+        "DO_NOT_TRACK": "1",
+        "PREFECT_LOCAL_STORAGE_PATH": storage,
+        "PYTHONPATH": os.getcwd(),
+    }
 
 
 def run_child(args: list[str], env: dict[str, str]) -> dict:
     """Run ``python -m benchmarks.<...>`` in a child process; return its last JSON line."""
-    done = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, *args], env=env, capture_output=True, text=True, check=False
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")

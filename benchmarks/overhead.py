@@ -34,8 +34,10 @@ API_KEY = "sim-key"
 
 def companies(count: int) -> list[dict[str, str]]:
     """``count`` distinct companies."""
-    return [{"company_name": f"Company {i}", "company_website": f"https://company{i}.test"}
-            for i in range(count)]
+    return [
+        {"company_name": f"Company {i}", "company_website": f"https://company{i}.test"}
+        for i in range(count)
+    ]
 
 
 async def guide_batch(base_url: str, count: int, concurrency: int) -> int:
@@ -44,8 +46,9 @@ async def guide_batch(base_url: str, count: int, concurrency: int) -> int:
     semaphore = asyncio.Semaphore(concurrency)
     headers = {"Authorization": f"Bearer {API_KEY}"}
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
-    async with httpx.AsyncClient(base_url=base_url + "/", headers=headers, timeout=15,
-                                 limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url + "/", headers=headers, timeout=15, limits=limits
+    ) as client:
 
         async def scan(company: dict[str, str]) -> bool:
             async with semaphore:
@@ -77,8 +80,13 @@ async def our_flow(base_url: str, count: int, concurrency: int, mode: str) -> in
     from prefect_pollers import ExonaCredentials
 
     credentials = ExonaCredentials(api_key=API_KEY, base_url=base_url, policy_scale=SCALE)
-    rows = await batch_scans(companies=companies(count), credentials=credentials,
-                             concurrency=concurrency, max_age_days=None, task_runs=mode)
+    rows = await batch_scans(
+        companies=companies(count),
+        credentials=credentials,
+        concurrency=concurrency,
+        max_age_days=None,
+        task_runs=mode,
+    )
     return sum(row.status == "succeeded" for row in rows)
 
 
@@ -89,8 +97,13 @@ def child(args: argparse.Namespace) -> None:
         completed = asyncio.run(guide_batch(args.base_url, args.jobs, args.concurrency))
     else:
         completed = asyncio.run(our_flow(args.base_url, args.jobs, args.concurrency, args.child))
-    emit("overhead-side", side=args.child, completed=completed,
-         makespan_s=round(time.monotonic() - started, 2), peak_rss_mb=peak_rss_mb())
+    emit(
+        "overhead-side",
+        side=args.child,
+        completed=completed,
+        makespan_s=round(time.monotonic() - started, 2),
+        peak_rss_mb=peak_rss_mb(),
+    )
 
 
 def main() -> None:
@@ -108,8 +121,16 @@ def main() -> None:
     storage = tempfile.mkdtemp(prefix="pollers-bench-results-")
     sides = {}
     with simulator_process(config) as sim:
-        common = ["-m", "benchmarks.overhead", "--jobs", str(args.jobs),
-                  "--concurrency", str(args.concurrency), "--base-url", sim.base_url("exona")]
+        common = [
+            "-m",
+            "benchmarks.overhead",
+            "--jobs",
+            str(args.jobs),
+            "--concurrency",
+            str(args.concurrency),
+            "--base-url",
+            sim.base_url("exona"),
+        ]
         for side in ("baseline", "auto", "per-job"):
             # A fresh, idle server for each Prefect side: the events and logs a run
             # leaves for the server to digest must not slow the next one.

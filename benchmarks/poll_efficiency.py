@@ -40,10 +40,17 @@ class TwynLikeJob:
     def status(self, elapsed: float) -> JobStatus:
         """The status a poll at ``elapsed`` seconds sees."""
         if elapsed >= self.done_at:
-            return JobStatus(job_id="j", state=JobState.SUCCEEDED, raw_status="COMPLETED_ANALYSIS",
-                             phase="COMPLETED_ANALYSIS")
-        phase = CONFIG if elapsed < self.config_end else (
-            SIMULATION if elapsed < self.simulation_end else ANALYSIS)
+            return JobStatus(
+                job_id="j",
+                state=JobState.SUCCEEDED,
+                raw_status="COMPLETED_ANALYSIS",
+                phase="COMPLETED_ANALYSIS",
+            )
+        phase = (
+            CONFIG
+            if elapsed < self.config_end
+            else (SIMULATION if elapsed < self.simulation_end else ANALYSIS)
+        )
         return JobStatus(job_id="j", state=JobState.RUNNING, raw_status=phase, phase=phase)
 
 
@@ -63,8 +70,9 @@ Strategy = Callable[[Callable[[], Awaitable[JobStatus]], VirtualClock], Awaitabl
 
 async def ours(poll: Callable[[], Awaitable[JobStatus]], clock: VirtualClock) -> None:
     """The engine's wait loop with our default Twyn policy."""
-    await wait_for_terminal(poll, twyn_policy(), provider="twyn", job_id="j",
-                            started_at=START, clock=clock)
+    await wait_for_terminal(
+        poll, twyn_policy(), provider="twyn", job_id="j", started_at=START, clock=clock
+    )
 
 
 async def guide_fixed(poll: Callable[[], Awaitable[JobStatus]], clock: VirtualClock) -> None:
@@ -94,8 +102,9 @@ def measure(strategy: Strategy, jobs: list[TwynLikeJob]) -> dict[str, float]:
         count = 0
         noticed: list[float] = []
 
-        async def poll(job: TwynLikeJob = job, clock: VirtualClock = clock,
-                       noticed: list[float] = noticed) -> JobStatus:
+        async def poll(
+            job: TwynLikeJob = job, clock: VirtualClock = clock, noticed: list[float] = noticed
+        ) -> JobStatus:
             nonlocal count
             count += 1
             status = job.status(clock.time() - START)

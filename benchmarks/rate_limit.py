@@ -28,8 +28,9 @@ class RecordingTransport(httpx.AsyncBaseTransport):
     """The network, noting when each request is sent."""
 
     def __init__(self, max_connections: int) -> None:
-        limits = httpx.Limits(max_connections=max_connections,
-                              max_keepalive_connections=max_connections)
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
         self.network = httpx.AsyncHTTPTransport(limits=limits)
         self.sent: list[float] = []
 
@@ -67,11 +68,16 @@ def main() -> None:
     parser.add_argument("--executions", type=int, default=200)
     parser.add_argument("--time-scale", type=float, default=0.05)
     args = parser.parse_args()
-    config = {"time_scale": args.time_scale, "seed": 9, "rate_limit": LIMIT,
-              "rate_window_s": WINDOW_S}
+    config = {
+        "time_scale": args.time_scale,
+        "seed": 9,
+        "rate_limit": LIMIT,
+        "rate_window_s": WINDOW_S,
+    }
     with simulator_process(config) as sim:
         sent, ended = asyncio.run(
-            run_executions(sim.base_url("modelroute"), args.executions, args.time_scale))
+            run_executions(sim.base_url("modelroute"), args.executions, args.time_scale)
+        )
         stats = sim.stats()["modelroute"]
     window = WINDOW_S * args.time_scale
     first = min(sent)

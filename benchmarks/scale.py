@@ -33,14 +33,20 @@ async def our_flow(base_url: str, count: int, mode: str, scale: float) -> int:
     from flows.batch_scans import batch_scans
     from prefect_pollers import ExonaCredentials
 
-    credentials = ExonaCredentials(api_key=API_KEY, base_url=base_url, timeout_s=120,
-                                   policy_scale=scale)
+    credentials = ExonaCredentials(
+        api_key=API_KEY, base_url=base_url, timeout_s=120, policy_scale=scale
+    )
     # As a user would for so many: a CSV file (flow run parameters are size-limited).
     with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as companies:
         companies.write("company_name,company_website\n")
         companies.writelines(f"Company {i},https://c{i}.test\n" for i in range(count))
-    rows = await batch_scans(csv_path=companies.name, credentials=credentials,
-                             concurrency=count, max_age_days=None, task_runs=mode)
+    rows = await batch_scans(
+        csv_path=companies.name,
+        credentials=credentials,
+        concurrency=count,
+        max_age_days=None,
+        task_runs=mode,
+    )
     return sum(row.status == "succeeded" for row in rows)
 
 
@@ -49,9 +55,15 @@ def child(args: argparse.Namespace) -> None:
     started, cpu = time.monotonic(), cpu_seconds()
     completed = asyncio.run(our_flow(args.base_url, args.jobs, args.child, args.time_scale))
     makespan = time.monotonic() - started
-    emit("scale-side", mode=args.child, jobs=args.jobs, completed=completed,
-         makespan_s=round(makespan, 1), peak_rss_mb=peak_rss_mb(),
-         cpu_cores_avg=round((cpu_seconds() - cpu) / makespan, 2))
+    emit(
+        "scale-side",
+        mode=args.child,
+        jobs=args.jobs,
+        completed=completed,
+        makespan_s=round(makespan, 1),
+        peak_rss_mb=peak_rss_mb(),
+        cpu_cores_avg=round((cpu_seconds() - cpu) / makespan, 2),
+    )
 
 
 def main() -> None:
@@ -73,8 +85,18 @@ def main() -> None:
         for mode, jobs in (("batched", args.jobs), ("per-job", args.per_job_jobs)):
             with prefect_server(args.api_url) as api_url:
                 sides[mode] = run_child(
-                    ["-m", "benchmarks.scale", "--jobs", str(jobs), "--child", mode,
-                     "--base-url", sim.base_url("exona"), "--time-scale", str(args.time_scale)],
+                    [
+                        "-m",
+                        "benchmarks.scale",
+                        "--jobs",
+                        str(jobs),
+                        "--child",
+                        mode,
+                        "--base-url",
+                        sim.base_url("exona"),
+                        "--time-scale",
+                        str(args.time_scale),
+                    ],
                     child_env(api_url, storage),
                 )
         stats = sim.stats()["exona"]

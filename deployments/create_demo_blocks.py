@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-
 from typing import Any
 
 from prefect_pollers import PROVIDERS, JobApiCredentials
@@ -51,16 +50,25 @@ async def save_demo_blocks(simulator_url: str, time_scale: float) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and save the blocks."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--simulator-url", default=SIMULATOR_URL,
-                        help=f"the simulator's root URL (default: {SIMULATOR_URL})")
-    parser.add_argument("--time-scale", type=float, default=DEMO_TIME_SCALE,
-                        help=f"the simulator's --time-scale (default: {DEMO_TIME_SCALE})")
+    parser.add_argument(
+        "--simulator-url",
+        default=SIMULATOR_URL,
+        help=f"the simulator's root URL (default: {SIMULATOR_URL})",
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=DEMO_TIME_SCALE,
+        help=f"the simulator's --time-scale (default: {DEMO_TIME_SCALE})",
+    )
     args = parser.parse_args(argv)
     if args.time_scale <= 0:
         parser.error("--time-scale must be positive")
     names = asyncio.run(save_demo_blocks(args.simulator_url, args.time_scale))
-    print(f"saved blocks {', '.join(names)} for the simulator at {args.simulator_url} "
-          f"(policy_scale={args.time_scale})")
+    print(
+        f"saved blocks {', '.join(names)} for the simulator at {args.simulator_url} "
+        f"(policy_scale={args.time_scale})"
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Example flows: copy one and adapt it."""

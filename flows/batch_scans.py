@@ -116,8 +116,9 @@ async def batch_scans(
     if (companies is None) == (csv_path is None):
         raise ValueError("give exactly one of `companies` and `csv_path`")
     if csv_path is not None:
-        rows = [(f"{csv_path}, line {line}", company)
-                for line, company in read_companies_csv(csv_path)]
+        rows = [
+            (f"{csv_path}, line {line}", company) for line, company in read_companies_csv(csv_path)
+        ]
     else:
         rows = [(None, company) for company in companies or []]
     creds = await load_credentials(ExonaCredentials, credentials)
@@ -129,8 +130,11 @@ async def batch_scans(
             request.setdefault("max_age_days", max_age_days)
         label = str(company.get("company_name") or "?")
         website = str(company.get("company_website") or label)
-        items.append(BatchItem(label=label, key=f"{prefix}:{website.lower()}", request=request,
-                               source=source))
+        items.append(
+            BatchItem(
+                label=label, key=f"{prefix}:{website.lower()}", request=request, source=source
+            )
+        )
     outcomes = await run_batch(
         creds,
         items,
@@ -149,7 +153,7 @@ async def batch_scans(
             scan_id=outcome.job_id,
             error=outcome.error,
         )
-        for item, outcome in zip(items, outcomes)
+        for item, outcome in zip(items, outcomes, strict=True)
     ]
     await publish_table(artifact_key, "Exona scans", table)
     return table
@@ -162,8 +166,9 @@ def main() -> None:
     parser.add_argument("--block", default="exona", help="name of a saved ExonaCredentials block")
     parser.add_argument("--concurrency", type=int, default=5)
     args = parser.parse_args()
-    rows = asyncio.run(batch_scans(csv_path=args.csv, credentials=args.block,
-                                   concurrency=args.concurrency))
+    rows = asyncio.run(
+        batch_scans(csv_path=args.csv, credentials=args.block, concurrency=args.concurrency)
+    )
     for row in rows:
         print(row.company, row.status, row.risk_level or row.error, sep="\t")
 

@@ -13,7 +13,6 @@ import asyncio
 import os
 import time
 from pathlib import Path
-
 from typing import Any
 
 from prefect_pollers import JobApiCredentials, provider_entry
@@ -49,8 +48,9 @@ async def demo_twyn(credentials: Credentials) -> list[dict[str, Any]]:
     """A small Twyn sweep: two scenarios x two parameter values; one scenario fails."""
     from flows.scenario_sweep import scenario_sweep
 
-    rows = await scenario_sweep(scenarios=["heatwave", "grid-failure"],
-                                grid={"days": [3, 7]}, credentials=credentials)
+    rows = await scenario_sweep(
+        scenarios=["heatwave", "grid-failure"], grid={"days": [3, 7]}, credentials=credentials
+    )
     print_table([r.model_dump() for r in rows], ["scenario", "config", "status", "error"])
     return [r.model_dump() for r in rows]
 
@@ -61,9 +61,12 @@ async def demo_apixo(credentials: Credentials) -> list[dict[str, Any]]:
 
     rows = await generation_grid(
         prompts=["a red fox in the snow", "a lighthouse at dusk", "please fail this one"],
-        models=["nano-banana", "flux-2", "suno"], credentials=credentials)
-    print_table([r.model_dump() for r in rows], ["model", "prompt", "status", "result_urls",
-                                                 "error"])
+        models=["nano-banana", "flux-2", "suno"],
+        credentials=credentials,
+    )
+    print_table(
+        [r.model_dump() for r in rows], ["model", "prompt", "status", "result_urls", "error"]
+    )
     return [r.model_dump() for r in rows]
 
 
@@ -73,8 +76,9 @@ async def demo_modelroute(credentials: Credentials) -> list[dict[str, Any]]:
 
     executions = [{"model": "image-gen", "input": {"prompt": f"image {i}"}} for i in range(90)]
     rows = await execution_batch(executions=executions, credentials=credentials)
-    print_table([r.model_dump() for r in rows[:15]], ["model", "status", "execution_id", "cost",
-                                                      "error"])
+    print_table(
+        [r.model_dump() for r in rows[:15]], ["model", "status", "execution_id", "cost", "error"]
+    )
     print(f"... {len(rows)} executions in all")
     return [r.model_dump() for r in rows]
 
@@ -83,8 +87,10 @@ async def demo_generic(credentials: Credentials) -> list[dict[str, Any]]:
     """Jobs on an API known only by its HttpJobApi declaration; one kind fails."""
     from flows.generic_jobs import generic_jobs
 
-    jobs = [{"kind": kind, "params": {"n": i}} for i, kind in
-            enumerate(["render", "transcode", "fail-export", "thumbnail"])]
+    jobs = [
+        {"kind": kind, "params": {"n": i}}
+        for i, kind in enumerate(["render", "transcode", "fail-export", "thumbnail"])
+    ]
     rows = await generic_jobs(jobs=jobs, api=credentials)
     print_table([r.model_dump() for r in rows], ["kind", "status", "job_id", "output", "error"])
     return [r.model_dump() for r in rows]

@@ -16,8 +16,8 @@ from pydantic import BaseModel
 
 from prefect_pollers import (
     BatchItem,
-    Outcome,
     ModelRouteCredentials,
+    Outcome,
     cancel_remote_jobs,
     default_scope,
     load_credentials,
@@ -74,7 +74,7 @@ async def execution_batch(
             latency_ms=outcome.result.latency_ms if outcome.result else None,
             error=outcome.error,
         )
-        for item, outcome in zip(items, outcomes)
+        for item, outcome in zip(items, outcomes, strict=True)
     ]
     await publish_table(artifact_key, "ModelRoute executions", rows)
     return rows

@@ -11,9 +11,9 @@ from prefect import flow
 from pydantic import BaseModel
 
 from prefect_pollers import (
+    ApixoCredentials,
     BatchItem,
     Outcome,
-    ApixoCredentials,
     cancel_remote_jobs,
     default_scope,
     load_credentials,
@@ -59,8 +59,11 @@ async def generation_grid(
     creds = await load_credentials(ApixoCredentials, credentials)
     prefix = default_scope()
     items = [
-        BatchItem(label=f"{model}: {prompt}", key=f"{prefix}:{model}:{index}",
-                  request={"model": model, "input": {"prompt": prompt}})
+        BatchItem(
+            label=f"{model}: {prompt}",
+            key=f"{prefix}:{model}:{index}",
+            request={"model": model, "input": {"prompt": prompt}},
+        )
         for index, prompt in enumerate(prompts)
         for model in models
     ]
@@ -74,7 +77,7 @@ async def generation_grid(
             result_urls=outcome.result.result_urls if outcome.result else None,
             error=outcome.error,
         )
-        for item, outcome in zip(items, outcomes)
+        for item, outcome in zip(items, outcomes, strict=True)
     ]
     await publish_table(artifact_key, "APIXO generations", rows)
     return rows

@@ -71,7 +71,9 @@ async def generic_jobs(
         BatchItem(label=str(job.get("kind", index)), key=f"{prefix}:{index}", request=job)
         for index, job in enumerate(jobs)
     ]
-    outcomes = await run_batch(block, items, concurrency=concurrency, title=f"{block.api_name} jobs")
+    outcomes = await run_batch(
+        block, items, concurrency=concurrency, title=f"{block.api_name} jobs"
+    )
     rows = [
         GenericJobRow(
             kind=item.label,
@@ -80,7 +82,7 @@ async def generic_jobs(
             output=str(outcome.result.output) if outcome.result else None,
             error=outcome.error,
         )
-        for item, outcome in zip(items, outcomes)
+        for item, outcome in zip(items, outcomes, strict=True)
     ]
     await publish_table(artifact_key, f"{block.api_name} jobs", rows)
     return rows

@@ -38,12 +38,16 @@ class SimulationRow(BaseModel):
 
 
 def expand_grid(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """Every combination of the grid's values, e.g. ``{"a": [1, 2]}`` -> ``[{"a": 1}, {"a": 2}]``."""
+    """Every combination of the grid's values.
+
+    Example: ``{"a": [1, 2]}`` gives ``[{"a": 1}, {"a": 2}]``.
+    """
     empty = [name for name, values in grid.items() if not values]
     if empty:
         raise ValueError(f"grid parameter(s) with no values: {', '.join(empty)}")
     names = sorted(grid)
-    return [dict(zip(names, combo)) for combo in itertools.product(*(grid[n] for n in names))]
+    combos = itertools.product(*(grid[n] for n in names))
+    return [dict(zip(names, combo, strict=True)) for combo in combos]
 
 
 @flow(
@@ -89,7 +93,7 @@ async def scenario_sweep(
             results=json.dumps(outcome.result.results, sort_keys=True) if outcome.result else None,
             error=outcome.error,
         )
-        for item, outcome in zip(items, outcomes)
+        for item, outcome in zip(items, outcomes, strict=True)
     ]
     await publish_table(artifact_key, "Twyn scenario sweep", rows)
     return rows

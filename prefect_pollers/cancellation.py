@@ -90,8 +90,11 @@ async def _jobs_from_events(run_id: str) -> list[tuple[JobApiCredentials[Any] | 
     for resource_id, payload in submitted.items():
         if resource_id in ended:
             continue
-        ref = JobRef(provider=payload["provider"], job_id=payload["job_id"],
-                     context=payload.get("context") or {})
+        ref = JobRef(
+            provider=payload["provider"],
+            job_id=payload["job_id"],
+            context=payload.get("context") or {},
+        )
         credentials = None
         if payload.get("block_document_name"):
             block = await Block.aload(
@@ -111,8 +114,11 @@ async def cancel_remote_jobs(flow: Any, flow_run: Any, state: Any) -> None:
     for credentials, ref in jobs:
         label = f"{ref.provider} job {ref.job_id}"
         if credentials is None:
-            logger.warning("%s keeps running: its credentials block is not saved, so it "
-                           "cannot be cancelled from here; cancel it with the provider", label)
+            logger.warning(
+                "%s keeps running: its credentials block is not saved, so it "
+                "cannot be cancelled from here; cancel it with the provider",
+                label,
+            )
             continue
         try:
             cancelled = await shared_client(credentials).cancel(ref)
@@ -122,5 +128,9 @@ async def cancel_remote_jobs(flow: Any, flow_run: Any, state: Any) -> None:
         if cancelled:
             logger.info("%s: cancelled with the provider", label)
         else:
-            logger.warning("%s keeps running: %s has no cancel endpoint; its id is %s",
-                           label, ref.provider, ref.job_id)
+            logger.warning(
+                "%s keeps running: %s has no cancel endpoint; its id is %s",
+                label,
+                ref.provider,
+                ref.job_id,
+            )

@@ -143,15 +143,27 @@ class JobApiClient(Generic[ResultT]):
             if not await self.gate.acquire(clock, until=until):
                 raise RateLimitedError(
                     "the rate-limit window is spent until after the wait's deadline",
-                    retry_after=self.gate.seconds_to_reset(clock), request_sent=False,
-                    provider=self.provider, job_id=job_id, path=path,
+                    retry_after=self.gate.seconds_to_reset(clock),
+                    request_sent=False,
+                    provider=self.provider,
+                    job_id=job_id,
+                    path=path,
                 )
             hints = None
             try:
                 reply = await request_json(
-                    self._http, method, path.lstrip("/"), provider=self.provider, job_id=job_id,
-                    json=json, headers=headers, polling=polling, creates=creates,
-                    idempotency_key=idempotency_key, secrets=(self._api_key,), now=clock.time(),
+                    self._http,
+                    method,
+                    path.lstrip("/"),
+                    provider=self.provider,
+                    job_id=job_id,
+                    json=json,
+                    headers=headers,
+                    polling=polling,
+                    creates=creates,
+                    idempotency_key=idempotency_key,
+                    secrets=(self._api_key,),
+                    now=clock.time(),
                 )
                 hints = reply.hints
                 return reply
@@ -192,7 +204,11 @@ class JobApiClient(Generic[ResultT]):
                 )
                 _log.warning(
                     "%s submit failed (%s); nothing was created, retrying in %.3g s (%d of %d)",
-                    self.provider, exc.message, delay, attempt, SUBMIT_ATTEMPTS,
+                    self.provider,
+                    exc.message,
+                    delay,
+                    attempt,
+                    SUBMIT_ATTEMPTS,
                 )
                 await clock.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -201,16 +217,22 @@ class JobApiClient(Generic[ResultT]):
         method, path, body = self.contract.submit_request(request)
         header = self.credentials.idempotency_header
         reply = await self.request(
-            method, path, json=body, creates=True, idempotency_key=idempotency_key,
+            method,
+            path,
+            json=body,
+            creates=True,
+            idempotency_key=idempotency_key,
             headers={header: idempotency_key} if idempotency_key and header else None,
         )
         job_id = search(self.contract.job_id_field, reply.body)
         if not isinstance(job_id, (str, int)) or isinstance(job_id, bool) or job_id == "":
             raise MalformedResponseError(
-                f"{self.provider} submit response has no job id at "
-                f"{self.contract.job_id_field!r}",
-                provider=self.provider, path=reply.path, http_status=reply.status_code,
-                idempotency_key=idempotency_key, may_have_created=True,
+                f"{self.provider} submit response has no job id at {self.contract.job_id_field!r}",
+                provider=self.provider,
+                path=reply.path,
+                http_status=reply.status_code,
+                idempotency_key=idempotency_key,
+                may_have_created=True,
             )
         job_id = str(job_id)
         status = None
@@ -297,8 +319,10 @@ class JobApiClient(Generic[ResultT]):
             raise MalformedResponseError(
                 f"{self.provider} result does not match the documented shape: "
                 f"{_first_problem(exc)}",
-                provider=self.provider, job_id=ref.job_id,
-                path=reply.path if reply else None, http_status=reply.status_code if reply else None,
+                provider=self.provider,
+                job_id=ref.job_id,
+                path=reply.path if reply else None,
+                http_status=reply.status_code if reply else None,
             ) from None
 
     async def wait_for_result(

@@ -43,7 +43,10 @@ def announce_submitted(
     hook in another process can find the job and its credentials.
     """
     get_run_logger().log(
-        log_level, "submitted %s job %s%s", ref.provider, ref.job_id,
+        log_level,
+        "submitted %s job %s%s",
+        ref.provider,
+        ref.job_id,
         " (already terminal: no poll needed)" if ref.submitted_status else "",
     )
     emit_event(

@@ -99,10 +99,16 @@ def screenshot(url: str, output: Path, chromium: str) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="pollers-chromium-") as profile:
-        command = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
-                   f"--screenshot={output}", url]
-        completed = subprocess.run(command, capture_output=True, text=True,
-                                   timeout=CHROMIUM_TIMEOUT_S, check=False)
+        command = [
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--screenshot={output}",
+            url,
+        ]
+        completed = subprocess.run(
+            command, capture_output=True, text=True, timeout=CHROMIUM_TIMEOUT_S, check=False
+        )
     if completed.returncode != 0 or not output.is_file():
         raise SystemExit(f"chromium failed (exit {completed.returncode}):\n{completed.stderr}")
 
@@ -110,10 +116,16 @@ def screenshot(url: str, output: Path, chromium: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Find the flow run, take the screenshot and say where it is."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--api-url", default=os.environ.get("PREFECT_API_URL", DEFAULT_API_URL),
-                        help="the Prefect API (default: $PREFECT_API_URL or %(default)s)")
-    parser.add_argument("--flow-run-id", type=UUID,
-                        help="the flow run to show (default: the latest completed batch-scans)")
+    parser.add_argument(
+        "--api-url",
+        default=os.environ.get("PREFECT_API_URL", DEFAULT_API_URL),
+        help="the Prefect API (default: $PREFECT_API_URL or %(default)s)",
+    )
+    parser.add_argument(
+        "--flow-run-id",
+        type=UUID,
+        help="the flow run to show (default: the latest completed batch-scans)",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the PNG to write")
     args = parser.parse_args(argv)
     api_url = args.api_url.rstrip("/")

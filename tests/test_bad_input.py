@@ -12,7 +12,7 @@ answer: 403 and 400):
   is submitted.
 
 What other modules already cover is not repeated here: submit 401/422 on the blocks
-and for Exona through the tasks (test_providers_simulator, test_exona_integration),
+and for Exona through the tasks (test_blocks_on_simulator, test_exona_integration),
 ``PollPolicy`` field validation (test_engine_policy), and ``batch_scans``' refusals of
 an empty list, concurrency 0, a missing field or a CSV without a column.
 """
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,100 +35,61 @@ from flows.execution_batch import execution_batch
 from flows.generation_grid import generation_grid
 from flows.generic_jobs import generic_jobs, simulator_generic_api
 from flows.scenario_sweep import scenario_sweep
-from prefect_pollers.client import shared_client
 from prefect_pollers import (
-    ApixoCredentials,
-    ApixoTaskRequest,
     AuthenticationError,
     BadRequestError,
     ExonaCredentials,
-    ExonaScanRequest,
     JobApiCredentials,
     JobNotFoundError,
     JobRef,
     JobState,
     MalformedResponseError,
-    ModelRouteCredentials,
-    ModelRouteExecutionRequest,
     PollerError,
     PollPolicy,
     RateLimitedError,
     TransientRequestError,
     TwynCredentials,
-    TwynSimulationRequest,
     submit_job,
     wait_for_job,
 )
 from prefect_pollers.batch import BatchItem, run_batch
+from prefect_pollers.client import shared_client
 from prefect_pollers.simulator import FaultRule, SimulatorConfig
 from tests.constants import SIM_SCALE
+from tests.providers import BY_NAME, PROVIDER_TABLE, Provider
 
 MAYBE_CREATED = "may have been created"
 TIMEOUT_S = 0.2
 
 
-def _generic(**kw: Any) -> JobApiCredentials:
-    return simulator_generic_api(kw.pop("base_url"), kw.pop("api_key"), **kw)
-
-
-@dataclass
-class Provider:
-    name: str
-    make: Callable[..., JobApiCredentials]
-    ok: dict[str, Any]
-    invalid: dict[str, Any] | None  # refused by our own validation; the field it names
-    invalid_field: str | None
-    refused: Any  # passes our validation, refused by the provider (422)
-    result_route: bool
-
-
-PROVIDERS = [
-    Provider("exona", ExonaCredentials,
-             {"company_name": "Acme", "company_website": "https://acme.ai"},
-             None, None,  # covered by test_exona_integration / test_exona_unit
-             ExonaScanRequest.model_construct(company_name="", company_website="https://a.ai"),
-             False),
-    Provider("twyn", TwynCredentials, {"scenario": "heatwave", "config": {"days": 3}},
-             {"scenario": "", "config": {}}, "scenario",
-             TwynSimulationRequest.model_construct(scenario="", config={}), False),
-    Provider("apixo", ApixoCredentials, {"model": "nano-banana", "input": {"prompt": "a fox"}},
-             {"model": "nano-banana", "input": {"prompt": "  "}}, "prompt",
-             ApixoTaskRequest.model_construct(model="nano-banana", input={"prompt": ""},
-                                              request_type="async", callback_url=None),
-             False),
-    Provider("modelroute", ModelRouteCredentials,
-             {"model": "image-gen", "input": {"prompt": "x"}},
-             {"model": "", "input": {}}, "model",
-             ModelRouteExecutionRequest.model_construct(model="", input={}), True),
-    Provider("generic", _generic, {"kind": "render", "params": {"frames": 3}},
-             None, None,  # a declared API accepts any JSON: only the provider refuses
-             {"kind": "", "params": {}}, True),
-]
-BY_NAME = {p.name: p for p in PROVIDERS}
+PROVIDERS = PROVIDER_TABLE
 
 
 def block(provider: Provider, base_url: str, key: str = "sim-key") -> JobApiCredentials:
-    return provider.make(base_url=base_url, api_key=key, policy_scale=SIM_SCALE,
-                         timeout_s=TIMEOUT_S)
+    return provider.block(base_url, key, policy_scale=SIM_SCALE, timeout_s=TIMEOUT_S)
 
 
 def configure(sim, *faults: FaultRule, **fields: Any) -> None:
-    sim.state.config = SimulatorConfig(time_scale=SIM_SCALE, seed=5, faults=list(faults),
-                                       **fields)
+    sim.state.config = SimulatorConfig(time_scale=SIM_SCALE, seed=5, faults=list(faults), **fields)
 
 
 def counters(sim, provider: Provider) -> dict[str, Any]:
     return sim.state.stats()[provider.name]
 
 
-def assert_names_where(exc: PollerError, provider: str, path: str, job_id: str | None,
-                       http_status: int | None) -> None:
+def assert_names_where(
+    exc: PollerError, provider: str, path: str, job_id: str | None, http_status: int | None
+) -> None:
     """The message names the provider, the job (if any), the path and the HTTP status."""
     text = str(exc)
     assert f"provider={provider}" in text, text
     assert f"path={path}" in text, text
     assert (exc.provider, exc.path, exc.job_id, exc.http_status) == (
-        provider, path, job_id, http_status), text
+        provider,
+        path,
+        job_id,
+        http_status,
+    ), text
     if job_id is not None:
         assert f"job={job_id}" in text, text
     else:
@@ -180,15 +140,21 @@ RESULT_FAULTS: dict[str, tuple[type[PollerError], int | None]] = {
     "empty": (MalformedResponseError, 200),
 }
 # The malformed status bodies (malformed_json, empty, html, missing_field, mistyped_field)
-# are in test_providers_simulator, through a whole wait.
-STATUS_FAULTS = {k: v for k, v in RESULT_FAULTS.items()
-                 if k not in ("malformed_json", "empty", "html")}
+# are in test_blocks_on_simulator, through a whole wait.
+STATUS_FAULTS = {
+    k: v for k, v in RESULT_FAULTS.items() if k not in ("malformed_json", "empty", "html")
+}
 
 
 def fault(kind: str, route: str, provider: str, **trigger: int) -> FaultRule:
-    return FaultRule(provider=provider, route=route, kind=kind, delay_s=2 * TIMEOUT_S,
-                     retry_after=2.0 if kind.startswith("http_") else None,
-                     **(trigger or {"first": 1}))
+    return FaultRule(
+        provider=provider,
+        route=route,
+        kind=kind,
+        delay_s=2 * TIMEOUT_S,
+        retry_after=2.0 if kind.startswith("http_") else None,
+        **(trigger or {"first": 1}),
+    )
 
 
 @pytest.mark.parametrize("kind", SUBMIT_FAULTS)
@@ -226,8 +192,9 @@ async def test_status_faults_and_errors_are_typed_and_name_the_job(sim, provider
         error_type, http_status = STATUS_FAULTS[kind]
     with pytest.raises(error_type) as info:
         await shared_client(creds).poll(ref)
-    assert_names_where(info.value, provider.name, url_path(creds, status_path(creds, ref)),
-                       ref.job_id, http_status)
+    assert_names_where(
+        info.value, provider.name, url_path(creds, status_path(creds, ref)), ref.job_id, http_status
+    )
     assert MAYBE_CREATED not in str(info.value)
 
 
@@ -237,7 +204,10 @@ async def test_an_unknown_status_is_running_not_an_error(sim, provider):
     creds = block(provider, sim.base_url(provider.name))
     status = await shared_client(creds).poll(await shared_client(creds).submit(provider.ok))
     assert (status.state, status.recognized, status.raw_status) == (
-        JobState.RUNNING, False, "REBALANCING")
+        JobState.RUNNING,
+        False,
+        "REBALANCING",
+    )
 
 
 RESULT_PROVIDERS = [p for p in PROVIDERS if p.result_route]
@@ -246,12 +216,20 @@ RESULT_PROVIDERS = [p for p in PROVIDERS if p.result_route]
 @pytest.mark.parametrize("kind", [*RESULT_FAULTS, "not_completed"])
 @pytest.mark.parametrize("provider", RESULT_PROVIDERS, ids=lambda p: p.name)
 async def test_result_faults_and_errors_are_typed_and_name_the_job(sim, provider, kind):
-    configure(sim, **({"modelroute_duration": (600, 600), "generic_duration": (600, 600)}
-                      if kind == "not_completed" else {}))
+    configure(
+        sim,
+        **(
+            {"modelroute_duration": (600, 600), "generic_duration": (600, 600)}
+            if kind == "not_completed"
+            else {}
+        ),
+    )
     creds = block(provider, sim.base_url(provider.name))
     ref = await shared_client(creds).submit(provider.ok)
     if kind == "not_completed":  # the documented 409 of a result asked for too early
-        status = (await shared_client(creds).poll(ref)).model_copy(update={"state": JobState.SUCCEEDED})
+        status = (await shared_client(creds).poll(ref)).model_copy(
+            update={"state": JobState.SUCCEEDED}
+        )
         error_type, http_status = BadRequestError, 409
     else:
         status = await shared_client(creds).wait(ref)
@@ -259,10 +237,13 @@ async def test_result_faults_and_errors_are_typed_and_name_the_job(sim, provider
         error_type, http_status = RESULT_FAULTS[kind]
     with pytest.raises(error_type) as info:
         await shared_client(creds).fetch_result(ref, status)
-    result_path = {"modelroute": f"executions/{ref.job_id}/result",
-                   "generic": f"tasks/{ref.job_id}/output"}[provider.name]
-    assert_names_where(info.value, provider.name, url_path(creds, result_path), ref.job_id,
-                       http_status)
+    result_path = {
+        "modelroute": f"executions/{ref.job_id}/result",
+        "generic": f"tasks/{ref.job_id}/output",
+    }[provider.name]
+    assert_names_where(
+        info.value, provider.name, url_path(creds, result_path), ref.job_id, http_status
+    )
 
 
 # -- refused credentials and requests: one request, even through the retrying tasks --------
@@ -278,13 +259,15 @@ async def wait_flow(credentials: JobApiCredentials, job: JobRef) -> BaseModel:
     return await wait_for_job(credentials, job)
 
 
-SIM_REFUSALS = [(p, kind) for p in PROVIDERS for kind in ("401", "422")
-                if p.name != "exona"]  # Exona's are in test_exona_integration
+SIM_REFUSALS = [
+    (p, kind) for p in PROVIDERS for kind in ("401", "422") if p.name != "exona"
+]  # Exona's are in test_exona_integration
 
 
 @pytest.mark.usefixtures("prefect_harness")
-@pytest.mark.parametrize("provider, kind", SIM_REFUSALS,
-                         ids=[f"{p.name}-{k}" for p, k in SIM_REFUSALS])
+@pytest.mark.parametrize(
+    "provider, kind", SIM_REFUSALS, ids=[f"{p.name}-{k}" for p, k in SIM_REFUSALS]
+)
 async def test_submit_task_refused_by_the_simulator_fails_after_one_request(sim, provider, kind):
     configure(sim)
     key = "wrong-key" if kind == "401" else "sim-key"
@@ -309,8 +292,9 @@ async def test_wait_task_with_revoked_key_fails_after_one_poll(sim, provider):
         await wait_flow(revoked, ref)
     stats = counters(sim, provider)
     assert stats["http_401"] == 1 and stats["status_calls"] == 0
-    assert_names_where(info.value, provider.name, url_path(revoked, status_path(revoked, ref)),
-                       ref.job_id, 401)
+    assert_names_where(
+        info.value, provider.name, url_path(revoked, status_path(revoked, ref)), ref.job_id, 401
+    )
 
 
 PROVIDER_URL = "https://provider.test/v1"
@@ -318,16 +302,22 @@ RESPX_REFUSALS = [(p, status) for p in PROVIDERS for status in (403, 400)]
 
 
 @pytest.mark.usefixtures("prefect_harness")
-@pytest.mark.parametrize("provider, status", RESPX_REFUSALS,
-                         ids=[f"{p.name}-{s}" for p, s in RESPX_REFUSALS])
+@pytest.mark.parametrize(
+    "provider, status", RESPX_REFUSALS, ids=[f"{p.name}-{s}" for p, s in RESPX_REFUSALS]
+)
 async def test_submit_task_refused_with_403_or_400_fails_after_one_request(provider, status):
     creds = block(provider, PROVIDER_URL)
     path = url_path(creds, submit_path(creds, provider.ok))
-    body = {"error": {"code": "forbidden" if status == 403 else "bad_request",
-                      "message": "refused by the provider"}}
+    body = {
+        "error": {
+            "code": "forbidden" if status == 403 else "bad_request",
+            "message": "refused by the provider",
+        }
+    }
     with respx.mock(assert_all_called=False) as mock:
         route = mock.post(f"https://provider.test{path}").mock(
-            return_value=httpx.Response(status, json=body))
+            return_value=httpx.Response(status, json=body)
+        )
         mock.route().pass_through()  # the Prefect API
         error_type = AuthenticationError if status == 403 else BadRequestError
         with pytest.raises(error_type) as info:
@@ -345,7 +335,8 @@ async def test_submit_task_under_a_503_storm_posts_at_most_four_times():
     path = url_path(creds, submit_path(creds, provider.ok))
     with respx.mock(assert_all_called=False) as mock:
         route = mock.post(f"https://provider.test{path}").mock(
-            return_value=httpx.Response(503, text="overloaded"))
+            return_value=httpx.Response(503, text="overloaded")
+        )
         mock.route().pass_through()  # the Prefect API
         with pytest.raises(TransientRequestError) as info:
             await submit_flow(creds, provider.ok)
@@ -357,10 +348,12 @@ async def test_submit_task_under_a_503_storm_posts_at_most_four_times():
 async def test_a_batch_with_one_invalid_row_names_it_and_submits_nothing(sim, tmp_path):
     configure(sim)
     csv_file = tmp_path / "three.csv"
-    csv_file.write_text("company_name,company_website\n"
-                        "Acme AI Ltd,https://acme.ai\n"
-                        "No Site Ltd,\n"
-                        "Beta Corp,https://beta.example\n")
+    csv_file.write_text(
+        "company_name,company_website\n"
+        "Acme AI Ltd,https://acme.ai\n"
+        "No Site Ltd,\n"
+        "Beta Corp,https://beta.example\n"
+    )
     creds = block(BY_NAME["exona"], sim.base_url("exona"))
     with pytest.raises(BadRequestError) as info:
         await batch_scans(csv_path=str(csv_file), credentials=creds)
@@ -373,8 +366,7 @@ async def test_a_batch_with_one_invalid_row_names_it_and_submits_nothing(sim, tm
 # -- invalid policies and parameters: refused before anything is submitted ------------------
 
 
-@pytest.mark.parametrize("provider", [p for p in PROVIDERS if p.invalid],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize("provider", [p for p in PROVIDERS if p.invalid], ids=lambda p: p.name)
 async def test_invalid_request_is_refused_before_any_request(sim, provider):
     configure(sim)
     creds = block(provider, sim.base_url(provider.name))
@@ -403,55 +395,95 @@ def _flows(sim) -> dict[str, Callable[..., Any]]:
 
 INVALID_RUNS = [
     # a deployment's parameters come as JSON: a policy dict is validated before any submit
-    ("batch_scans", {"companies": [ACME], "policy": {"interval": -5}},
-     "policy.interval: Input should be greater than 0"),
-    ("batch_scans", {"companies": [ACME], "policy": {"initial_delay": 60, "deadline": 30}},
-     "must be after the first poll"),
-    ("batch_scans", {"companies": [ACME], "policy": {"interval": 5, "max_interval": 1}},
-     "below interval"),
-    ("batch_scans", {"companies": [ACME], "policy": {"intervall": 5}},
-     "policy.intervall: Extra inputs are not permitted"),
-    ("batch_scans", {"companies": [{**ACME, "max_age_days": -1}]},
-     "max_age_days: Input should be greater than or equal to 0"),
-    ("scenario_sweep", {"scenarios": ["heatwave"], "concurrency": 0},
-     "concurrency must be at least 1, got 0"),
+    (
+        "batch_scans",
+        {"companies": [ACME], "policy": {"interval": -5}},
+        "policy.interval: Input should be greater than 0",
+    ),
+    (
+        "batch_scans",
+        {"companies": [ACME], "policy": {"initial_delay": 60, "deadline": 30}},
+        "must be after the first poll",
+    ),
+    (
+        "batch_scans",
+        {"companies": [ACME], "policy": {"interval": 5, "max_interval": 1}},
+        "below interval",
+    ),
+    (
+        "batch_scans",
+        {"companies": [ACME], "policy": {"intervall": 5}},
+        "policy.intervall: Extra inputs are not permitted",
+    ),
+    (
+        "batch_scans",
+        {"companies": [{**ACME, "max_age_days": -1}]},
+        "max_age_days: Input should be greater than or equal to 0",
+    ),
+    (
+        "scenario_sweep",
+        {"scenarios": ["heatwave"], "concurrency": 0},
+        "concurrency must be at least 1, got 0",
+    ),
     ("scenario_sweep", {"scenarios": []}, "the batch is empty"),
-    ("scenario_sweep", {"scenarios": ["heatwave"], "grid": {"days": []}},
-     r"grid parameter\(s\) with no values: days"),
+    (
+        "scenario_sweep",
+        {"scenarios": ["heatwave"], "grid": {"days": []}},
+        r"grid parameter\(s\) with no values: days",
+    ),
     ("scenario_sweep", {"scenarios": ["heatwave", ""]}, "invalid twyn request: scenario:"),
     ("generation_grid", {"prompts": [], "models": ["flux-2"]}, "at least one prompt"),
-    ("generation_grid", {"prompts": ["a fox"], "models": ["flux-2", ""]},
-     "invalid apixo request: model:"),
-    ("generation_grid", {"prompts": ["a fox", " "], "models": ["flux-2"]},
-     "input.prompt must be a non-empty string"),
+    (
+        "generation_grid",
+        {"prompts": ["a fox"], "models": ["flux-2", ""]},
+        "invalid apixo request: model:",
+    ),
+    (
+        "generation_grid",
+        {"prompts": ["a fox", " "], "models": ["flux-2"]},
+        "input.prompt must be a non-empty string",
+    ),
     ("execution_batch", {"executions": []}, "the batch is empty"),
-    ("execution_batch", {"executions": [{"model": "m", "input": {}}], "concurrency": -1},
-     "concurrency must be at least 1, got -1"),
-    ("execution_batch", {"executions": [{"model": "m", "input": {}}, {"input": {}}]},
-     "invalid modelroute request: model: Field required"),
-    ("generic_jobs", {"jobs": [{"kind": "render", "params": {}}], "concurrency": 0},
-     "concurrency must be at least 1"),
+    (
+        "execution_batch",
+        {"executions": [{"model": "m", "input": {}}], "concurrency": -1},
+        "concurrency must be at least 1, got -1",
+    ),
+    (
+        "execution_batch",
+        {"executions": [{"model": "m", "input": {}}, {"input": {}}]},
+        "invalid modelroute request: model: Field required",
+    ),
+    (
+        "generic_jobs",
+        {"jobs": [{"kind": "render", "params": {}}], "concurrency": 0},
+        "concurrency must be at least 1",
+    ),
     ("generic_jobs", {"jobs": []}, "the batch is empty"),
 ]
 
 
 @pytest.mark.usefixtures("prefect_harness")
-@pytest.mark.parametrize("name, kwargs, message", INVALID_RUNS,
-                         ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(INVALID_RUNS)])
+@pytest.mark.parametrize(
+    "name, kwargs, message",
+    INVALID_RUNS,
+    ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(INVALID_RUNS)],
+)
 async def test_example_flows_refuse_bad_parameters_before_submitting(sim, name, kwargs, message):
     configure(sim)
     with pytest.raises(Exception, match=message):
         await _flows(sim)[name](**kwargs)
-    assert all(s["submits"] == 0 and s["status_calls"] == 0
-               for s in sim.state.stats().values())
+    assert all(s["submits"] == 0 and s["status_calls"] == 0 for s in sim.state.stats().values())
 
 
 @pytest.mark.usefixtures("prefect_harness")
 async def test_run_batch_refuses_duplicate_keys_and_an_unknown_mode_before_submitting(sim):
     configure(sim)
     creds = block(BY_NAME["exona"], sim.base_url("exona"))
-    twice = [BatchItem(label="a", key="same", request=ACME),
-             BatchItem(label="b", key="same", request=ACME)]
+    twice = [
+        BatchItem(label="a", key="same", request=ACME),
+        BatchItem(label="b", key="same", request=ACME),
+    ]
 
     @flow
     async def batch(items: list[BatchItem], mode: str = "per-job") -> Any:
@@ -464,18 +496,24 @@ async def test_run_batch_refuses_duplicate_keys_and_an_unknown_mode_before_submi
     assert counters(sim, BY_NAME["exona"])["submits"] == 0
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: ExonaCredentials(api_key="k", policy_scale=0), "policy_scale"),
-    (lambda: ExonaCredentials(api_key="k", timeout_s=-1), "timeout_s"),
-    (lambda: TwynCredentials(api_key="k", timeout_s=0), "timeout_s"),
-    (lambda: simulator_generic_api("https://x.test", "k", policy={"interval": -1}), "interval"),
-    (lambda: simulator_generic_api("https://x.test", "k",
-                                   policy={"initial_delay": 10, "deadline": 5}),
-     "must be after the first poll"),
-    (lambda: PollPolicy().scaled(0), "scale factor must be positive"),
-    (lambda: PollPolicy().scaled(-0.5), "scale factor must be positive"),
-    (lambda: PollPolicy(interval=5).with_(deadline=-1), "deadline"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: ExonaCredentials(api_key="k", policy_scale=0), "policy_scale"),
+        (lambda: ExonaCredentials(api_key="k", timeout_s=-1), "timeout_s"),
+        (lambda: TwynCredentials(api_key="k", timeout_s=0), "timeout_s"),
+        (lambda: simulator_generic_api("https://x.test", "k", policy={"interval": -1}), "interval"),
+        (
+            lambda: simulator_generic_api(
+                "https://x.test", "k", policy={"initial_delay": 10, "deadline": 5}
+            ),
+            "must be after the first poll",
+        ),
+        (lambda: PollPolicy().scaled(0), "scale factor must be positive"),
+        (lambda: PollPolicy().scaled(-0.5), "scale factor must be positive"),
+        (lambda: PollPolicy(interval=5).with_(deadline=-1), "deadline"),
+    ],
+)
 def test_invalid_blocks_and_policies_are_refused_with_the_field_named(make, message):
     with pytest.raises((ValidationError, ValueError), match=message):
         make()

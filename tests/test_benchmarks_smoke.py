@@ -16,8 +16,15 @@ def bench(*args: str, api_url: str | None = None) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if api_url:
         args = (*args, "--api-url", api_url)
-    done = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=240, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
 
@@ -25,8 +32,15 @@ def bench(*args: str, api_url: str | None = None) -> dict:
 def test_poll_efficiency_smoke():
     figures = bench("benchmarks.poll_efficiency", "--jobs", "5")
     assert figures["benchmark"] == "poll_efficiency" and figures["jobs"] == 5
-    for key in ("calls_per_job", "baseline_calls_per_job", "calls_ratio", "mean_lag_s",
-                "p95_lag_s", "baseline_mean_lag_s", "backoff_calls_per_job"):
+    for key in (
+        "calls_per_job",
+        "baseline_calls_per_job",
+        "calls_ratio",
+        "mean_lag_s",
+        "p95_lag_s",
+        "baseline_mean_lag_s",
+        "backoff_calls_per_job",
+    ):
         assert isinstance(figures[key], (int, float))
 
 
@@ -41,8 +55,9 @@ def test_rate_limit_smoke():
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_overhead_smoke():
-    figures = bench("benchmarks.overhead", "--jobs", "6", "--concurrency", "3",
-                    api_url=PREFECT_API_URL.value())
+    figures = bench(
+        "benchmarks.overhead", "--jobs", "6", "--concurrency", "3", api_url=PREFECT_API_URL.value()
+    )
     assert figures["completed"] == 6
     for key in ("makespan_s", "baseline_makespan_s", "makespan_ratio", "peak_rss_mb"):
         assert figures[key] > 0
@@ -52,8 +67,16 @@ def test_overhead_smoke():
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_scale_smoke():
-    figures = bench("benchmarks.scale", "--jobs", "20", "--per-job-jobs", "4", "--time-scale",
-                    "0.02", api_url=PREFECT_API_URL.value())
+    figures = bench(
+        "benchmarks.scale",
+        "--jobs",
+        "20",
+        "--per-job-jobs",
+        "4",
+        "--time-scale",
+        "0.02",
+        api_url=PREFECT_API_URL.value(),
+    )
     assert figures["completed"] == 20 and figures["per_job_completed"] == 4
     for key in ("jobs", "makespan_s", "peak_rss_mb", "cpu_cores_avg"):
         assert figures[key] > 0

@@ -21,8 +21,9 @@ LONG_WAIT = PollPolicy(interval=1, deadline=3600)
 
 def blocks(sim):
     generic = simulator_generic_api(sim.base_url("generic"), "sim-key", policy_scale=SIM_SCALE)
-    exona = ExonaCredentials(api_key="sim-key", base_url=sim.base_url("exona"),
-                             policy_scale=SIM_SCALE)
+    exona = ExonaCredentials(
+        api_key="sim-key", base_url=sim.base_url("exona"), policy_scale=SIM_SCALE
+    )
     return generic, exona
 
 
@@ -33,10 +34,16 @@ async def start_waiting_flow(sim, generic, exona, jobs=3):
     @flow
     async def waiting():
         await asyncio.gather(
-            *(run_job(generic, {"kind": "render", "params": {"i": i}}, policy=LONG_WAIT)
-              for i in range(jobs)),
-            run_job(exona, {"company_name": "Acme", "company_website": "https://acme.ai"},
-                    policy=LONG_WAIT))
+            *(
+                run_job(generic, {"kind": "render", "params": {"i": i}}, policy=LONG_WAIT)
+                for i in range(jobs)
+            ),
+            run_job(
+                exona,
+                {"company_name": "Acme", "company_website": "https://acme.ai"},
+                policy=LONG_WAIT,
+            ),
+        )
 
     running = asyncio.create_task(waiting())
     for _ in range(200):
@@ -67,7 +74,9 @@ async def test_cancellation_hook_cancels_jobs_in_flight_in_this_process(sim, cap
     await stop(running)
     assert sim.state.stats()["generic"]["cancels"] == 3
     messages = " ".join(r.getMessage() for r in caplog.records)
-    assert "exona job" in messages and "keeps running" in messages and "no cancel endpoint" in messages
+    assert (
+        "exona job" in messages and "keeps running" in messages and "no cancel endpoint" in messages
+    )
     assert messages.count("cancelled with the provider") == 3
 
 

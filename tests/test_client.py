@@ -47,21 +47,26 @@ async def test_a_permanent_503_sends_at_most_four_posts_and_names_the_key(clock)
 async def test_retry_after_sets_the_submit_backoff(clock):
     creds = ExonaCredentials(api_key="k")
     with respx.mock(base_url=EXONA) as api:
-        route = api.post("/scans").mock(side_effect=[
-            httpx.Response(429, headers={"Retry-After": "30"}),
-            httpx.Response(201, json={"id": "scan_1", "status": "queued"}),
-        ])
+        route = api.post("/scans").mock(
+            side_effect=[
+                httpx.Response(429, headers={"Retry-After": "30"}),
+                httpx.Response(201, json={"id": "scan_1", "status": "queued"}),
+            ]
+        )
         started = clock.time()
         ref = await shared_client(creds).submit(REQUEST)
     assert route.call_count == 2 and clock.time() - started == 30 and ref.job_id == "scan_1"
 
 
-@pytest.mark.parametrize("answer", [
-    httpx.Response(500, text="boom"),
-    httpx.Response(201, text="<html>"),
-    httpx.TimeoutException("slow"),
-    httpx.RemoteProtocolError("dropped"),
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(500, text="boom"),
+        httpx.Response(201, text="<html>"),
+        httpx.TimeoutException("slow"),
+        httpx.RemoteProtocolError("dropped"),
+    ],
+)
 async def test_a_failure_that_may_have_created_the_job_is_sent_once(clock, answer):
     creds = ExonaCredentials(api_key="k")
     with respx.mock(base_url=EXONA) as api:
@@ -80,10 +85,12 @@ async def test_a_failure_that_may_have_created_the_job_is_sent_once(clock, answe
 async def test_a_refused_connection_is_retried_it_created_nothing(clock):
     creds = ExonaCredentials(api_key="k")
     with respx.mock(base_url=EXONA) as api:
-        route = api.post("/scans").mock(side_effect=[
-            httpx.ConnectError("refused"),
-            httpx.Response(201, json={"id": "scan_1", "status": "queued"}),
-        ])
+        route = api.post("/scans").mock(
+            side_effect=[
+                httpx.ConnectError("refused"),
+                httpx.Response(201, json={"id": "scan_1", "status": "queued"}),
+            ]
+        )
         ref = await shared_client(creds).submit(REQUEST)
     assert route.call_count == 2 and ref.job_id == "scan_1"
 
@@ -91,8 +98,11 @@ async def test_a_refused_connection_is_retried_it_created_nothing(clock):
 async def test_the_key_is_masked_in_errors_built_from_provider_messages(clock):
     creds = ExonaCredentials(api_key="exo_live_SENTINEL")
     with respx.mock(base_url=EXONA) as api:
-        api.post("/scans").mock(return_value=httpx.Response(
-            401, json={"error": {"code": "auth", "message": "bad key exo_live_SENTINEL"}}))
+        api.post("/scans").mock(
+            return_value=httpx.Response(
+                401, json={"error": {"code": "auth", "message": "bad key exo_live_SENTINEL"}}
+            )
+        )
         with pytest.raises(Exception) as info:
             await shared_client(creds).submit(REQUEST)
     assert "exo_live_SENTINEL" not in str(info.value) and "**********" in str(info.value)
@@ -103,13 +113,18 @@ async def test_the_rate_gate_does_not_hold_a_wait_past_its_deadline(clock):
     """A window that resets after the wait's deadline ends the wait at the deadline."""
     creds = ModelRouteCredentials(api_key="k")
     reset = clock.time() + 300  # the window reopens in 5 min; the wait has 60 s
-    spent = {"X-RateLimit-Limit": "60", "X-RateLimit-Remaining": "0",
-             "X-RateLimit-Reset": str(reset)}
+    spent = {
+        "X-RateLimit-Limit": "60",
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset": str(reset),
+    }
     with respx.mock(base_url=MODELROUTE, assert_all_called=False) as api:
-        api.post("/executions").mock(return_value=httpx.Response(
-            201, json={"id": "e1", "status": "QUEUED"}, headers=spent))
-        status = api.get("/executions/e1").mock(return_value=httpx.Response(
-            200, json={"status": "RUNNING"}, headers=spent))
+        api.post("/executions").mock(
+            return_value=httpx.Response(201, json={"id": "e1", "status": "QUEUED"}, headers=spent)
+        )
+        status = api.get("/executions/e1").mock(
+            return_value=httpx.Response(200, json={"status": "RUNNING"}, headers=spent)
+        )
         client = shared_client(creds)
         ref = await client.submit({"model": "m", "input": {}})
         started = clock.time()

@@ -1,10 +1,10 @@
 """A flow process killed with SIGKILL mid-wait, run again, re-attaches and submits nothing twice.
 
 The flow (``flows/batch_scans.py`` with a fixed idempotency prefix, in both of its
-task-run modes) runs in a real subprocess against the session's Prefect test server, with the simulator in this
-process on loopback. Both runs share one result storage directory: the submit
-task's cached result (the ``JobRef``; in batched mode, the ref recorded under the same
-key) is what the second run finds there.
+task-run modes) runs in a real subprocess against the session's Prefect test server,
+with the simulator in this process on loopback. Both runs share one result storage
+directory: the submit task's cached result (the ``JobRef``; in batched mode, the ref
+recorded under the same key) is what the second run finds there.
 """
 
 from __future__ import annotations
@@ -61,8 +61,12 @@ def start_flow(env: dict[str, str], out: Path) -> subprocess.Popen:
     """Start the flow in its own process (and process group), output to ``out``."""
     with out.open("w") as log:
         return subprocess.Popen(
-            [sys.executable, "-c", FLOW_SCRIPT], cwd=ROOT, env=env, start_new_session=True,
-            stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-c", FLOW_SCRIPT],
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
 
@@ -79,7 +83,8 @@ def exona(sim) -> dict:
 
 @pytest.mark.parametrize("task_runs", ["per-job", "batched"])
 async def test_a_killed_flow_run_again_reattaches_to_its_jobs_without_resubmitting(
-        sim, tmp_path, task_runs):
+    sim, tmp_path, task_runs
+):
     # Scans of 4-6 s (real): long enough to kill the first run while they run.
     sim.state.config = SimulatorConfig(time_scale=SIM_SCALE, seed=11, exona_duration=(400, 600))
     env = {
@@ -133,8 +138,9 @@ async def test_a_killed_flow_run_again_reattaches_to_its_jobs_without_resubmitti
     # Per job, the second run's submit task runs found the first run's cached results;
     # batched, its one task run found the refs recorded under the same keys.
     async with get_client() as client:
-        runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(
-            id=FlowRunFilterId(any_=[run["flow_run_id"]])))
+        runs = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run["flow_run_id"]]))
+        )
     submits = [t for t in runs if t.name.startswith("submit-exona-")]
     if task_runs == "per-job":
         assert len(submits) == len(COMPANIES)

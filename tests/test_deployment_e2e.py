@@ -84,8 +84,14 @@ class Process:
         self.name = name
         self.log = log_dir / f"{name}.log"
         with open(self.log, "wb") as out:
-            self.popen = subprocess.Popen(args, env=env, cwd=log_dir, stdout=out,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+            self.popen = subprocess.Popen(
+                args,
+                env=env,
+                cwd=log_dir,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def tail(self, lines: int = 40) -> str:
         """The end of the process's output, for failure messages."""
@@ -124,11 +130,20 @@ class Stack:
 
     def run(self, args: list[str], timeout: float = 120) -> str:
         """Run a command from the repository root against the server; its output."""
-        done = subprocess.run(args, env=self.env, cwd=REPO, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        done = subprocess.run(
+            args,
+            env=self.env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         if done.returncode != 0:
-            pytest.fail(f"{' '.join(args)} exited {done.returncode}:\n{done.stdout}\n"
-                        f"{done.stderr}\n{self.server.tail()}")
+            pytest.fail(
+                f"{' '.join(args)} exited {done.returncode}:\n{done.stdout}\n"
+                f"{done.stderr}\n{self.server.tail()}"
+            )
         return done.stdout
 
 
@@ -168,12 +183,14 @@ def frequent_copy(directory: Path) -> Path:
     """
     config = yaml.safe_load(PREFECT_YAML.read_text())
     nightly = next(d for d in config["deployments"] if d["name"] == NIGHTLY)
-    config["deployments"] = [{
-        **nightly,
-        "name": FREQUENT,
-        "schedules": [{"interval": 10}],
-        "work_pool": {"name": POOL, "work_queue_name": "schedule-check"},
-    }]
+    config["deployments"] = [
+        {
+            **nightly,
+            "name": FREQUENT,
+            "schedules": [{"interval": 10}],
+            "work_pool": {"name": POOL, "work_queue_name": "schedule-check"},
+        }
+    ]
     path = directory / "prefect.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -188,27 +205,55 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env = subprocess_env(workdir / "prefect-home", api_url)
     frequent_yaml = frequent_copy(workdir)
     with ExitStack() as cleanup, ThreadPoolExecutor(3) as threads:
-        server = Process("server", [*PREFECT, "server", "start", "--host", "127.0.0.1",
-                                    "--port", str(port)], env, workdir)
+        server = Process(
+            "server",
+            [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env,
+            workdir,
+        )
         cleanup.callback(server.stop, signal.SIGTERM, 20)
         simulator = cleanup.enter_context(
-            running_simulator(SimulatorConfig(time_scale=TIME_SCALE, seed=11)))
+            running_simulator(SimulatorConfig(time_scale=TIME_SCALE, seed=11))
+        )
         wait_healthy(api_url, server)
         stack = Stack(api_url, env, server, simulator.stats, simulator.state)
 
         def blocks() -> None:
             stack.cli("block", "register", "-m", "prefect_pollers")
-            stack.run([sys.executable, "-m", "deployments.create_demo_blocks",
-                       "--simulator-url", simulator.url, "--time-scale", str(TIME_SCALE)])
+            stack.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "deployments.create_demo_blocks",
+                    "--simulator-url",
+                    simulator.url,
+                    "--time-scale",
+                    str(TIME_SCALE),
+                ]
+            )
 
         def pool_worker_and_deployments() -> None:
             stack.cli("work-pool", "create", POOL, "--type", "process", "--overwrite")
-            stack.worker = Process("worker", [*PREFECT, "worker", "start", "--pool", POOL,
-                                              "--type", "process", "--work-queue", "default"],
-                                   env, workdir)
+            stack.worker = Process(
+                "worker",
+                [
+                    *PREFECT,
+                    "worker",
+                    "start",
+                    "--pool",
+                    POOL,
+                    "--type",
+                    "process",
+                    "--work-queue",
+                    "default",
+                ],
+                env,
+                workdir,
+            )
             cleanup.callback(stack.worker.stop, signal.SIGINT, 30)
-            frequent = threads.submit(stack.cli, "--no-prompt", "deploy", "--all",
-                                      "--prefect-file", str(frequent_yaml))
+            frequent = threads.submit(
+                stack.cli, "--no-prompt", "deploy", "--all", "--prefect-file", str(frequent_yaml)
+            )
             stack.cli("--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_YAML))
             frequent.result()
 
@@ -225,8 +270,7 @@ async def api_client(api_url: str) -> AsyncIterator[PrefectClient]:
             yield client
 
 
-async def poll(read: Callable[[], Awaitable[T]], done: Callable[[T], bool],
-               timeout: float) -> T:
+async def poll(read: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout: float) -> T:
     """Await ``read()`` every half second until ``done(result)`` or ``timeout``; the last result."""
     deadline = time.monotonic() + timeout
     result = await read()
@@ -244,13 +288,18 @@ async def test_batch_scans_deployment_runs_on_a_process_worker(stack: Stack) -> 
     flow_run_id = UUID(match.group(1))
 
     async with api_client(stack.api_url) as client:
-        flow_run = await poll(lambda: client.read_flow_run(flow_run_id),
-                              lambda run: run.state_type in TERMINAL, timeout=120)
+        flow_run = await poll(
+            lambda: client.read_flow_run(flow_run_id),
+            lambda run: run.state_type in TERMINAL,
+            timeout=120,
+        )
         assert flow_run.state_type == StateType.COMPLETED, (
-            f"{flow_run.state}\n{stack.worker.tail()}")
+            f"{flow_run.state}\n{stack.worker.tail()}"
+        )
 
-        artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
         by_type = {artifact.type: artifact for artifact in artifacts}
         assert by_type["progress"].data == 100.0
         table = by_type["table"]
@@ -264,20 +313,25 @@ async def test_batch_scans_deployment_runs_on_a_process_worker(stack: Stack) -> 
         ghost = next(row["scan_id"] for row in rows if row["company"] == "Ghost Holdings")
 
         task_runs = await client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
         assert {f"wait-exona-{scan_id}" for scan_id in scan_ids} <= {t.name for t in task_runs}
 
         terminal_events = EventFilter(
-            event=EventNameFilter(name=["prefect-pollers.job.succeeded",
-                                        "prefect-pollers.job.failed"]),
+            event=EventNameFilter(
+                name=["prefect-pollers.job.succeeded", "prefect-pollers.job.failed"]
+            ),
             resource=EventResourceFilter(id_prefix=["prefect-pollers.job.exona."]),
             related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
         )
-        page = await poll(lambda: client.read_events(filter=terminal_events, limit=50),
-                          lambda page: len(page.events) >= 20, timeout=30)
+        page = await poll(
+            lambda: client.read_events(filter=terminal_events, limit=50),
+            lambda page: len(page.events) >= 20,
+            timeout=30,
+        )
     assert {event.resource.id: event.event for event in page.events} == {
-        f"prefect-pollers.job.exona.{scan_id}":
-            "prefect-pollers.job." + ("failed" if scan_id == ghost else "succeeded")
+        f"prefect-pollers.job.exona.{scan_id}": "prefect-pollers.job."
+        + ("failed" if scan_id == ghost else "succeeded")
         for scan_id in scan_ids
     }
     exona = stack.simulator_stats()["exona"]
@@ -292,14 +346,19 @@ async def test_the_scheduler_creates_runs_for_the_schedules(stack: Stack) -> Non
         async def scheduled_runs(deployment_id: UUID) -> list[FlowRun]:
             return await client.read_flow_runs(
                 deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
-                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
-                    type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(
+                        type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])
+                    )
+                ),
             )
 
-        frequent_runs = await poll(lambda: scheduled_runs(frequent.id),
-                                   lambda runs: len(runs) >= 3, timeout=60)
-        nightly_runs = await poll(lambda: scheduled_runs(nightly.id),
-                                  lambda runs: len(runs) >= 1, timeout=60)
+        frequent_runs = await poll(
+            lambda: scheduled_runs(frequent.id), lambda runs: len(runs) >= 3, timeout=60
+        )
+        nightly_runs = await poll(
+            lambda: scheduled_runs(nightly.id), lambda runs: len(runs) >= 1, timeout=60
+        )
 
     assert len(frequent_runs) >= 3 and all(run.auto_scheduled for run in frequent_runs)
     starts = sorted(run.expected_start_time for run in frequent_runs)
@@ -307,8 +366,9 @@ async def test_the_scheduler_creates_runs_for_the_schedules(stack: Stack) -> Non
 
     assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
     assert nightly_runs and all(run.auto_scheduled for run in nightly_runs)
-    assert {(run.expected_start_time.hour, run.expected_start_time.minute)
-            for run in nightly_runs} == {(2, 0)}
+    assert {
+        (run.expected_start_time.hour, run.expected_start_time.minute) for run in nightly_runs
+    } == {(2, 0)}
 
 
 async def test_cancelling_a_run_cancels_its_remote_jobs(stack: Stack) -> None:
@@ -327,16 +387,26 @@ async def test_cancelling_a_run_cancels_its_remote_jobs(stack: Stack) -> None:
         async def generic_stats() -> dict[str, Any]:
             return stack.simulator_stats()["generic"]
 
-        waiting = await poll(generic_stats, lambda s: s["submits"] >= before["submits"] + 3
-                             and s["status_calls"] >= before["status_calls"] + 3, timeout=90)
+        waiting = await poll(
+            generic_stats,
+            lambda s: (
+                s["submits"] >= before["submits"] + 3
+                and s["status_calls"] >= before["status_calls"] + 3
+            ),
+            timeout=90,
+        )
         assert waiting["submits"] >= before["submits"] + 3, stack.worker.tail()
         stack.cli("flow-run", "cancel", str(flow_run_id))
         async with api_client(stack.api_url) as client:
-            flow_run = await poll(lambda: client.read_flow_run(flow_run_id),
-                                  lambda run: run.state_type in TERMINAL, timeout=90)
+            flow_run = await poll(
+                lambda: client.read_flow_run(flow_run_id),
+                lambda run: run.state_type in TERMINAL,
+                timeout=90,
+            )
         assert flow_run.state_type == StateType.CANCELLED, f"{flow_run.state}"
-        after = await poll(generic_stats, lambda s: s["cancels"] >= before["cancels"] + 3,
-                           timeout=60)
+        after = await poll(
+            generic_stats, lambda s: s["cancels"] >= before["cancels"] + 3, timeout=60
+        )
         assert after["cancels"] - before["cancels"] == 3, stack.worker.tail()
     finally:
         state.config = SimulatorConfig(time_scale=TIME_SCALE, seed=11)

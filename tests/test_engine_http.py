@@ -44,28 +44,53 @@ async def call(route_response, *, polling=False, method="GET"):
     async with httpx.AsyncClient(base_url=BASE) as client:
         with respx.mock() as mock:
             mock.route(method=method, url=BASE + "jobs/7").mock(return_value=route_response)
-            return await request_json(client, method, "jobs/7", provider="acme", job_id="7",
-                                      polling=polling)
+            return await request_json(
+                client, method, "jobs/7", provider="acme", job_id="7", polling=polling
+            )
 
 
 async def test_success_reads_body_and_hints():
-    reply = await call(httpx.Response(200, json={"status": "ok"}, headers={
-        "Retry-After": "10", "X-RateLimit-Limit": "60", "X-RateLimit-Remaining": "57",
-        "X-RateLimit-Reset": "1710924600"}))
+    reply = await call(
+        httpx.Response(
+            200,
+            json={"status": "ok"},
+            headers={
+                "Retry-After": "10",
+                "X-RateLimit-Limit": "60",
+                "X-RateLimit-Remaining": "57",
+                "X-RateLimit-Reset": "1710924600",
+            },
+        )
+    )
     assert reply.body == {"status": "ok"} and reply.path == "/v1/jobs/7"
-    assert reply.hints == ServerHints(retry_after=10, ratelimit_limit=60, ratelimit_remaining=57,
-                                      ratelimit_reset=1710924600)
+    assert reply.hints == ServerHints(
+        retry_after=10, ratelimit_limit=60, ratelimit_remaining=57, ratelimit_reset=1710924600
+    )
 
 
-@pytest.mark.parametrize("status, error", [
-    (401, AuthenticationError), (403, AuthenticationError), (400, BadRequestError),
-    (422, BadRequestError), (409, BadRequestError), (429, RateLimitedError),
-    (500, TransientRequestError), (502, TransientRequestError), (503, TransientRequestError),
-])
+@pytest.mark.parametrize(
+    "status, error",
+    [
+        (401, AuthenticationError),
+        (403, AuthenticationError),
+        (400, BadRequestError),
+        (422, BadRequestError),
+        (409, BadRequestError),
+        (429, RateLimitedError),
+        (500, TransientRequestError),
+        (502, TransientRequestError),
+        (503, TransientRequestError),
+    ],
+)
 async def test_http_errors_are_typed_and_name_provider_job_path_status(status, error):
     with pytest.raises(error) as info:
-        await call(httpx.Response(status, json={"error": {"code": "X", "message": "nope"}},
-                                  headers={"Retry-After": "3"}))
+        await call(
+            httpx.Response(
+                status,
+                json={"error": {"code": "X", "message": "nope"}},
+                headers={"Retry-After": "3"},
+            )
+        )
     text = str(info.value)
     assert "provider=acme" in text and "job=7" in text and "path=/v1/jobs/7" in text
     assert f"http={status}" in text and "nope" in text
@@ -80,13 +105,20 @@ async def test_404_while_polling_is_job_not_found_else_bad_request():
         await call(httpx.Response(404, json={"detail": "no such route"}))
 
 
-@pytest.mark.parametrize("response, words", [
-    (httpx.Response(200, content=b""), "empty body"),
-    (httpx.Response(200, content=b'{"status": "ru'), "not JSON"),
-    (httpx.Response(200, json=[1, 2]), "JSON list"),
-    (httpx.Response(200, content=b"<html>oops</html>", headers={"content-type": "text/html"}),
-     "not JSON"),
-])
+@pytest.mark.parametrize(
+    "response, words",
+    [
+        (httpx.Response(200, content=b""), "empty body"),
+        (httpx.Response(200, content=b'{"status": "ru'), "not JSON"),
+        (httpx.Response(200, json=[1, 2]), "JSON list"),
+        (
+            httpx.Response(
+                200, content=b"<html>oops</html>", headers={"content-type": "text/html"}
+            ),
+            "not JSON",
+        ),
+    ],
+)
 async def test_malformed_bodies_are_typed_errors_naming_url_and_status(response, words):
     with pytest.raises(MalformedResponseError) as info:
         await call(response)

@@ -10,8 +10,13 @@ from prefect_pollers.engine.policy import error_delay
 
 
 def status(phase=None, retry_after=None):
-    return JobStatus(job_id="j", state=JobState.RUNNING, raw_status=phase, phase=phase,
-                     hints=ServerHints(retry_after=retry_after))
+    return JobStatus(
+        job_id="j",
+        state=JobState.RUNNING,
+        raw_status=phase,
+        phase=phase,
+        hints=ServerHints(retry_after=retry_after),
+    )
 
 
 def test_fixed_interval_is_constant():
@@ -58,7 +63,9 @@ def test_jitter_stays_within_bounds_and_is_seeded():
     rng = random.Random(1)
     delays = [next_delay(policy, 1, status(), time_left=None, rng=rng) for _ in range(200)]
     assert all(8 <= d <= 12 for d in delays) and len(set(delays)) > 100
-    again = [next_delay(policy, 1, status(), time_left=None, rng=random.Random(1)) for _ in range(1)]
+    again = [
+        next_delay(policy, 1, status(), time_left=None, rng=random.Random(1)) for _ in range(1)
+    ]
     assert again[0] == delays[0]
 
 
@@ -89,11 +96,21 @@ def test_invalid_policies_are_refused_with_a_clear_message(fields, message):
 
 
 def test_scaled_scales_every_duration():
-    policy = PollPolicy(initial_delay=10, interval=5, max_interval=30, deadline=300,
-                        phase_intervals={"A": 20}, min_interval=1)
+    policy = PollPolicy(
+        initial_delay=10,
+        interval=5,
+        max_interval=30,
+        deadline=300,
+        phase_intervals={"A": 20},
+        min_interval=1,
+    )
     scaled = policy.scaled(0.01)
     assert (scaled.initial_delay, scaled.interval, scaled.max_interval, scaled.deadline) == (
-        0.1, 0.05, 0.3, 3.0)
+        0.1,
+        0.05,
+        0.3,
+        3.0,
+    )
     assert scaled.phase_intervals == {"A": 0.2} and scaled.min_interval == 0.01
     assert scaled.multiplier == policy.multiplier
 

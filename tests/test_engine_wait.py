@@ -27,9 +27,16 @@ S = JobState
 
 
 def st(state, raw=None, retry_after=None, recognized=True, code=None, message=None):
-    return JobStatus(job_id="job-1", state=state, raw_status=raw or state.value,
-                     phase=raw or state.value, hints=ServerHints(retry_after=retry_after),
-                     recognized=recognized, error_code=code, error_message=message)
+    return JobStatus(
+        job_id="job-1",
+        state=state,
+        raw_status=raw or state.value,
+        phase=raw or state.value,
+        hints=ServerHints(retry_after=retry_after),
+        recognized=recognized,
+        error_code=code,
+        error_message=message,
+    )
 
 
 class Script:
@@ -52,14 +59,16 @@ START = 1_700_000_000.0
 async def run(items, policy, **kw):
     clock = VirtualClock(START)
     script = Script(clock, items)
-    result = await wait_for_terminal(script, policy, provider="test", job_id="job-1",
-                                     started_at=START, clock=clock, **kw)
+    result = await wait_for_terminal(
+        script, policy, provider="test", job_id="job-1", started_at=START, clock=clock, **kw
+    )
     return result, script
 
 
 async def test_polls_on_schedule_until_success():
-    result, script = await run([st(S.RUNNING)] * 3 + [st(S.SUCCEEDED)],
-                               PollPolicy(initial_delay=10, interval=5))
+    result, script = await run(
+        [st(S.RUNNING)] * 3 + [st(S.SUCCEEDED)], PollPolicy(initial_delay=10, interval=5)
+    )
     assert result.state is S.SUCCEEDED
     assert script.times == [10, 15, 20, 25]
 
@@ -76,9 +85,14 @@ async def test_retry_after_from_server_is_honoured():
     assert script.times == [0, 30, 35]
 
 
-@pytest.mark.parametrize("state, error", [
-    (S.FAILED, JobFailedError), (S.CANCELLED, JobCancelledError), (S.EXPIRED, JobExpiredError),
-])
+@pytest.mark.parametrize(
+    "state, error",
+    [
+        (S.FAILED, JobFailedError),
+        (S.CANCELLED, JobCancelledError),
+        (S.EXPIRED, JobExpiredError),
+    ],
+)
 async def test_terminal_outcomes_raise_typed_errors(state, error):
     with pytest.raises(error) as info:
         await run([st(S.RUNNING), st(state, code="E42", message="boom")], PollPolicy(interval=1))
@@ -98,8 +112,14 @@ async def test_poll_times_respect_deadline():
     clock = VirtualClock(START)
     script = Script(clock, [st(S.RUNNING)])
     with pytest.raises(WaitTimeoutError):
-        await wait_for_terminal(script, PollPolicy(interval=30, deadline=100), provider="t",
-                                job_id="j", started_at=START, clock=clock)
+        await wait_for_terminal(
+            script,
+            PollPolicy(interval=30, deadline=100),
+            provider="t",
+            job_id="j",
+            started_at=START,
+            clock=clock,
+        )
     assert script.times == [0, 30, 60, 90, 100]
     assert clock.time() - START == 100
 
@@ -109,14 +129,20 @@ async def test_retry_after_beyond_deadline_is_cut_to_the_deadline():
     clock = VirtualClock(START)
     script = Script(clock, [st(S.RUNNING, retry_after=500)])
     with pytest.raises(WaitTimeoutError):
-        await wait_for_terminal(script, PollPolicy(deadline=60), provider="t", job_id="j",
-                                started_at=START, clock=clock)
+        await wait_for_terminal(
+            script, PollPolicy(deadline=60), provider="t", job_id="j", started_at=START, clock=clock
+        )
     assert script.times == [0, 60]
 
 
 async def test_transient_errors_use_their_own_budget_and_backoff():
-    items = [TransientRequestError("reset"), TransientRequestError("reset"), st(S.RUNNING),
-             TransientRequestError("502"), st(S.SUCCEEDED)]
+    items = [
+        TransientRequestError("reset"),
+        TransientRequestError("reset"),
+        st(S.RUNNING),
+        TransientRequestError("502"),
+        st(S.SUCCEEDED),
+    ]
     _, script = await run(items, PollPolicy(interval=5, error_budget=2, error_backoff=2))
     # errors back off 2 s then 4 s; a success resets the count; the schedule resumes
     assert script.times == [0, 2, 6, 11, 13]
@@ -124,8 +150,7 @@ async def test_transient_errors_use_their_own_budget_and_backoff():
 
 async def test_error_budget_exhausted_raises_provider_unavailable():
     with pytest.raises(ProviderUnavailableError) as info:
-        await run([TransientRequestError("down", http_status=503)],
-                  PollPolicy(error_budget=3))
+        await run([TransientRequestError("down", http_status=503)], PollPolicy(error_budget=3))
     assert "4 request errors in a row" in str(info.value)
     assert info.value.retryable
 
@@ -162,18 +187,25 @@ async def test_authentication_error_stops_at_once():
 async def test_first_status_terminal_makes_no_poll():
     clock = VirtualClock(START)
     script = Script(clock, [st(S.RUNNING)])
-    result = await wait_for_terminal(script, PollPolicy(), provider="t", job_id="j",
-                                     first_status=st(S.SUCCEEDED), clock=clock)
+    result = await wait_for_terminal(
+        script, PollPolicy(), provider="t", job_id="j", first_status=st(S.SUCCEEDED), clock=clock
+    )
     assert result.state is S.SUCCEEDED and script.times == []
 
 
 async def test_state_changes_logged_at_info_polls_at_debug_unknown_once(caplog):
-    items = [st(S.RUNNING, "A")] * 3 + [st(S.RUNNING, "WEIRD", recognized=False)] * 3 + [
-        st(S.SUCCEEDED)]
+    items = (
+        [st(S.RUNNING, "A")] * 3
+        + [st(S.RUNNING, "WEIRD", recognized=False)] * 3
+        + [st(S.SUCCEEDED)]
+    )
     changes = []
     with caplog.at_level(logging.DEBUG, logger="prefect_pollers"):
-        await run(items, PollPolicy(interval=1),
-                  on_change=lambda old, new: changes.append((old and old.phase, new.phase)))
+        await run(
+            items,
+            PollPolicy(interval=1),
+            on_change=lambda old, new: changes.append((old and old.phase, new.phase)),
+        )
     info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     debug = [r for r in caplog.records if r.levelno == logging.DEBUG]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -197,8 +229,14 @@ async def test_deadline_counts_from_submission_on_reattach():
     clock = VirtualClock(START + 250)  # the wait resumes 250 s after submission
     script = Script(clock, [st(S.RUNNING)])
     with pytest.raises(WaitTimeoutError):
-        await wait_for_terminal(script, PollPolicy(interval=20, deadline=300), provider="t",
-                                job_id="j", started_at=START, clock=clock)
+        await wait_for_terminal(
+            script,
+            PollPolicy(interval=20, deadline=300),
+            provider="t",
+            job_id="j",
+            started_at=START,
+            clock=clock,
+        )
     assert [t - 250 for t in script.times] == [0, 20, 40, 50]
 
 
@@ -213,8 +251,9 @@ async def test_many_concurrent_waits_interleave_on_virtual_time():
             done = clock.time() - START >= duration
             return st(S.SUCCEEDED if done else S.RUNNING)
 
-        await wait_for_terminal(poll, PollPolicy(interval=5), provider="t", job_id="j",
-                                started_at=START, clock=clock)
+        await wait_for_terminal(
+            poll, PollPolicy(interval=5), provider="t", job_id="j", started_at=START, clock=clock
+        )
         return polls
 
     results = await asyncio.gather(*(one(d) for d in (12, 3, 30)))
@@ -235,8 +274,9 @@ async def test_phase_quiet_periods_skip_to_each_phase_earliest_end():
         return st(S.SUCCEEDED) if phase == "done" else st(S.RUNNING, phase)
 
     polls = []
-    policy = PollPolicy(initial_delay=60, interval=10,
-                        phase_quiet_periods={"A": 60, "B": 100, "C": 5})
+    policy = PollPolicy(
+        initial_delay=60, interval=10, phase_quiet_periods={"A": 60, "B": 100, "C": 5}
+    )
     await wait_for_terminal(poll, policy, provider="t", job_id="j", started_at=START, clock=clock)
     # A seen at 60 and 70 ... B first seen at 70, earliest start 60 -> next poll at 160
     assert [t for t, _ in polls] == [60, 70, 160, 170, 180, 190, 200]

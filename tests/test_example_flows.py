@@ -22,19 +22,27 @@ def creds(block_type, sim, name):
 async def table(key):
     async with get_client() as client:
         artifacts = await client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+        )
     assert len(artifacts) >= 1 and artifacts[0].type == "table"
     return str(artifacts[0].data)
 
 
 async def test_scenario_sweep(sim):
-    sim.state.config = SimulatorConfig(time_scale=SIM_SCALE, seed=2,
-                                       twyn_config_duration=(10, 20),
-                                       twyn_simulation_duration=(20, 40),
-                                       twyn_analysis_duration=(10, 20))
-    rows = await scenario_sweep(scenarios=["heatwave", "will-fail"], grid={"days": [1, 2]},
-                                credentials=creds(TwynCredentials, sim, "twyn"),
-                                concurrency=2, artifact_key="sweep-test")
+    sim.state.config = SimulatorConfig(
+        time_scale=SIM_SCALE,
+        seed=2,
+        twyn_config_duration=(10, 20),
+        twyn_simulation_duration=(20, 40),
+        twyn_analysis_duration=(10, 20),
+    )
+    rows = await scenario_sweep(
+        scenarios=["heatwave", "will-fail"],
+        grid={"days": [1, 2]},
+        credentials=creds(TwynCredentials, sim, "twyn"),
+        concurrency=2,
+        artifact_key="sweep-test",
+    )
     assert [r.status for r in rows] == ["succeeded", "succeeded", "failed", "failed"]
     assert sim.state.stats()["twyn"]["max_jobs_in_flight"] <= 2
     assert "will-fail" in await table("sweep-test")
@@ -48,21 +56,27 @@ def test_expand_grid():
 
 
 async def test_generation_grid(sim):
-    rows = await generation_grid(prompts=["a fox", "fail me"], models=["nano-banana", "flux-2"],
-                                 credentials=creds(ApixoCredentials, sim, "apixo"),
-                                 artifact_key="grid-test")
+    rows = await generation_grid(
+        prompts=["a fox", "fail me"],
+        models=["nano-banana", "flux-2"],
+        credentials=creds(ApixoCredentials, sim, "apixo"),
+        artifact_key="grid-test",
+    )
     assert [r.status for r in rows] == ["succeeded", "succeeded", "failed", "failed"]
     assert all(r.result_urls for r in rows[:2]) and "CONTENT_POLICY" in rows[2].error
     assert "nano-banana" in await table("grid-test")
 
 
 async def test_execution_batch_within_rate_limit(sim):
-    sim.state.config = SimulatorConfig(time_scale=SIM_SCALE, seed=2, rate_limit=30,
-                                       rate_window_s=30)
+    sim.state.config = SimulatorConfig(
+        time_scale=SIM_SCALE, seed=2, rate_limit=30, rate_window_s=30
+    )
     executions = [{"model": "m", "input": {"i": i}} for i in range(40)]
-    rows = await execution_batch(executions=executions,
-                                 credentials=creds(ModelRouteCredentials, sim, "modelroute"),
-                                 artifact_key="exec-test")
+    rows = await execution_batch(
+        executions=executions,
+        credentials=creds(ModelRouteCredentials, sim, "modelroute"),
+        artifact_key="exec-test",
+    )
     stats = sim.state.stats()["modelroute"]
     assert all(r.status == "succeeded" for r in rows) and len(rows) == 40
     assert stats["http_429"] == 0 and stats["window_max_requests"] <= 30
@@ -71,8 +85,10 @@ async def test_execution_batch_within_rate_limit(sim):
 
 async def test_generic_jobs_with_a_declared_api(sim):
     api = simulator_generic_api(sim.base_url("generic"), "sim-key", policy_scale=SIM_SCALE)
-    rows = await generic_jobs(jobs=[{"kind": "render", "params": {}},
-                                    {"kind": "fail-export", "params": {}}],
-                              api=api, artifact_key="generic-test")
+    rows = await generic_jobs(
+        jobs=[{"kind": "render", "params": {}}, {"kind": "fail-export", "params": {}}],
+        api=api,
+        artifact_key="generic-test",
+    )
     assert [r.status for r in rows] == ["succeeded", "failed"]
     assert rows[0].output and "fail-export" in await table("generic-test")

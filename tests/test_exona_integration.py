@@ -46,8 +46,9 @@ def exona_stats(sim):
 async def test_run_job_returns_typed_result_and_respects_retry_after(sim):
     @flow
     async def one():
-        return await run_job(creds(sim), ACME, idempotency_key=f"acme-{uuid.uuid4()}",
-                             policy=POLICY)
+        return await run_job(
+            creds(sim), ACME, idempotency_key=f"acme-{uuid.uuid4()}", policy=POLICY
+        )
 
     result = await one()
     assert isinstance(result, ExonaScanResult)
@@ -89,9 +90,11 @@ async def test_retried_flow_run_reattaches_to_the_job_it_submitted(sim):
 async def test_failed_scan_raises_job_failed_with_provider_code(sim):
     @flow
     async def failing():
-        return await run_job(creds(sim), {"company_name": "Ghost",
-                                          "company_website": "https://ghost.invalid"},
-                             policy=POLICY)
+        return await run_job(
+            creds(sim),
+            {"company_name": "Ghost", "company_website": "https://ghost.invalid"},
+            policy=POLICY,
+        )
 
     with pytest.raises(JobFailedError) as info:
         await failing()
@@ -113,8 +116,11 @@ async def test_wrong_key_fails_after_exactly_one_request(sim):
 async def test_invalid_request_is_refused_before_sending(sim):
     @flow
     async def bad():
-        request = {"company_name": "Acme", "company_website": "https://acme.ai",
-                   "max_age_days": True}
+        request = {
+            "company_name": "Acme",
+            "company_website": "https://acme.ai",
+            "max_age_days": True,
+        }
         return await submit_job(creds(sim), request)
 
     with pytest.raises(BadRequestError, match="max_age_days"):
@@ -136,8 +142,11 @@ async def test_request_the_provider_refuses_fails_at_once_with_its_message(sim):
 
 
 async def test_wait_survives_an_outage_via_task_retry_and_reattaches(sim):
-    sim.state.config = SimulatorConfig(time_scale=SIM_SCALE, seed=1, faults=[
-        FaultRule(provider="exona", route="status", kind="http_503", first=3)])
+    sim.state.config = SimulatorConfig(
+        time_scale=SIM_SCALE,
+        seed=1,
+        faults=[FaultRule(provider="exona", route="status", kind="http_503", first=3)],
+    )
     wait_fast_retry = wait_for_job.with_options(retry_delay_seconds=0)
 
     @flow
@@ -197,8 +206,13 @@ async def test_task_runs_are_named_by_provider_and_job_id(sim):
 async def test_batch_scans_flow_over_the_sample_csv(sim):
     csv_path = Path(__file__).parents[1] / "flows" / "data" / "companies.csv"
     key = f"batch-{uuid.uuid4().hex[:8]}"
-    rows = await batch_scans(csv_path=str(csv_path), credentials=creds(sim), concurrency=5,
-                             policy=exona_policy(20).scaled(SIM_SCALE), artifact_key=key)
+    rows = await batch_scans(
+        csv_path=str(csv_path),
+        credentials=creds(sim),
+        concurrency=5,
+        policy=exona_policy(20).scaled(SIM_SCALE),
+        artifact_key=key,
+    )
     assert len(rows) == 20
     failed = [r for r in rows if r.status != "succeeded"]
     assert [r.company for r in failed] == ["Ghost Holdings"]
@@ -209,18 +223,25 @@ async def test_batch_scans_flow_over_the_sample_csv(sim):
     assert stats["max_jobs_in_flight"] <= 5 and stats["http_429"] == 0
     async with get_client() as client:
         artifacts = await client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+        )
     assert len(artifacts) == 1 and artifacts[0].type == "table"
     assert "Ghost Holdings" in str(artifacts[0].data) and "sim-key" not in str(artifacts[0].data)
 
 
 async def test_batched_mode_runs_the_batch_in_one_task_run_and_reattaches(sim):
-    companies = [{"company_name": f"Co {i}", "company_website": f"https://co{i}.test"}
-                 for i in range(30)] + [{"company_name": "Ghost",
-                                        "company_website": "https://ghost.invalid"}]
-    kwargs = {"companies": companies, "credentials": creds(sim), "concurrency": 10,
-                  "policy": exona_policy(31).scaled(SIM_SCALE), "task_runs": "batched",
-                  "idempotency_prefix": f"b-{uuid.uuid4().hex[:6]}", "max_age_days": None}
+    companies = [
+        {"company_name": f"Co {i}", "company_website": f"https://co{i}.test"} for i in range(30)
+    ] + [{"company_name": "Ghost", "company_website": "https://ghost.invalid"}]
+    kwargs = {
+        "companies": companies,
+        "credentials": creds(sim),
+        "concurrency": 10,
+        "policy": exona_policy(31).scaled(SIM_SCALE),
+        "task_runs": "batched",
+        "idempotency_prefix": f"b-{uuid.uuid4().hex[:6]}",
+        "max_age_days": None,
+    }
     rows = await batch_scans(**kwargs)
     again = await batch_scans(**kwargs)  # same keys: re-attaches, submits nothing
     assert [r.status for r in rows].count("succeeded") == 30
@@ -233,21 +254,26 @@ async def test_batched_mode_runs_the_batch_in_one_task_run_and_reattaches(sim):
 
 async def test_batch_scans_keeps_going_with_a_list_and_cache_hits(sim):
     companies = [ACME, {"company_name": "Zenith ML", "company_website": "https://zenith.ml"}]
-    first = await batch_scans(companies=companies, credentials=creds(sim),
-                              policy=exona_policy(2).scaled(SIM_SCALE))
-    second = await batch_scans(companies=companies, credentials=creds(sim),
-                               policy=exona_policy(2).scaled(SIM_SCALE))
+    first = await batch_scans(
+        companies=companies, credentials=creds(sim), policy=exona_policy(2).scaled(SIM_SCALE)
+    )
+    second = await batch_scans(
+        companies=companies, credentials=creds(sim), policy=exona_policy(2).scaled(SIM_SCALE)
+    )
     assert [r.status for r in first] == ["succeeded", "succeeded"]
     assert [r.cached for r in second] == [True, True]  # max_age_days=30 reuses the scans
     assert exona_stats(sim)["submits"] == 4
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"companies": []}, "empty"),
-    ({"companies": [ACME], "concurrency": 0}, "concurrency"),
-    ({"companies": [{"company_name": "No Site"}]}, "company_website"),
-    ({"companies": [ACME], "csv_path": "x.csv"}, "exactly one"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"companies": []}, "empty"),
+        ({"companies": [ACME], "concurrency": 0}, "concurrency"),
+        ({"companies": [{"company_name": "No Site"}]}, "company_website"),
+        ({"companies": [ACME], "csv_path": "x.csv"}, "exactly one"),
+    ],
+)
 async def test_batch_scans_refuses_bad_input_before_submitting(sim, kwargs, message):
     with pytest.raises(Exception, match=message):
         await batch_scans(credentials=creds(sim), **kwargs)
@@ -263,13 +289,20 @@ async def test_batch_scans_refuses_csv_missing_a_column(sim, tmp_path):
 
 
 async def test_progress_artifact_ends_at_100_percent_however_jobs_interleave(sim):
-    companies = [{"company_name": f"P {i}", "company_website": f"https://p{i}.test"}
-                 for i in range(12)]
-    state = await batch_scans(companies=companies, credentials=creds(sim), concurrency=12,
-                              policy=exona_policy(12).scaled(SIM_SCALE), max_age_days=None,
-                              return_state=True)
+    companies = [
+        {"company_name": f"P {i}", "company_website": f"https://p{i}.test"} for i in range(12)
+    ]
+    state = await batch_scans(
+        companies=companies,
+        credentials=creds(sim),
+        concurrency=12,
+        policy=exona_policy(12).scaled(SIM_SCALE),
+        max_age_days=None,
+        return_state=True,
+    )
     run_id = state.state_details.flow_run_id
     async with get_client() as client:
-        artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
     assert [a.data for a in artifacts if a.type == "progress"] == [100.0]

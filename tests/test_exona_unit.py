@@ -6,7 +6,6 @@ import httpx
 import pytest
 import respx
 
-from prefect_pollers.client import shared_client
 from prefect_pollers import (
     AuthenticationError,
     BadRequestError,
@@ -21,6 +20,7 @@ from prefect_pollers import (
     exona_policy,
     use_clock,
 )
+from prefect_pollers.client import shared_client
 
 BASE = "https://platform.exonalab.com/api/v1"
 KEY = "exo_live_SENTINEL_a1b2c3"
@@ -46,29 +46,41 @@ def api():
 
 
 def scan(status, **extra):
-    return httpx.Response(200, json={"id": "scan_1", "status": status, **extra},
-                          headers={"Retry-After": "10"})
+    return httpx.Response(
+        200, json={"id": "scan_1", "status": status, **extra}, headers={"Retry-After": "10"}
+    )
 
 
 async def test_submit_sends_bearer_body_and_idempotency_key(creds, clock, api):
-    route = api.post("/scans").mock(return_value=httpx.Response(
-        201, json={"id": "scan_1", "status": "queued"}))
-    ref = await shared_client(creds).submit({**REQUEST, "max_age_days": 30}, idempotency_key="acme-1")
+    route = api.post("/scans").mock(
+        return_value=httpx.Response(201, json={"id": "scan_1", "status": "queued"})
+    )
+    ref = await shared_client(creds).submit(
+        {**REQUEST, "max_age_days": 30}, idempotency_key="acme-1"
+    )
     sent = route.calls.last.request
     assert sent.headers["Authorization"] == f"Bearer {KEY}"
     assert sent.headers["Idempotency-Key"] == "acme-1"
     assert httpx.Request("POST", "/", content=sent.content).read() and b'"max_age_days":30' in (
-        sent.content.replace(b" ", b""))
+        sent.content.replace(b" ", b"")
+    )
     assert (ref.provider, ref.job_id, ref.idempotency_key) == ("exona", "scan_1", "acme-1")
     assert ref.submitted_status is None
     assert ref.submitted_at.timestamp() == clock.time()
 
 
 async def test_full_wait_maps_statuses_and_returns_typed_result(creds, clock, api):
-    api.get("/scans/scan_1").mock(side_effect=[
-        scan("queued"), scan("researching"), scan("analyzing"), scan("completed", result=RESULT)])
-    api.post("/scans").mock(return_value=httpx.Response(201, json={"id": "scan_1",
-                                                                   "status": "queued"}))
+    api.get("/scans/scan_1").mock(
+        side_effect=[
+            scan("queued"),
+            scan("researching"),
+            scan("analyzing"),
+            scan("completed", result=RESULT),
+        ]
+    )
+    api.post("/scans").mock(
+        return_value=httpx.Response(201, json={"id": "scan_1", "status": "queued"})
+    )
     ref = await shared_client(creds).submit(ExonaScanRequest(**REQUEST))
     start = clock.time()
     status = await shared_client(creds).wait(ref)
@@ -81,8 +93,11 @@ async def test_full_wait_maps_statuses_and_returns_typed_result(creds, clock, ap
 
 
 async def test_cache_hit_returns_at_once_without_a_poll(creds, clock, api):
-    api.post("/scans").mock(return_value=httpx.Response(
-        200, json={"id": "scan_9", "status": "completed", "cached": True, "result": RESULT}))
+    api.post("/scans").mock(
+        return_value=httpx.Response(
+            200, json={"id": "scan_9", "status": "completed", "cached": True, "result": RESULT}
+        )
+    )
     status_route = api.get("/scans/scan_9")
     ref = await shared_client(creds).submit(REQUEST)
     assert ref.submitted_status and ref.submitted_status.state is JobState.SUCCEEDED
@@ -93,8 +108,11 @@ async def test_cache_hit_returns_at_once_without_a_poll(creds, clock, api):
 
 
 async def test_failed_scan_raises_with_provider_code_and_message(creds, clock, api):
-    api.get("/scans/scan_1").mock(return_value=scan(
-        "failed", error={"code": "website_unreachable", "message": "DNS lookup failed"}))
+    api.get("/scans/scan_1").mock(
+        return_value=scan(
+            "failed", error={"code": "website_unreachable", "message": "DNS lookup failed"}
+        )
+    )
     api.post("/scans").mock(return_value=httpx.Response(201, json={"id": "scan_1"}))
     ref = await shared_client(creds).submit(REQUEST)
     with pytest.raises(JobFailedError) as info:
@@ -104,8 +122,11 @@ async def test_failed_scan_raises_with_provider_code_and_message(creds, clock, a
 
 
 async def test_wrong_key_fails_at_once_after_one_request(creds, clock, api):
-    route = api.post("/scans").mock(return_value=httpx.Response(
-        401, json={"error": {"code": "unauthorized", "message": "Invalid API key"}}))
+    route = api.post("/scans").mock(
+        return_value=httpx.Response(
+            401, json={"error": {"code": "unauthorized", "message": "Invalid API key"}}
+        )
+    )
     with pytest.raises(AuthenticationError) as info:
         await shared_client(creds).submit(REQUEST)
     assert route.call_count == 1 and "Invalid API key" in str(info.value)
@@ -114,6 +135,7 @@ async def test_wrong_key_fails_at_once_after_one_request(creds, clock, api):
 
 async def test_wrong_key_while_polling_is_not_retried(creds, clock, api):
     from prefect_pollers import JobRef
+
     route = api.get("/scans/scan_1").mock(return_value=httpx.Response(401, json={}))
     with pytest.raises(AuthenticationError):
         await shared_client(creds).wait(JobRef(provider="exona", job_id="scan_1"))
@@ -121,8 +143,12 @@ async def test_wrong_key_while_polling_is_not_retried(creds, clock, api):
 
 
 async def test_422_fails_at_once_with_the_provider_message(creds, clock, api):
-    route = api.post("/scans").mock(return_value=httpx.Response(422, json={
-        "error": {"code": "validation_error", "message": "company_website is not a URL"}}))
+    route = api.post("/scans").mock(
+        return_value=httpx.Response(
+            422,
+            json={"error": {"code": "validation_error", "message": "company_website is not a URL"}},
+        )
+    )
     with pytest.raises(BadRequestError) as info:
         await shared_client(creds).submit(REQUEST)
     assert route.call_count == 1 and "company_website is not a URL" in str(info.value)
@@ -138,8 +164,9 @@ async def test_invalid_request_refused_before_anything_is_sent(creds, clock, api
 
 
 async def test_unknown_status_counts_as_running_and_warns_once(creds, clock, api, caplog):
-    api.get("/scans/scan_1").mock(side_effect=[scan("rebalancing")] * 3 + [
-        scan("completed", result=RESULT)])
+    api.get("/scans/scan_1").mock(
+        side_effect=[scan("rebalancing")] * 3 + [scan("completed", result=RESULT)]
+    )
     api.post("/scans").mock(return_value=httpx.Response(201, json={"id": "scan_1"}))
     ref = await shared_client(creds).submit(REQUEST)
     with caplog.at_level(logging.WARNING, logger="prefect_pollers"):
@@ -149,18 +176,23 @@ async def test_unknown_status_counts_as_running_and_warns_once(creds, clock, api
     assert len(warnings) == 1 and "rebalancing" in warnings[0]
 
 
-@pytest.mark.parametrize("response", [
-    httpx.Response(200, content=b""),
-    httpx.Response(200, content=b"{not json"),
-    httpx.Response(200, json={"id": "scan_1"}),
-    httpx.Response(200, json={"id": "scan_1", "status": 3}),
-])
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(200, content=b""),
+        httpx.Response(200, content=b"{not json"),
+        httpx.Response(200, json={"id": "scan_1"}),
+        httpx.Response(200, json={"id": "scan_1", "status": 3}),
+    ],
+)
 async def test_malformed_status_bodies_are_typed_and_retried_within_budget(
-        creds, clock, api, response):
+    creds, clock, api, response
+):
     route = api.get("/scans/scan_1").mock(return_value=response)
     api.post("/scans").mock(return_value=httpx.Response(201, json={"id": "scan_1"}))
     ref = await shared_client(creds).submit(REQUEST)
     from prefect_pollers import ProviderUnavailableError
+
     with pytest.raises(ProviderUnavailableError) as info:
         await shared_client(creds).wait(ref)
     assert route.call_count == 3  # the guide's "give up after 3 errors in a row"
@@ -175,10 +207,13 @@ async def test_submit_without_id_is_a_typed_error(creds, clock, api):
 
 
 async def test_429_waits_retry_after_then_continues(creds, clock, api):
-    api.get("/scans/scan_1").mock(side_effect=[
-        httpx.Response(429, headers={"Retry-After": "60"}, json={}),
-        httpx.Response(429, json={}),  # no Retry-After: the guide's 60 s default
-        scan("completed", result=RESULT)])
+    api.get("/scans/scan_1").mock(
+        side_effect=[
+            httpx.Response(429, headers={"Retry-After": "60"}, json={}),
+            httpx.Response(429, json={}),  # no Retry-After: the guide's 60 s default
+            scan("completed", result=RESULT),
+        ]
+    )
     api.post("/scans").mock(return_value=httpx.Response(201, json={"id": "scan_1"}))
     ref = await shared_client(creds).submit(REQUEST)
     start = clock.time()

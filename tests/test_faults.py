@@ -41,7 +41,6 @@ from prefect.states import Failed
 from typing_extensions import Self  # typing.Self is Python 3.11+
 
 from flows.generic_jobs import simulator_generic_api
-from prefect_pollers.client import shared_client
 from prefect_pollers import (
     ApixoCredentials,
     ExonaCredentials,
@@ -57,6 +56,7 @@ from prefect_pollers import (
     TwynCredentials,
     WaitTimeoutError,
 )
+from prefect_pollers.client import shared_client
 from prefect_pollers.simulator import FaultRule, SimulatorConfig
 from prefect_pollers.tasks import retry_wait_when_transient, wait_for_job
 
@@ -94,11 +94,17 @@ def fault_rules() -> list[FaultRule]:
 
 def sim_config() -> SimulatorConfig:
     return SimulatorConfig(
-        time_scale=SCALE, seed=SEED, faults=fault_rules(),
-        failure_rate=0.08, never_finish_rate=0.02,
-        modelroute_cancel_rate=0.04, modelroute_expire_rate=0.04, generic_timeout_rate=0.04,
+        time_scale=SCALE,
+        seed=SEED,
+        faults=fault_rules(),
+        failure_rate=0.08,
+        never_finish_rate=0.02,
+        modelroute_cancel_rate=0.04,
+        modelroute_expire_rate=0.04,
+        generic_timeout_rate=0.04,
         rate_limit=100_000,  # the rate-limit gate is tested elsewhere; here, faults only
-        twyn_config_duration=(60, 90), twyn_simulation_duration=(120, 160),
+        twyn_config_duration=(60, 90),
+        twyn_simulation_duration=(120, 160),
         twyn_analysis_duration=(60, 90),
     )
 
@@ -143,8 +149,11 @@ class Job:
     wait_attempts: int = 0
 
 
-_OUTCOME = {JobFailedError: JobState.FAILED, JobCancelledError: JobState.CANCELLED,
-            JobExpiredError: JobState.EXPIRED}
+_OUTCOME = {
+    JobFailedError: JobState.FAILED,
+    JobCancelledError: JobState.CANCELLED,
+    JobExpiredError: JobState.EXPIRED,
+}
 
 
 async def submit(creds: JobApiCredentials, job: Job, body: dict[str, Any]) -> None:
@@ -186,14 +195,15 @@ async def wait(creds: JobApiCredentials, job: Job) -> None:
         await asyncio.sleep(RETRY_PAUSE_S)
 
 
-async def one(creds: JobApiCredentials, job: Job, body: dict[str, Any],
-              submits: asyncio.Semaphore) -> None:
+async def one(
+    creds: JobApiCredentials, job: Job, body: dict[str, Any], submits: asyncio.Semaphore
+) -> None:
     try:
         async with submits:  # a real client does not open hundreds of connections at once
             await submit(creds, job, body)
         if job.ref is not None:
             await wait(creds, job)
-    except Exception as exc:  # noqa: BLE001 - recorded, and the test fails on it
+    except Exception as exc:
         job.other = exc
 
 
@@ -233,13 +243,20 @@ async def test_faults_over_hundreds_of_concurrent_jobs_lose_nothing_and_submit_o
     sim.state.config = sim_config()
     sim.state.reset()
     creds = blocks(sim)
-    jobs = [Job(provider, f"fault-{provider}-{i}")
-            for i in range(JOBS_PER_PROVIDER) for provider in creds]
+    jobs = [
+        Job(provider, f"fault-{provider}-{i}")
+        for i in range(JOBS_PER_PROVIDER)
+        for provider in creds
+    ]
     submits = asyncio.Semaphore(SUBMITS_AT_ONCE)
     started = time.monotonic()
     with LoopLag() as lag:
-        await asyncio.gather(*(one(creds[job.provider], job, request(job.provider, i), submits)
-                               for i, job in enumerate(jobs)))
+        await asyncio.gather(
+            *(
+                one(creds[job.provider], job, request(job.provider, i), submits)
+                for i, job in enumerate(jobs)
+            )
+        )
     elapsed = time.monotonic() - started
     await asyncio.sleep(SLOW_S)  # a slow submit creates its job after the client gave up
     stats, now = quiescent_stats(sim)
@@ -275,8 +292,10 @@ async def test_faults_over_hundreds_of_concurrent_jobs_lose_nothing_and_submit_o
             if created and not safe:
                 said_maybe += 1
         if len(orphans) > said_maybe:
-            problems.append(f"{provider}: {len(orphans)} jobs whose id the client never learned, "
-                            f"only {said_maybe} announced by a submit error")
+            problems.append(
+                f"{provider}: {len(orphans)} jobs whose id the client never learned, "
+                f"only {said_maybe} announced by a submit error"
+            )
             lost += len(orphans) - said_maybe
         never_learned += len(orphans)
         left_unseen = sum(1 for s in orphans if s.end <= now and not s.observed)
@@ -291,10 +310,14 @@ async def test_faults_over_hundreds_of_concurrent_jobs_lose_nothing_and_submit_o
             truth = sim_jobs[job.ref.job_id]
             true_state = block.contract().status_map.classify(truth.terminal)[0]
             if job.outcome is not None and (truth.end == math.inf or job.outcome != true_state):
-                problems.append(f"{job.key}: client saw {job.outcome.value}, the job "
-                                f"{'never ends' if truth.end == math.inf else truth.terminal}")
+                problems.append(
+                    f"{job.key}: client saw {job.outcome.value}, the job "
+                    f"{'never ends' if truth.end == math.inf else truth.terminal}"
+                )
             if job.outcome is not None and not truth.observed:
-                problems.append(f"{job.key}: outcome {job.outcome.value} never sent by the simulator")
+                problems.append(
+                    f"{job.key}: outcome {job.outcome.value} never sent by the simulator"
+                )
             if job.outcome is None and not isinstance(job.error, PollerError):
                 problems.append(f"{job.key}: neither an outcome nor a typed error")
             if truth.end <= now and not truth.observed:
@@ -305,8 +328,10 @@ async def test_faults_over_hundreds_of_concurrent_jobs_lose_nothing_and_submit_o
                     lost += 1
             bound = job.interval + TIMEOUT_S + lag.max + 0.05
             if job.overshoot > bound:
-                problems.append(f"{job.key}: wait ended {job.overshoot:.3f} s after its "
-                                f"{job.deadline:g} s deadline (bound {bound:.3f} s)")
+                problems.append(
+                    f"{job.key}: wait ended {job.overshoot:.3f} s after its "
+                    f"{job.deadline:g} s deadline (bound {bound:.3f} s)"
+                )
 
     unobserved = sum(s["unobserved_terminal_jobs"] for s in stats.values())
     faults: Counter[str] = Counter()
@@ -315,18 +340,26 @@ async def test_faults_over_hundreds_of_concurrent_jobs_lose_nothing_and_submit_o
         faults.update(provider_stats["faults_injected"])
         sim_outcomes.update(provider_stats["outcomes"])
     client_outcomes = Counter(
-        j.outcome.value if j.outcome else
-        "timed_out" if isinstance(j.error, WaitTimeoutError) else
-        f"{'submit' if j.submit_error else 'wait'}:{type(j.error or j.submit_error).__name__}"
-        for j in jobs)
+        j.outcome.value
+        if j.outcome
+        else "timed_out"
+        if isinstance(j.error, WaitTimeoutError)
+        else f"{'submit' if j.submit_error else 'wait'}:{type(j.error or j.submit_error).__name__}"
+        for j in jobs
+    )
     summary = {
-        "jobs": len(jobs), "elapsed_s": round(elapsed, 1), "loop_lag_max_s": round(lag.max, 3),
-        "faults_injected": dict(sorted(faults.items())), "faults_total": sum(faults.values()),
+        "jobs": len(jobs),
+        "elapsed_s": round(elapsed, 1),
+        "loop_lag_max_s": round(lag.max, 3),
+        "faults_injected": dict(sorted(faults.items())),
+        "faults_total": sum(faults.values()),
         "client_outcomes": dict(sorted(client_outcomes.items())),
         "simulator_outcomes": dict(sorted(sim_outcomes.items())),
         "submits": sum(s["submits"] for s in stats.values()),
         "duplicates": sum(s["duplicate_submits"] for s in stats.values()),
-        "ids_never_learned": never_learned, "unobserved_terminal_jobs": unobserved, "of_which_announced_by_an_error": announced,
+        "ids_never_learned": never_learned,
+        "unobserved_terminal_jobs": unobserved,
+        "of_which_announced_by_an_error": announced,
         "lost": lost,
         "max_overshoot_s": round(max(j.overshoot for j in jobs if j.ref), 3),
         "wait_retries": sum(max(0, j.wait_attempts - 1) for j in jobs),
@@ -338,4 +371,9 @@ async def test_faults_over_hundreds_of_concurrent_jobs_lose_nothing_and_submit_o
     assert problems == []
     assert all(s["duplicate_submits"] == 0 for s in stats.values())
     assert lost == 0 and unobserved == unseen == announced  # the counter agrees, job by job
-    assert len(jobs) >= 200 and set(faults) == {*_5XX, *_REPLACING, *_RESHAPING, "reset_after_create"}
+    assert len(jobs) >= 200 and set(faults) == {
+        *_5XX,
+        *_REPLACING,
+        *_RESHAPING,
+        "reset_after_create",
+    }

@@ -11,6 +11,7 @@ block document). It must be found nowhere.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import pickle
 import traceback
@@ -43,7 +44,6 @@ from flows.execution_batch import execution_batch
 from flows.generation_grid import generation_grid
 from flows.generic_jobs import generic_jobs, simulator_generic_api
 from flows.scenario_sweep import scenario_sweep
-from prefect_pollers.client import shared_client
 from prefect_pollers import (
     ApixoCredentials,
     AuthenticationError,
@@ -53,6 +53,7 @@ from prefect_pollers import (
     TwynCredentials,
     run_job,
 )
+from prefect_pollers.client import shared_client
 from prefect_pollers.simulator import SimulatorConfig
 from tests.constants import SIM_SCALE
 
@@ -66,30 +67,55 @@ def make_block(provider: str, sim, key: str) -> JobApiCredentials:
     base_url = sim.base_url(provider)
     if provider == "generic":
         return simulator_generic_api(base_url, key, policy_scale=SIM_SCALE)
-    block_type = {"exona": ExonaCredentials, "twyn": TwynCredentials,
-                  "apixo": ApixoCredentials, "modelroute": ModelRouteCredentials}[provider]
+    block_type = {
+        "exona": ExonaCredentials,
+        "twyn": TwynCredentials,
+        "apixo": ApixoCredentials,
+        "modelroute": ModelRouteCredentials,
+    }[provider]
     return block_type(api_key=key, base_url=base_url, policy_scale=SIM_SCALE)
 
 
 # provider -> how to run its example flow with a block (a job of each run fails)
 FLOWS: dict[str, Callable[[Any], Awaitable[Any]]] = {
     "exona": lambda creds, **kw: batch_scans(
-        companies=[{"company_name": "Acme AI Ltd", "company_website": "https://acme.ai"},
-                   {"company_name": "Ghost", "company_website": "https://ghost.invalid"}],
-        credentials=creds, artifact_key=f"secrets-exona-{uuid.uuid4().hex[:8]}", **kw),
+        companies=[
+            {"company_name": "Acme AI Ltd", "company_website": "https://acme.ai"},
+            {"company_name": "Ghost", "company_website": "https://ghost.invalid"},
+        ],
+        credentials=creds,
+        artifact_key=f"secrets-exona-{uuid.uuid4().hex[:8]}",
+        **kw,
+    ),
     "twyn": lambda creds, **kw: scenario_sweep(
-        scenarios=["heatwave", "will-fail"], grid={"days": [1]}, credentials=creds,
-        artifact_key=f"secrets-twyn-{uuid.uuid4().hex[:8]}", **kw),
+        scenarios=["heatwave", "will-fail"],
+        grid={"days": [1]},
+        credentials=creds,
+        artifact_key=f"secrets-twyn-{uuid.uuid4().hex[:8]}",
+        **kw,
+    ),
     "apixo": lambda creds, **kw: generation_grid(
-        prompts=["a fox", "fail me"], models=["nano-banana"], credentials=creds,
-        artifact_key=f"secrets-apixo-{uuid.uuid4().hex[:8]}", **kw),
+        prompts=["a fox", "fail me"],
+        models=["nano-banana"],
+        credentials=creds,
+        artifact_key=f"secrets-apixo-{uuid.uuid4().hex[:8]}",
+        **kw,
+    ),
     "modelroute": lambda creds, **kw: execution_batch(
-        executions=[{"model": "image-gen", "input": {"prompt": "a fox"}},
-                    {"model": "fail-model", "input": {}}],
-        credentials=creds, artifact_key=f"secrets-modelroute-{uuid.uuid4().hex[:8]}", **kw),
+        executions=[
+            {"model": "image-gen", "input": {"prompt": "a fox"}},
+            {"model": "fail-model", "input": {}},
+        ],
+        credentials=creds,
+        artifact_key=f"secrets-modelroute-{uuid.uuid4().hex[:8]}",
+        **kw,
+    ),
     "generic": lambda creds, **kw: generic_jobs(
         jobs=[{"kind": "render", "params": {"n": 1}}, {"kind": "fail-export", "params": {}}],
-        api=creds, artifact_key=f"secrets-generic-{uuid.uuid4().hex[:8]}", **kw),
+        api=creds,
+        artifact_key=f"secrets-generic-{uuid.uuid4().hex[:8]}",
+        **kw,
+    ),
 }
 
 
@@ -113,9 +139,13 @@ class Haystack:
             self.add_exception(f"{where} cause", exc.__cause__)
 
     def add_block(self, where: str, block: JobApiCredentials) -> None:
-        for form, text in (("repr", repr(block)), ("str", str(block)),
-                           ("json", block.model_dump_json()), ("dump", block.model_dump()),
-                           ("dump-json-mode", block.model_dump(mode="json"))):
+        for form, text in (
+            ("repr", repr(block)),
+            ("str", str(block)),
+            ("json", block.model_dump_json()),
+            ("dump", block.model_dump()),
+            ("dump-json-mode", block.model_dump(mode="json")),
+        ):
             self.add(f"{where} {form}", text)
 
     def where(self, needle: str) -> list[str]:
@@ -131,22 +161,30 @@ async def read_back(hay: Haystack, flow_run_ids: list[UUID]) -> None:
     async with get_client() as client:
         offset = 0
         while page := await client.read_logs(
-                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=flow_run_ids)),
-                limit=200, offset=offset):
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=flow_run_ids)),
+            limit=200,
+            offset=offset,
+        ):
             hay.add("api logs", "\n".join(f"{log.name} {log.message}" for log in page))
             offset += len(page)
         for flow_run_id in flow_run_ids:
             hay.add("flow run", (await client.read_flow_run(flow_run_id)).model_dump_json())
         task_runs = await client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=flow_run_ids)))
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=flow_run_ids))
+        )
         hay.add("task runs", "\n".join(t.model_dump_json() for t in task_runs))
-        artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=flow_run_ids)))
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=flow_run_ids))
+        )
         hay.add("artifacts", "\n".join(a.model_dump_json() for a in artifacts))
     storage = Path(get_current_settings().results.local_storage_path)
-    for path in sorted(storage.rglob("*")) if storage.exists() else []:
-        if path.is_file():
-            add_result_file(hay, path)
+    for path in await asyncio.to_thread(result_files, storage):
+        add_result_file(hay, path)
+
+
+def result_files(storage: Path) -> list[Path]:
+    """Every file in the result storage directory (none if it does not exist)."""
+    return sorted(p for p in storage.rglob("*") if p.is_file()) if storage.exists() else []
 
 
 def add_result_file(hay: Haystack, path: Path) -> None:
@@ -155,7 +193,7 @@ def add_result_file(hay: Haystack, path: Path) -> None:
     hay.add(f"result file {path.name}", data)
     try:
         record = ResultRecord.deserialize(data)
-    except Exception:  # noqa: BLE001 - not a result record: its raw bytes are enough
+    except Exception:
         return
     hay.add(f"result {path.name}", repr(record.result))
     hay.add(f"result pickle {path.name}", pickle.dumps(record.result))
@@ -164,8 +202,14 @@ def add_result_file(hay: Haystack, path: Path) -> None:
 @pytest.fixture
 def hay(caplog, monkeypatch) -> Haystack:
     """A haystack that also gets every log record (DEBUG up) and every job event."""
-    for name in ("", "prefect.flow_runs", "prefect.task_runs", "prefect_pollers", "httpx",
-                 "httpcore"):
+    for name in (
+        "",
+        "prefect.flow_runs",
+        "prefect.task_runs",
+        "prefect_pollers",
+        "httpx",
+        "httpcore",
+    ):
         caplog.set_level(logging.DEBUG, logger=name)
     haystack = Haystack()
     original = events_module.emit_event
@@ -181,15 +225,21 @@ def hay(caplog, monkeypatch) -> Haystack:
 def add_logs(hay: Haystack, caplog) -> None:
     """Add every captured log record, formatted (with tracebacks) and as its message."""
     hay.add("captured logs", caplog.text)
-    hay.add("captured records", "\n".join(
-        f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records))
+    hay.add(
+        "captured records",
+        "\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records),
+    )
 
 
 def accept_sentinel(sim) -> None:
     sim.state.config = SimulatorConfig(
-        time_scale=SIM_SCALE, seed=4, api_key=SENTINEL,
-        twyn_config_duration=(10, 20), twyn_simulation_duration=(20, 40),
-        twyn_analysis_duration=(10, 20))
+        time_scale=SIM_SCALE,
+        seed=4,
+        api_key=SENTINEL,
+        twyn_config_duration=(10, 20),
+        twyn_simulation_duration=(20, 40),
+        twyn_analysis_duration=(10, 20),
+    )
 
 
 @pytest.mark.parametrize("provider", list(FLOWS))
@@ -225,8 +275,11 @@ async def test_a_failing_flow_and_its_exception_leave_the_key_nowhere(sim, hay, 
 
     @flow
     async def scan_one(credentials: ExonaCredentials) -> Any:
-        return await run_job(credentials, {"company_name": "Acme", "company_website": "acme.ai"},
-                             idempotency_key=f"secret-{uuid.uuid4()}")
+        return await run_job(
+            credentials,
+            {"company_name": "Acme", "company_website": "acme.ai"},
+            idempotency_key=f"secret-{uuid.uuid4()}",
+        )
 
     state = await scan_one(wrong, return_state=True)
     assert state.is_failed()
@@ -256,7 +309,8 @@ async def test_a_saved_block_and_its_document_leave_the_key_nowhere(sim, hay, ca
     hay.add("returned rows", [row.model_dump_json() for row in rows])
     async with get_client() as client:
         document = await client.read_block_document_by_name(
-            name, "exona-credentials", include_secrets=False)
+            name, "exona-credentials", include_secrets=False
+        )
     hay.add("block document", document.model_dump_json())
     await read_back(hay, [state.state_details.flow_run_id])
     add_logs(hay, caplog)
@@ -266,15 +320,19 @@ async def test_a_saved_block_and_its_document_leave_the_key_nowhere(sim, hay, ca
 
 async def test_a_provider_echoing_the_key_in_its_error_does_not_leak_it(hay, caplog):
     """Some APIs quote the key they refused; the error built from their message must not."""
-    creds = ExonaCredentials(api_key=SENTINEL, base_url="https://echo.test/api/v1",
-                             policy_scale=SIM_SCALE)
+    creds = ExonaCredentials(
+        api_key=SENTINEL, base_url="https://echo.test/api/v1", policy_scale=SIM_SCALE
+    )
     body = {"error": {"code": "unauthorized", "message": f"API key {SENTINEL} is revoked"}}
     with respx.mock(assert_all_called=False) as mock:
         route = mock.post("https://echo.test/api/v1/scans").mock(
-            return_value=httpx.Response(401, json=body))
+            return_value=httpx.Response(401, json=body)
+        )
         mock.route().pass_through()  # the Prefect API
         with pytest.raises(AuthenticationError) as info:
-            await shared_client(creds).submit({"company_name": "Acme", "company_website": "acme.ai"})
+            await shared_client(creds).submit(
+                {"company_name": "Acme", "company_website": "acme.ai"}
+            )
         hay.add_exception("exception", info.value)
         state = await FLOWS["exona"](creds, return_state=True)
         rows = await state.aresult()

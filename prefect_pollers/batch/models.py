@@ -90,11 +90,22 @@ class BatchOutcome(BaseModel, Generic[ResultT]):
     @classmethod
     def succeeded(cls, item: BatchItem, result: ResultT) -> BatchOutcome[ResultT]:
         """The outcome of a job that returned ``result``."""
-        return cls(label=item.label, key=item.key, outcome=Outcome.SUCCEEDED,
-                   job_id=result.job_id, result=result)
+        return cls(
+            label=item.label,
+            key=item.key,
+            outcome=Outcome.SUCCEEDED,
+            job_id=result.job_id,
+            result=result,
+        )
 
     @classmethod
     def failed(cls, item: BatchItem, error: PollerError) -> BatchOutcome[ResultT]:
         """The outcome of a job that ended in ``error``."""
-        return cls(label=item.label, key=item.key, outcome=Outcome.of_error(error),
-                   job_id=error.job_id, error=str(error), error_type=type(error).__name__)
+        return cls(
+            label=item.label,
+            key=item.key,
+            outcome=Outcome.of_error(error),
+            job_id=error.job_id,
+            error=str(error),
+            error_type=type(error).__name__,
+        )

@@ -42,7 +42,8 @@ class BatchProgress:
             if done <= self.sent or self.artifact_id is None:
                 return
             await aupdate_progress_artifact(
-                self.artifact_id, progress=100.0 * done / self.total,
+                self.artifact_id,
+                progress=100.0 * done / self.total,
                 description=f"{self.title}: {done} of {self.total} jobs finished",
             )
             self.sent = done

@@ -82,7 +82,9 @@ def parse_items(credentials: JobApiCredentials[Any], items: Sequence[BatchItem])
             continue
         parsed.append(item.model_copy(update={"request": request}))
     if problems:
-        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if problems[5:] else "")
+        shown = "; ".join(problems[:5]) + (
+            f"; and {len(problems) - 5} more" if problems[5:] else ""
+        )
         raise InvalidRequestError(
             f"batch refused, nothing was submitted: {len(problems)} of {len(items)} "
             f"items invalid: {shown}",
@@ -119,8 +121,11 @@ else:  # not subscriptable at run time before Python 3.11
 
 
 class _InfoAsDebug(_LoggerAdapter):
-    """Logs each job's INFO lines at DEBUG: in a batch of thousands, per-job visibility
-    comes from the job events and the table artifact; warnings stay warnings."""
+    """Logs each job's INFO lines at DEBUG; warnings stay warnings.
+
+    In a batch of thousands, per-job visibility comes from the job events and the
+    table artifact.
+    """
 
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
         super().log(logging.DEBUG if level == logging.INFO else level, msg, *args, **kwargs)
@@ -191,7 +196,9 @@ async def run_batch_in_one_task(
         ref = await submit_once(credentials, item, store)
         with tracked(credentials, ref):
             return await client.wait_for_result(
-                ref, policy, logger=logger,
+                ref,
+                policy,
+                logger=logger,
                 on_change=lambda old, new: emit_state_change(old, new, ref.provider),
             )
 
@@ -236,9 +243,12 @@ async def run_batch(
         outcomes = await run_batch_in_one_task(credentials, parsed, concurrency, policy, title)
     else:
         outcomes = await _gather_bounded(
-            parsed, concurrency, title,
-            lambda item: run_job(credentials, item.request, idempotency_key=item.key,
-                                 policy=policy),
+            parsed,
+            concurrency,
+            title,
+            lambda item: run_job(
+                credentials, item.request, idempotency_key=item.key, policy=policy
+            ),
         )
     counts = Counter(outcome.outcome.value for outcome in outcomes)
     get_run_logger().info(

@@ -33,9 +33,11 @@ class SystemClock:
     """Wall-clock time and ``asyncio.sleep``."""
 
     def time(self) -> float:
+        """Seconds since the epoch, from the wall clock."""
         return time.time()
 
     async def sleep(self, seconds: float) -> None:
+        """``asyncio.sleep`` (never negative)."""
         await asyncio.sleep(max(0.0, seconds))
 
 
@@ -57,6 +59,7 @@ class VirtualClock:
         self._driver: asyncio.Task[None] | None = None
 
     def time(self) -> float:
+        """The virtual time, in epoch seconds."""
         return self._now
 
     def advance(self, seconds: float) -> None:
@@ -64,6 +67,7 @@ class VirtualClock:
         self._now += seconds
 
     async def sleep(self, seconds: float) -> None:
+        """Wake up when virtual time reaches now + ``seconds``."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         heapq.heappush(self._sleepers, (self._now + max(0.0, seconds), next(self._counter), future))

@@ -117,9 +117,7 @@ class InvalidRequestError(BadRequestError):
 class JobNotFoundError(PollerError):
     """The status endpoint does not know the job id (HTTP 404 while polling)."""
 
-    advice = (
-        "Check the job id and the credentials' base_url; the job may belong to another account"
-    )
+    advice = "Check the job id and the credentials' base_url; the job may belong to another account"
 
 
 class MalformedResponseError(PollerError):

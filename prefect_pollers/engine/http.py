@@ -151,7 +151,10 @@ async def request_json(
     request = client.build_request(method, url, json=json, headers=headers)
     path = request.url.path
     where: dict[str, Any] = {
-        "provider": provider, "job_id": job_id, "path": path, "idempotency_key": idempotency_key,
+        "provider": provider,
+        "job_id": job_id,
+        "path": path,
+        "idempotency_key": idempotency_key,
     }
     try:
         response = await client.send(request)
@@ -182,7 +185,8 @@ async def request_json(
     if not isinstance(body, dict):
         raise MalformedResponseError(
             f"{provider} returned JSON {type(body).__name__}, expected an object",
-            may_have_created=creates, **where,
+            may_have_created=creates,
+            **where,
         )
     return JsonReply(body=body, status_code=status, hints=hints, path=path)
 
@@ -197,8 +201,10 @@ def _http_error(
     if status in (408, 425) or status >= 500:
         # 502 and 503 come from a proxy or an overloaded server that took nothing in.
         return TransientRequestError(
-            f"server error: {message}", retry_after=hints.retry_after,
-            may_have_created=creates and status not in (502, 503), **where,
+            f"server error: {message}",
+            retry_after=hints.retry_after,
+            may_have_created=creates and status not in (502, 503),
+            **where,
         )
     error_type: type[PollerError] = BadRequestError
     if status in (401, 403):

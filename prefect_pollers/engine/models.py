@@ -81,7 +81,9 @@ class JobStatus(BaseModel):
     def describe(self) -> str:
         """A short human description, e.g. ``running (PROCESSING_SIMULATION)``."""
         raw = self.phase or self.raw_status
-        return f"{self.state.value} ({raw})" if raw and raw != self.state.value else self.state.value
+        return (
+            f"{self.state.value} ({raw})" if raw and raw != self.state.value else self.state.value
+        )
 
 
 def _utcnow() -> datetime:

@@ -100,9 +100,7 @@ class PollPolicy(BaseModel):
                 "interval": self.interval * factor,
                 "max_interval": self.max_interval * factor,
                 "phase_intervals": {k: v * factor for k, v in self.phase_intervals.items()},
-                "phase_quiet_periods": {
-                    k: v * factor for k, v in self.phase_quiet_periods.items()
-                },
+                "phase_quiet_periods": {k: v * factor for k, v in self.phase_quiet_periods.items()},
                 "deadline": None if self.deadline is None else self.deadline * factor,
                 "min_interval": self.min_interval * factor,
                 "error_backoff": self.error_backoff * factor,

@@ -39,7 +39,9 @@ class StatusMap(BaseModel):
         for state, values in self._groups():
             for value in values:
                 if value in seen and seen[value] != state:
-                    raise ValueError(f"status {value!r} is listed as both {seen[value]} and {state}")
+                    raise ValueError(
+                        f"status {value!r} is listed as both {seen[value]} and {state}"
+                    )
                 seen[value] = state
         if not self.succeeded:
             raise ValueError("a status map needs at least one succeeded value")

@@ -39,18 +39,28 @@ def raise_for_outcome(status: JobStatus, *, provider: str) -> JobStatus:
     if status.state in _OUTCOMES:
         error_type, verb = _OUTCOMES[status.state]
         detail = " ".join(
-            part for part in (f"[{status.error_code}]" if status.error_code else "",
-                              status.error_message or "") if part
+            part
+            for part in (
+                f"[{status.error_code}]" if status.error_code else "",
+                status.error_message or "",
+            )
+            if part
         )
         message = f"job {verb} (provider status {status.raw_status!r})"
-        raise error_type(f"{message}: {detail}" if detail else message,
-                         status=status, provider=provider, job_id=status.job_id)
+        raise error_type(
+            f"{message}: {detail}" if detail else message,
+            status=status,
+            provider=provider,
+            job_id=status.job_id,
+        )
     return status
 
 
 def _changed(old: JobStatus | None, new: JobStatus) -> bool:
     return old is None or (old.state, old.phase, old.raw_status) != (
-        new.state, new.phase, new.raw_status
+        new.state,
+        new.phase,
+        new.raw_status,
     )
 
 
@@ -109,8 +119,7 @@ async def wait_for_terminal(
             warned.add(str(status.raw_status))
             log.warning("%s: unknown status %r, treated as running", label, status.raw_status)
         if _changed(last, status):
-            log.info("%s: %s%s", label,
-                     f"{last.describe()} -> " if last else "", status.describe())
+            log.info("%s: %s%s", label, f"{last.describe()} -> " if last else "", status.describe())
             if on_change is not None:
                 outcome = on_change(last, status)
                 if inspect.isawaitable(outcome):
@@ -127,7 +136,9 @@ async def wait_for_terminal(
         seen = f"; last status {last.describe()}" if last else "; no poll succeeded"
         return WaitTimeoutError(
             f"job not finished within the {policy.deadline:g} s deadline after {polls} polls{seen}",
-            last_status=last, provider=provider, job_id=job_id,
+            last_status=last,
+            provider=provider,
+            job_id=job_id,
         )
 
     if first_status is not None:
@@ -149,8 +160,10 @@ async def wait_for_terminal(
             status = await poll()
         except (TransientRequestError, MalformedResponseError) as exc:
             if isinstance(exc, RateLimitedError):
-                delay = max(exc.retry_after if exc.retry_after is not None
-                            else policy.rate_limit_default, policy.min_interval)
+                delay = max(
+                    exc.retry_after if exc.retry_after is not None else policy.rate_limit_default,
+                    policy.min_interval,
+                )
                 log.warning("%s: rate limited (HTTP 429), next poll in %.3g s", label, delay)
             else:
                 errors += 1
@@ -158,12 +171,20 @@ async def wait_for_terminal(
                     raise ProviderUnavailableError(
                         f"{errors} request errors in a row (error budget {policy.error_budget}); "
                         f"last: {exc.message}",
-                        provider=provider, job_id=job_id, path=exc.path,
+                        provider=provider,
+                        job_id=job_id,
+                        path=exc.path,
                         http_status=exc.http_status,
                     ) from exc
                 delay = error_delay(policy, errors, getattr(exc, "retry_after", None))
-                log.warning("%s: %s (error %d of %d), retrying in %.3g s",
-                            label, exc.message, errors, policy.error_budget, delay)
+                log.warning(
+                    "%s: %s (error %d of %d), retrying in %.3g s",
+                    label,
+                    exc.message,
+                    errors,
+                    policy.error_budget,
+                    delay,
+                )
             left = time_left()
             if left is not None and left <= 0:
                 raise timeout() from exc
@@ -179,5 +200,11 @@ async def wait_for_terminal(
         left = time_left()
         if left is not None and left <= 0:
             raise timeout()
-        delay = next_delay(policy, phase_polls, status, time_left=left,
-                           phase_elapsed=clock.time() - phase_started_at, rng=rng)
+        delay = next_delay(
+            policy,
+            phase_polls,
+            status,
+            time_left=left,
+            phase_elapsed=clock.time() - phase_started_at,
+            rng=rng,
+        )

@@ -1,4 +1,4 @@
-"""One module per provider (its block, request and result models, contract, preset) and the registry."""
+"""One module per provider (block, request and result models, contract, preset); the registry."""
 
 from prefect_pollers.providers.apixo import (
     ApixoCredentials,

@@ -63,8 +63,8 @@ class Provider(ABC):
     """Base class of the simulated providers.
 
     Subclasses set ``name`` (the provider's name in the registry, which says where
-    its routes are served: ``prefix``) and ``status_field`` (the path of the status value inside a status response), and
-    implement their routes and authentication.
+    its routes are served: ``prefix``) and ``status_field`` (the path of the status
+    value inside a status response), and implement their routes and authentication.
     """
 
     name: ClassVar[str]

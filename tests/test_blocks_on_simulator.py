@@ -2,85 +2,30 @@
 401, 422 and malformed bodies, with the provider's own preset (scaled to simulator time)."""
 
 import asyncio
-from collections.abc import Callable
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
 import pytest
 
-from flows.generic_jobs import simulator_generic_api
-from prefect_pollers.client import shared_client
 from prefect_pollers import (
     ApixoCredentials,
-    ApixoTaskRequest,
-    ApixoTaskResult,
     AuthenticationError,
     BadRequestError,
     ExonaCredentials,
-    ExonaScanRequest,
-    ExonaScanResult,
-    HttpJobResult,
     JobCancelledError,
     JobExpiredError,
     JobFailedError,
     MalformedResponseError,
-    ModelRouteCredentials,
-    ModelRouteExecutionRequest,
-    ModelRouteResult,
     PollPolicy,
     ProviderUnavailableError,
-    TwynCredentials,
-    TwynSimulationRequest,
-    TwynSimulationResult,
     WaitTimeoutError,
     apixo_policy,
 )
+from prefect_pollers.client import shared_client
 from prefect_pollers.simulator import FaultRule, SimulatorConfig
 from tests.constants import SIM_SCALE
+from tests.providers import PROVIDER_TABLE
 
-
-@dataclass
-class Case:
-    name: str
-    make: Callable[..., Any]
-    ok: Any
-    failing: Any
-    refused: Any  # passes our validation (or bypasses it), refused by the provider with 422
-    result_type: type
-    fail_code: str | None
-    sim_config: dict
-
-
-def _generic(base_url, api_key, policy_scale):
-    return simulator_generic_api(base_url, api_key, policy_scale=policy_scale)
-
-
-CASES = [
-    Case("exona", ExonaCredentials,
-         {"company_name": "Acme", "company_website": "https://acme.ai"},
-         {"company_name": "Ghost", "company_website": "https://ghost.invalid"},
-         ExonaScanRequest.model_construct(company_name="", company_website="https://a.ai"),
-         ExonaScanResult, "website_unreachable", {}),
-    Case("twyn", TwynCredentials, {"scenario": "heatwave", "config": {"days": 3}},
-         {"scenario": "always-fail"},
-         TwynSimulationRequest.model_construct(scenario="", config={}),
-         TwynSimulationResult, None,
-         {"twyn_config_duration": (20, 40), "twyn_simulation_duration": (40, 80),
-          "twyn_analysis_duration": (20, 40)}),
-    Case("apixo", ApixoCredentials, {"model": "nano-banana", "input": {"prompt": "a fox"}},
-         {"model": "nano-banana", "input": {"prompt": "please fail"}},
-         ApixoTaskRequest.model_construct(model="nano-banana", input={"prompt": ""},
-                                          request_type="async", callback_url=None),
-         ApixoTaskResult, "CONTENT_POLICY", {}),
-    Case("modelroute", ModelRouteCredentials, {"model": "image-gen", "input": {"prompt": "x"}},
-         None,  # failures come from the failure rate
-         ModelRouteExecutionRequest.model_construct(model="", input={}),
-         ModelRouteResult, None, {}),
-    Case("generic", _generic, {"kind": "render", "params": {"frames": 3}},
-         {"kind": "fail-render", "params": {}}, {"kind": "", "params": {}},
-         HttpJobResult, None, {}),
-]
+CASES = PROVIDER_TABLE
 IDS = [c.name for c in CASES]
 
 
@@ -88,8 +33,8 @@ def configure(sim, **fields):
     sim.state.config = SimulatorConfig(time_scale=SIM_SCALE, seed=3, **fields)
 
 
-def block(case: Case, sim, key="sim-key"):
-    return case.make(base_url=sim.base_url(case.name), api_key=key, policy_scale=SIM_SCALE)
+def block(case, sim, key="sim-key"):
+    return case.block(sim.base_url(case.name), key, policy_scale=SIM_SCALE)
 
 
 def stats(sim, case):
@@ -157,16 +102,21 @@ async def test_request_refused_by_provider_is_a_bad_request_after_one_call(sim, 
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-@pytest.mark.parametrize("kind", ["malformed_json", "empty", "html", "missing_field",
-                                  "mistyped_field"])
-async def test_malformed_status_bodies_exhaust_the_error_budget_as_typed_errors(
-        sim, case, kind):
-    configure(sim, **case.sim_config, faults=[
-        FaultRule(provider=case.name, route="status", kind=kind, first=20)])
+@pytest.mark.parametrize(
+    "kind", ["malformed_json", "empty", "html", "missing_field", "mistyped_field"]
+)
+async def test_malformed_status_bodies_exhaust_the_error_budget_as_typed_errors(sim, case, kind):
+    configure(
+        sim,
+        **case.sim_config,
+        faults=[FaultRule(provider=case.name, route="status", kind=kind, first=20)],
+    )
     creds = block(case, sim)
     ref = await shared_client(creds).submit(case.ok)
     with pytest.raises(ProviderUnavailableError) as info:
-        await shared_client(creds).wait(ref, PollPolicy(interval=1, error_budget=2, error_backoff=1))
+        await shared_client(creds).wait(
+            ref, PollPolicy(interval=1, error_budget=2, error_backoff=1)
+        )
     cause = info.value.__cause__
     assert isinstance(cause, (MalformedResponseError, Exception))
     assert cause.job_id == ref.job_id and cause.path and cause.http_status
@@ -204,6 +154,7 @@ async def test_modelroute_waits_sharing_a_block_stay_within_the_rate_limit(sim):
 async def test_apixo_picks_the_schedule_of_the_model():
     creds = ApixoCredentials(api_key="k", base_url="http://127.0.0.1:9")
     from prefect_pollers import JobRef
+
     policy = creds.default_policy(JobRef(provider="apixo", job_id="t", context={"model": "sora-2"}))
     assert (policy.initial_delay, policy.interval, policy.deadline) == (60, 15, 600)
     assert apixo_policy("unknown-model").interval == 5
@@ -224,10 +175,15 @@ async def test_twyn_phases_are_observed_in_order(sim):
     ref = await shared_client(creds).submit(case.ok)
     phases = []
     await shared_client(creds).wait(ref, on_change=lambda old, new: phases.append(new.raw_status))
-    expected = ["PROCESSING_CONFIG", "PROCESSING_SIMULATION", "PROCESSING_ANALYSIS",
-                "COMPLETED_ANALYSIS"]
-    assert [p for p in expected if p in phases] == phases[-len([p for p in expected
-                                                                 if p in phases]):]
+    expected = [
+        "PROCESSING_CONFIG",
+        "PROCESSING_SIMULATION",
+        "PROCESSING_ANALYSIS",
+        "COMPLETED_ANALYSIS",
+    ]
+    assert [p for p in expected if p in phases] == phases[
+        -len([p for p in expected if p in phases]) :
+    ]
     assert phases[-1] == "COMPLETED_ANALYSIS"
 
 
@@ -245,4 +201,5 @@ async def test_generic_cancel_aborts_the_remote_job(sim):
 async def test_providers_without_a_cancel_endpoint_say_so():
     creds = ExonaCredentials(api_key="k")
     from prefect_pollers import JobRef
+
     assert await shared_client(creds).cancel(JobRef(provider="exona", job_id="scan_1")) is False
