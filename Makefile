@@ -43,13 +43,14 @@ bench: install
 ui: install
 	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
 
-## The provider simulator on http://127.0.0.1:8765 (time x0.05, as the demo blocks expect).
+## The provider simulator on http://127.0.0.1:8765 (the demo's time scale, as the demo blocks expect).
 simulator: install
 	$(BIN)/prefect-pollers simulator --port 8765 --time-scale $(SIM_TIME_SCALE)
 
 # Scheduled deployments (README: "Scheduled deployments and the UI"). These targets talk
 # to PREFECT_API_URL, by default the `make ui` server.
-SIM_TIME_SCALE := 0.05
+# The demo's time scale lives in one place, the provider registry (0.05: a 60 s job takes 3 s).
+SIM_TIME_SCALE = $(shell $(BIN)/python -c 'from prefect_pollers.providers.registry import DEMO_TIME_SCALE; print(DEMO_TIME_SCALE)')
 POOL := pollers-process
 blocks pool deploy worker screenshot: export PREFECT_API_URL ?= http://127.0.0.1:4200/api
 .PHONY: blocks pool deploy worker screenshot

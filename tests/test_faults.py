@@ -40,10 +40,7 @@ import pytest
 from prefect.states import Failed
 from typing_extensions import Self  # typing.Self is Python 3.11+
 
-from flows.generic_jobs import simulator_generic_api
 from prefect_pollers import (
-    ApixoCredentials,
-    ExonaCredentials,
     JobApiCredentials,
     JobCancelledError,
     JobEndedError,
@@ -51,14 +48,13 @@ from prefect_pollers import (
     JobFailedError,
     JobRef,
     JobState,
-    ModelRouteCredentials,
     PollerError,
-    TwynCredentials,
     WaitTimeoutError,
 )
 from prefect_pollers.client import shared_client
 from prefect_pollers.simulator import FaultRule, SimulatorConfig
 from prefect_pollers.tasks import retry_wait_when_transient, wait_for_job
+from tests.providers import PROVIDER_TABLE
 
 pytestmark = pytest.mark.slow  # ~20 s: 250 jobs through every fault
 
@@ -110,13 +106,9 @@ def sim_config() -> SimulatorConfig:
 
 
 def blocks(sim) -> dict[str, JobApiCredentials]:
-    common = {"api_key": "sim-key", "policy_scale": SCALE, "timeout_s": TIMEOUT_S}
     return {
-        "exona": ExonaCredentials(base_url=sim.base_url("exona"), **common),
-        "twyn": TwynCredentials(base_url=sim.base_url("twyn"), **common),
-        "apixo": ApixoCredentials(base_url=sim.base_url("apixo"), **common),
-        "modelroute": ModelRouteCredentials(base_url=sim.base_url("modelroute"), **common),
-        "generic": simulator_generic_api(sim.base_url("generic"), **common),
+        p.name: p.block(sim.base_url(p.name), policy_scale=SCALE, timeout_s=TIMEOUT_S)
+        for p in PROVIDER_TABLE
     }
 
 
