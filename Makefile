@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 		$(PYTHON_EXE) -m venv $(VENV); }
 	@echo '*' > $(VENV)/.gitignore
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[simulator,test]' -c $(CONSTRAINTS)
+	$(BIN)/python -m pip install -q -e '.[simulator,webhooks,test]' -c $(CONSTRAINTS)
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -1,11 +1,12 @@
-"""The ``prefect-pollers`` command line."""
+"""The ``prefect-pollers`` command line: ``simulator`` and ``webhooks serve``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-SIMULATOR_EXTRA = "the simulator needs its extra: pip install 'prefect-pollers[simulator]'"
+SERVER_EXTRA = "the {command} command needs its extra: pip install 'prefect-pollers[{extra}]'"
+EXTRAS = {"simulator": "simulator", "webhooks": "webhooks"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,16 +15,20 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     try:
         from prefect_pollers.simulator.cli import add_simulator_command, run_simulator_cli
+        from prefect_pollers.webhooks.cli import add_webhooks_command, run_webhooks_cli
     except ModuleNotFoundError as exc:
         if exc.name not in ("uvicorn", "starlette"):
             raise
-        commands.add_parser("simulator", help=SIMULATOR_EXTRA, add_help=False)
-        parser.parse_known_args(argv)
-        parser.error(SIMULATOR_EXTRA)
+        wanted = argv if argv is not None else sys.argv[1:]
+        command = wanted[0] if wanted and wanted[0] in EXTRAS else "simulator"
+        parser.error(SERVER_EXTRA.format(command=command, extra=EXTRAS[command]))
     add_simulator_command(commands)
+    add_webhooks_command(commands)
     args = parser.parse_args(argv)
     if args.command == "simulator":
         return run_simulator_cli(args)
+    if args.command == "webhooks":
+        return run_webhooks_cli(args)
     parser.error(f"unknown command {args.command}")
 
 

@@ -22,6 +22,7 @@ import httpx
 from pydantic import BaseModel
 
 from prefect_pollers.engine import (
+    CallbackBinding,
     JobRef,
     JobStatus,
     JsonReply,
@@ -29,6 +30,7 @@ from prefect_pollers.engine import (
     PollerError,
     PollPolicy,
     RateLimitedError,
+    Wakeup,
     current_clock,
     request_json,
     wait_for_terminal,
@@ -36,7 +38,14 @@ from prefect_pollers.engine import (
 from prefect_pollers.engine.ratelimit import RateLimitGate
 from prefect_pollers.engine.wait import StateChangeHook
 from prefect_pollers.providers.base import JobApiCredentials, ResultT
+from prefect_pollers.providers.callbacks import CallbackCredentials
 from prefect_pollers.providers.contract import search
+from prefect_pollers.webhooks.urls import (
+    callback_url,
+    capability_token,
+    flow_run_segment,
+    new_nonce,
+)
 
 SUBMIT_ATTEMPTS = 4
 """Submit attempts in all when a failure surely created no job."""
@@ -71,6 +80,10 @@ class JobApiClient(Generic[ResultT]):
         # the queue times the connections (thousands queued there stall the loop).
         self._slots = asyncio.Semaphore(credentials.max_connections)
         self._api_key = credentials.api_key.get_secret_value()
+        secret = (
+            credentials.webhook_secret if isinstance(credentials, CallbackCredentials) else None
+        )
+        self._webhook_secret = secret.get_secret_value() if secret is not None else ""
         self._http = httpx.AsyncClient(
             base_url=credentials.base_url.rstrip("/") + "/",
             headers={"Accept": "application/json", **self.contract.auth_headers(self._api_key)},
@@ -162,7 +175,7 @@ class JobApiClient(Generic[ResultT]):
                     polling=polling,
                     creates=creates,
                     idempotency_key=idempotency_key,
-                    secrets=(self._api_key,),
+                    secrets=tuple(filter(None, (self._api_key, self._webhook_secret))),
                     now=clock.time(),
                 )
                 hints = reply.hints
@@ -175,7 +188,11 @@ class JobApiClient(Generic[ResultT]):
 
     # -- submit ---------------------------------------------------------------------------
     async def submit(
-        self, request: BaseModel | dict[str, Any], *, idempotency_key: str | None = None
+        self,
+        request: BaseModel | dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        flow_run_id: str | None = None,
     ) -> JobRef:
         """Submit one job and return its ref: the one retry layer of submits.
 
@@ -190,12 +207,15 @@ class JobApiClient(Generic[ResultT]):
                 as it is) or a dict of its fields.
             idempotency_key: Sent in the block's ``idempotency_header``, kept on
                 the ref and named in errors.
+            flow_run_id: The submitting flow run, named in the callback URL (when
+                the block's callbacks are on) so its callback events relate to it.
         """
         parsed = self.credentials.parse_request(request)
+        callback = self._callback_for(parsed, flow_run_id)
         clock = current_clock()
         for attempt in range(1, SUBMIT_ATTEMPTS + 1):
             try:
-                return await self._submit_once(parsed, idempotency_key)
+                return await self._submit_once(parsed, idempotency_key, callback)
             except PollerError as exc:
                 if not exc.retryable or exc.may_have_created or attempt == SUBMIT_ATTEMPTS:
                     raise
@@ -213,8 +233,37 @@ class JobApiClient(Generic[ResultT]):
                 await clock.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _submit_once(self, request: BaseModel, idempotency_key: str | None) -> JobRef:
-        method, path, body = self.contract.submit_request(request)
+    def _callback_for(
+        self, request: BaseModel, flow_run_id: str | None
+    ) -> tuple[CallbackBinding, str] | None:
+        """The callback binding and URL of a submit, when the block's callbacks are on."""
+        credentials = self.credentials
+        if not isinstance(credentials, CallbackCredentials) or not credentials.wants_callback(
+            request
+        ):
+            return None
+        spec = credentials.callback_spec()
+        base_url = credentials.callback_base_url
+        if spec is None or base_url is None:
+            return None
+        segment = flow_run_segment(flow_run_id)
+        if spec.scheme == "standard-webhooks":
+            binding = CallbackBinding(flow_run=segment)
+            return binding, callback_url(base_url, self.provider, flow_run_id)
+        nonce = new_nonce()
+        token = capability_token(self._webhook_secret, self.provider, segment, nonce)
+        binding = CallbackBinding(flow_run=segment, nonce=nonce)
+        return binding, callback_url(base_url, self.provider, flow_run_id, token)
+
+    async def _submit_once(
+        self,
+        request: BaseModel,
+        idempotency_key: str | None,
+        callback: tuple[CallbackBinding, str] | None = None,
+    ) -> JobRef:
+        method, path, body = self.contract.submit_request(
+            request, callback_url=callback[1] if callback else None
+        )
         header = self.credentials.idempotency_header
         reply = await self.request(
             method,
@@ -245,6 +294,7 @@ class JobApiClient(Generic[ResultT]):
             idempotency_key=idempotency_key,
             context=self.contract.context_of(request),
             submitted_status=status if status is not None and status.state.terminal else None,
+            callback=callback[0] if callback else None,
         )
 
     # -- poll and wait --------------------------------------------------------------------
@@ -268,6 +318,7 @@ class JobApiClient(Generic[ResultT]):
         *,
         logger: Logger | None = None,
         on_change: StateChangeHook | None = None,
+        wakeup: Wakeup | None = None,
     ) -> JobStatus:
         """Poll ``ref`` until it is terminal; see :func:`wait_for_terminal`.
 
@@ -277,6 +328,8 @@ class JobApiClient(Generic[ResultT]):
                 scaled by the block's ``policy_scale``.
             logger: Where state changes and polls are logged.
             on_change: Called on every change of state or phase.
+            wakeup: Set by the job's callback (:mod:`prefect_pollers.webhooks`):
+                polls then keep to the policy's safety cadence.
         """
         chosen = self.credentials.effective_policy(ref, policy)
         started_at = ref.submitted_at.timestamp()
@@ -290,6 +343,7 @@ class JobApiClient(Generic[ResultT]):
             first_status=ref.submitted_status,
             logger=logger,
             on_change=on_change,
+            wakeup=wakeup,
         )
 
     async def fetch_result(self, ref: JobRef, status: JobStatus | None = None) -> ResultT:
@@ -332,6 +386,7 @@ class JobApiClient(Generic[ResultT]):
         *,
         logger: Logger | None = None,
         on_change: StateChangeHook | None = None,
+        wakeup: Wakeup | None = None,
     ) -> ResultT:
         """Wait for ``ref`` to end and return its typed result: the one wait-then-fetch path.
 
@@ -340,7 +395,7 @@ class JobApiClient(Generic[ResultT]):
             WaitTimeoutError: the deadline passed first.
             ProviderUnavailableError: the provider stayed unreachable.
         """
-        status = await self.wait(ref, policy, logger=logger, on_change=on_change)
+        status = await self.wait(ref, policy, logger=logger, on_change=on_change, wakeup=wakeup)
         return await self.fetch_result(ref, status)
 
     async def cancel(self, ref: JobRef) -> bool:

@@ -86,3 +86,45 @@ def emit_state_change(old: JobStatus | None, new: JobStatus, provider: str) -> N
             "error_message": new.error_message,
         },
     )
+
+
+CALLBACK_EVENT = f"{EVENT_PREFIX}.callback"
+"""The event a webhook receiver emits for each verified callback."""
+
+
+def emit_callback(
+    *,
+    provider: str,
+    job_id: str,
+    flow_run: str | None,
+    delivery_id: str,
+    nonce: str | None,
+    status: JobStatus | None,
+) -> None:
+    """Emit ``prefect-pollers.job.callback`` for a verified callback.
+
+    The event is on the job's resource and related to the flow run named in the
+    callback URL, so the waiting process (subscribed to its flow run's callbacks)
+    gets it. It carries the token's nonce (not a secret) and, for blocks that trust
+    signed callbacks, the callback's status; never the token or a signature.
+    """
+    related = []
+    if flow_run:
+        related.append(
+            {
+                "prefect.resource.id": f"prefect.flow-run.{flow_run}",
+                "prefect.resource.role": "flow-run",
+            }
+        )
+    emit_event(
+        event=CALLBACK_EVENT,
+        resource=_job_resource(provider, job_id),
+        related=related,
+        payload={
+            "provider": provider,
+            "job_id": job_id,
+            "delivery_id": delivery_id,
+            "nonce": nonce,
+            "status": status.model_dump(mode="json") if status is not None else None,
+        },
+    )

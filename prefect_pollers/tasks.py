@@ -12,6 +12,11 @@
   unreachable past the error budget) Prefect retries it with exponential backoff:
   the retry re-attaches to the same job, whose deadline still counts from submission.
 - :func:`run_job` does both.
+
+With a block's callbacks on (:mod:`prefect_pollers.webhooks`), the submit sends the
+receiver's URL for the job, and the wait is woken by its callback (in this process,
+or from another through Prefect's event stream), polling only at the policy's slow
+safety cadence until then.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
 from prefect.states import aget_state_exception
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel
@@ -33,6 +39,7 @@ from prefect_pollers.engine import JobRef, PollerError, PollPolicy
 from prefect_pollers.events import announce_submitted, emit_state_change
 from prefect_pollers.idempotency import default_scope, record_key, request_digest
 from prefect_pollers.providers.base import JobApiCredentials, ResultT
+from prefect_pollers.webhooks.subscription import callback_wakeup, listening_for_submit
 
 
 def submit_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -97,7 +104,12 @@ async def submit_job(
         PollerError: the submit failed; ``may_have_created`` says whether the job
             may exist all the same (the message then names the idempotency key).
     """
-    ref = await shared_client(credentials).submit(request, idempotency_key=idempotency_key)
+    parsed = credentials.parse_request(request)
+    flow_run_id = flow_run.get_id()
+    async with listening_for_submit(credentials, parsed, flow_run_id):
+        ref = await shared_client(credentials).submit(
+            parsed, idempotency_key=idempotency_key, flow_run_id=flow_run_id
+        )
     announce_submitted(credentials, ref)
     return ref
 
@@ -131,12 +143,14 @@ async def wait_for_job(
         ProviderUnavailableError: the provider stayed unreachable (retried by Prefect).
     """
     with tracked(credentials, job):
-        return await shared_client(credentials).wait_for_result(
-            job,
-            policy,
-            logger=get_run_logger(),
-            on_change=lambda old, new: emit_state_change(old, new, job.provider),
-        )
+        async with callback_wakeup(job) as wakeup:
+            return await shared_client(credentials).wait_for_result(
+                job,
+                policy,
+                logger=get_run_logger(),
+                on_change=lambda old, new: emit_state_change(old, new, job.provider),
+                wakeup=wakeup,
+            )
 
 
 async def run_job(

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from prefect_pollers.serving import bind_socket
 from prefect_pollers.simulator import (
     ManualClock,
     RealClock,
@@ -26,7 +27,6 @@ from prefect_pollers.simulator import (
 )
 from prefect_pollers.simulator.cli import add_simulator_command, build_config, run_simulator_cli
 from prefect_pollers.simulator.jobs import NEVER, Job
-from prefect_pollers.simulator.runner import bind_socket
 from prefect_pollers.simulator.stats import JobLedger
 from prefect_pollers.simulator.wire import format_seconds
 from tests.sim_client import BEARER, SCAN, SCANS, simulator

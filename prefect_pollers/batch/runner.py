@@ -34,6 +34,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
 from prefect.results import ResultStore, get_result_store
+from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
 from prefect_pollers.batch.models import BatchItem, BatchOutcome
@@ -45,6 +46,7 @@ from prefect_pollers.events import announce_submitted, emit_state_change
 from prefect_pollers.idempotency import record_key
 from prefect_pollers.providers.base import JobApiCredentials, ResultT
 from prefect_pollers.tasks import retry_wait_when_transient, run_job
+from prefect_pollers.webhooks.subscription import callback_wakeup, listening_for_submit
 
 PER_JOB_LIMIT = 100
 """The largest batch that ``task_runs="auto"`` runs with a task run per job."""
@@ -108,7 +110,11 @@ async def submit_once(
     ref = await _recorded_ref(store, key)
     if ref is not None:
         return ref
-    ref = await shared_client(credentials).submit(item.request, idempotency_key=item.key)
+    flow_run_id = flow_run.get_id()
+    async with listening_for_submit(credentials, item.request, flow_run_id):
+        ref = await shared_client(credentials).submit(
+            item.request, idempotency_key=item.key, flow_run_id=flow_run_id
+        )
     await store.awrite(ref, key=key)
     announce_submitted(credentials, ref, log_level=logging.DEBUG)
     return ref
@@ -195,12 +201,14 @@ async def run_batch_in_one_task(
     async def run_one(item: BatchItem) -> ResultT:
         ref = await submit_once(credentials, item, store)
         with tracked(credentials, ref):
-            return await client.wait_for_result(
-                ref,
-                policy,
-                logger=logger,
-                on_change=lambda old, new: emit_state_change(old, new, ref.provider),
-            )
+            async with callback_wakeup(ref) as wakeup:
+                return await client.wait_for_result(
+                    ref,
+                    policy,
+                    logger=logger,
+                    on_change=lambda old, new: emit_state_change(old, new, ref.provider),
+                    wakeup=wakeup,
+                )
 
     return await _gather_bounded(items, concurrency, title, run_one)
 

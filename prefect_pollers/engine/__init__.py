@@ -18,14 +18,16 @@ from prefect_pollers.engine.errors import (
     WaitTimeoutError,
 )
 from prefect_pollers.engine.http import JsonReply, parse_hints, parse_retry_after, request_json
-from prefect_pollers.engine.models import JobRef, JobState, JobStatus, ServerHints
+from prefect_pollers.engine.models import CallbackBinding, JobRef, JobState, JobStatus, ServerHints
 from prefect_pollers.engine.policy import PollPolicy, error_delay, next_delay
 from prefect_pollers.engine.status_map import StatusMap
 from prefect_pollers.engine.wait import raise_for_outcome, wait_for_terminal
+from prefect_pollers.engine.wakeup import Wakeup
 
 __all__ = [
     "AuthenticationError",
     "BadRequestError",
+    "CallbackBinding",
     "Clock",
     "InvalidRequestError",
     "JobCancelledError",
@@ -48,6 +50,7 @@ __all__ = [
     "TransientRequestError",
     "VirtualClock",
     "WaitTimeoutError",
+    "Wakeup",
     "current_clock",
     "error_delay",
     "next_delay",

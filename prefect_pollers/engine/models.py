@@ -86,6 +86,22 @@ class JobStatus(BaseModel):
         )
 
 
+class CallbackBinding(BaseModel):
+    """What ties a job to the callback that will end its wait.
+
+    Attributes:
+        flow_run: The flow-run segment of the callback URL (the submitting flow
+            run's id, or ``-``): callback events are related to that flow run.
+        nonce: The nonce its capability-URL token binds (not a secret: the token
+            is its HMAC under the block's webhook secret); None for a signed scheme.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    flow_run: str
+    nonce: str | None = None
+
+
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -105,6 +121,8 @@ class JobRef(BaseModel):
         submitted_status: The status the submit response already carried, when the
             job was terminal at once (e.g. an Exona cache hit): the wait then makes
             no poll at all.
+        callback: Set when the job was submitted with a callback URL that ends
+            its wait (the wait then polls only at the policy's safety cadence).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -115,3 +133,4 @@ class JobRef(BaseModel):
     idempotency_key: str | None = None
     context: dict[str, str] = Field(default_factory=dict)
     submitted_status: JobStatus | None = None
+    callback: CallbackBinding | None = None

@@ -47,6 +47,9 @@ class PollPolicy(BaseModel):
         max_error_backoff: Cap of the error backoff.
         rate_limit_default: Seconds to wait after a 429 that gives no Retry-After.
         honour_retry_after: Whether ``Retry-After`` on a status response is a floor.
+        callback_safety_interval: With callbacks on (a callback wakes the wait), the
+            least pause before the first poll and between polls: a slow safety net,
+            so a lost callback costs at most about this much latency, never the job.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -66,6 +69,7 @@ class PollPolicy(BaseModel):
     max_error_backoff: float = Field(60.0, gt=0)
     rate_limit_default: float = Field(60.0, ge=0)
     honour_retry_after: bool = True
+    callback_safety_interval: float = Field(60.0, gt=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> PollPolicy:
@@ -106,6 +110,7 @@ class PollPolicy(BaseModel):
                 "error_backoff": self.error_backoff * factor,
                 "max_error_backoff": self.max_error_backoff * factor,
                 "rate_limit_default": self.rate_limit_default * factor,
+                "callback_safety_interval": self.callback_safety_interval * factor,
             }
         )
 

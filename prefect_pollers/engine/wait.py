@@ -22,6 +22,7 @@ from prefect_pollers.engine.errors import (
 )
 from prefect_pollers.engine.models import JobState, JobStatus
 from prefect_pollers.engine.policy import PollPolicy, error_delay, next_delay
+from prefect_pollers.engine.wakeup import Wakeup
 
 StateChangeHook = Callable[[JobStatus | None, JobStatus], Awaitable[None] | None]
 
@@ -76,8 +77,16 @@ async def wait_for_terminal(
     logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     on_change: StateChangeHook | None = None,
     rng: random.Random | None = None,
+    wakeup: Wakeup | None = None,
 ) -> JobStatus:
     """Poll until the job is terminal or the deadline passes.
+
+    With a ``wakeup`` (callbacks on), polls are never closer than the policy's
+    ``callback_safety_interval`` (the first one included), and a wake-up polls at
+    once (no sooner than ``min_interval`` after the last poll) to confirm the
+    callback: the status endpoint stays the truth. A wake-up carrying a trusted
+    terminal status ends the wait without a poll. When the confirming poll finds
+    the job still running, the next poll follows the policy's own schedule.
 
     Args:
         poll: Makes one status request and returns the normalized status. It raises
@@ -93,6 +102,7 @@ async def wait_for_terminal(
         logger: Where state changes (INFO), polls (DEBUG) and retries (WARNING) go.
         on_change: Called with (old, new) on every change of state or phase.
         rng: Jitter source.
+        wakeup: Ends a pause early when a callback says the job ended.
 
     Returns:
         The terminal status, when the job succeeded.
@@ -146,15 +156,35 @@ async def wait_for_terminal(
         if first_status.state.terminal:
             return raise_for_outcome(first_status, provider=provider)
 
-    delay = max(0.0, start + policy.initial_delay - clock.time())
+    def paced(delay: float, woken: bool) -> float:
+        # With callbacks on, the policy's schedule is only the floor of a slow safety
+        # cadence, except right after a callback the status did not confirm yet.
+        if wakeup is None or woken:
+            return delay
+        return max(delay, policy.callback_safety_interval)
+
+    delay = max(0.0, start + paced(policy.initial_delay, False) - clock.time())
     while True:
         left = time_left()
         if left is not None:
             if left <= 0 and polls:
                 raise timeout()
             delay = min(delay, max(0.0, left))
-        if delay > 0:
-            await clock.sleep(delay)
+        woken = False
+        if wakeup is None:
+            if delay > 0:
+                await clock.sleep(delay)
+        elif await wakeup.pause(clock, delay):
+            woken = True
+            trusted = wakeup.take()
+            if trusted is not None and trusted.state.terminal:
+                log.info("%s: a signed callback reported %s", label, trusted.describe())
+                await observe(trusted)
+                return raise_for_outcome(trusted, provider=provider)
+            log.info("%s: woken by a callback, confirming with a status call", label)
+            gap = last_poll_at + policy.min_interval - clock.time() if polls else 0.0
+            if gap > 0:
+                await clock.sleep(gap)
         poll_at = clock.time()
         try:
             status = await poll()
@@ -200,11 +230,14 @@ async def wait_for_terminal(
         left = time_left()
         if left is not None and left <= 0:
             raise timeout()
-        delay = next_delay(
-            policy,
-            phase_polls,
-            status,
-            time_left=left,
-            phase_elapsed=clock.time() - phase_started_at,
-            rng=rng,
+        delay = paced(
+            next_delay(
+                policy,
+                phase_polls,
+                status,
+                time_left=left,
+                phase_elapsed=clock.time() - phase_started_at,
+                rng=rng,
+            ),
+            woken,
         )

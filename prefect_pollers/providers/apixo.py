@@ -11,7 +11,11 @@ retried up to 3 times.
 Not documented, our choices (overridable on the block): the API root (no default:
 set ``base_url``), the status path ``checkStatus/{model}/{job_id}`` (named after
 the guide's ``checkStatus(model, taskId)``), the create response carrying the id
-in ``data.taskId`` (or ``taskId``/``id``), and the non-terminal state names.
+in ``data.taskId`` (or ``taskId``/``id``), the non-terminal state names, and the
+callback: the guide documents callback mode but no signature and no body (its
+"Webhooks" page is not in our docs), so a callback is authenticated by a per-job
+capability token in its URL, and its body is read as the status's ``data`` object
+(bare or in the status envelope).
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from prefect_pollers.engine import JobRef, PollPolicy, StatusMap
-from prefect_pollers.providers.base import JobApiCredentials, JobResult
-from prefect_pollers.providers.contract import Endpoint, JobApiContract
+from prefect_pollers.engine import InvalidRequestError, JobRef, PollPolicy, StatusMap
+from prefect_pollers.providers.base import JobResult
+from prefect_pollers.providers.callbacks import CallbackCredentials
+from prefect_pollers.providers.contract import CallbackSpec, Endpoint, JobApiContract
 
 # model -> (initial wait, interval, max) in seconds, from the guide's getPollingConfig.
 APIXO_SCHEDULES: dict[str, tuple[float, float, float]] = {
@@ -42,9 +47,11 @@ class ApixoTaskRequest(BaseModel):
     Attributes:
         model: The model, e.g. ``nano-banana``, ``sora-2`` (it goes in the path).
         input: The model input; ``prompt`` is required.
-        request_type: ``async`` (poll) or ``callback`` (APIXO also posts the result
-            to ``callback_url``; we still poll, as a fallback).
-        callback_url: Where APIXO posts the result in callback mode.
+        request_type: ``async`` (poll) or ``callback`` (APIXO posts the result to
+            a callback URL when the task ends).
+        callback_url: Where APIXO posts the result in callback mode. Leave it out to
+            use the block's webhook receiver (``callback_base_url``): its callback
+            then ends the wait, with polling only as a slow safety net.
     """
 
     model: str = Field(min_length=1)
@@ -57,8 +64,6 @@ class ApixoTaskRequest(BaseModel):
         prompt = self.input.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("input.prompt must be a non-empty string")
-        if self.request_type == "callback" and not self.callback_url:
-            raise ValueError("callback_url is required when request_type is 'callback'")
         return self
 
 
@@ -113,18 +118,27 @@ APIXO_CONTRACT = JobApiContract(
         pending=frozenset({"waiting", "queuing", "pending"}),
         running=frozenset({"generating", "processing", "running"}),
     ),
+    callback=CallbackSpec(
+        url_field="callback_url",
+        scheme="capability-url",
+        job_id_field="taskId || data.taskId",
+        status_body="data && @ || {data: @}",
+    ),
 )
 """APIXO's documented contract, with our choices for the status path, where the
-create response puts the id, and the non-terminal state names."""
+create response puts the id, the non-terminal state names and the callback."""
 
 
-class ApixoCredentials(JobApiCredentials[ApixoTaskResult]):
+class ApixoCredentials(CallbackCredentials[ApixoTaskResult]):
     """Credentials for APIXO generation tasks.
 
     Attributes:
         api_key: The APIXO API key (Bearer).
         base_url: The API root (APIXO's docs call it ``API_URL``; no default).
         status_path_template: Status path, with ``{model}`` and ``{job_id}``.
+        callback_base_url: The webhook receiver's public URL: requests with
+            ``request_type="callback"`` and no ``callback_url`` are ended by its
+            callbacks (see :class:`CallbackCredentials`).
 
     Example:
         ```python
@@ -158,6 +172,36 @@ creds = ApixoCredentials.load("BLOCK_NAME")
         """APIXO's contract, polling at the block's ``status_path_template``."""
         return APIXO_CONTRACT.model_copy(
             update={"status": Endpoint(path=self.status_path_template)}
+        )
+
+    def parse_request(self, request: BaseModel | dict[str, Any], *, where: str = "") -> BaseModel:
+        """Validate the request; callback mode without a URL needs the block's receiver.
+
+        Raises:
+            InvalidRequestError: naming the invalid fields, before anything is sent.
+        """
+        parsed = super().parse_request(request, where=where)
+        if (
+            isinstance(parsed, ApixoTaskRequest)
+            and parsed.request_type == "callback"
+            and parsed.callback_url is None
+            and self.callback_spec() is None
+        ):
+            raise InvalidRequestError(
+                f"invalid apixo request{f' {where}' if where else ''}: request_type "
+                "'callback' needs a callback_url, or the block's callback_base_url "
+                "(the prefect-pollers webhook receiver)",
+                provider=self.provider,
+            )
+        return parsed
+
+    def wants_callback(self, request: BaseModel) -> bool:
+        """Callback-mode requests without their own ``callback_url``, when callbacks are on."""
+        return (
+            isinstance(request, ApixoTaskRequest)
+            and request.request_type == "callback"
+            and request.callback_url is None
+            and self.callback_spec() is not None
         )
 
     def build_result(self, ref: JobRef, body: dict[str, Any]) -> ApixoTaskResult:

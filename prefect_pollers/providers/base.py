@@ -18,7 +18,7 @@ from prefect.blocks.core import Block
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from prefect_pollers.engine import InvalidRequestError, JobRef, PollPolicy
-from prefect_pollers.providers.contract import JobApiContract
+from prefect_pollers.providers.contract import CallbackSpec, JobApiContract
 
 if TYPE_CHECKING:
     from prefect_pollers.client import JobApiClient
@@ -106,6 +106,14 @@ class JobApiCredentials(Block, ABC, Generic[ResultT]):
     def default_policy(self, ref: JobRef) -> PollPolicy:
         """The poll policy a wait uses when the caller gives none (the provider's preset)."""
         return PollPolicy()
+
+    def callback_spec(self) -> CallbackSpec | None:
+        """How this API calls back when callbacks are on for this block (None: they are off)."""
+        return None
+
+    def wants_callback(self, request: BaseModel) -> bool:
+        """Whether ``request`` is submitted with a callback URL of this block's receiver."""
+        return False
 
     # -- shared behaviour ---------------------------------------------------------------
     def effective_policy(self, ref: JobRef, policy: PollPolicy | None = None) -> PollPolicy:

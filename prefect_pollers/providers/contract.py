@@ -16,16 +16,28 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import jmespath
 from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from prefect_pollers.engine import JobState, JobStatus, JsonReply, MalformedResponseError, StatusMap
+from prefect_pollers.engine import (
+    JobState,
+    JobStatus,
+    JsonReply,
+    MalformedResponseError,
+    ServerHints,
+    StatusMap,
+)
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
+_FIELD_PATH = re.compile(r"^[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*$")
+
+CallbackScheme = Literal["capability-url", "standard-webhooks"]
+"""How a callback proves where it comes from: an unguessable per-job token in its URL
+(for APIs that sign nothing), or a Standard Webhooks signature over its body."""
 
 
 @functools.lru_cache(maxsize=512)
@@ -71,6 +83,71 @@ class Endpoint(BaseModel):
     path: str
 
 
+def set_field(body: Any, path: str, value: Any) -> dict[str, Any]:
+    """``body`` (a JSON object) with the dotted field ``path`` set to ``value``.
+
+    Raises:
+        ValueError: naming the path, when ``body`` or a step on the way is not an object.
+    """
+    if not isinstance(body, dict):
+        raise ValueError(f"cannot set {path!r}: the submit body is not a JSON object")
+    result = dict(body)
+    node = result
+    *parents, last = path.split(".")
+    for name in parents:
+        child = node.get(name)
+        if child is None:
+            child = {}
+        elif not isinstance(child, dict):
+            raise ValueError(f"cannot set {path!r}: {name!r} in the submit body is not an object")
+        node[name] = child = dict(child)
+        node = child
+    node[last] = value
+    return result
+
+
+class CallbackSpec(BaseModel):
+    """How a job API calls back when a job ends (a webhook), as data.
+
+    Attributes:
+        url_field: Dotted path of the submit-body field that carries the callback
+            URL (e.g. ``callback_url``, ``webhook.url``).
+        scheme: How a callback is authenticated (:data:`CallbackScheme`).
+        job_id_field: JMESPath to the job id in a callback body.
+        status_body: JMESPath that turns a callback body into the shape of a status
+            response (None: it has that shape already), so that the contract's
+            status paths read it; used only when a block trusts signed callbacks.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url_field: str
+    scheme: CallbackScheme = "standard-webhooks"
+    job_id_field: str = "id"
+    status_body: str | None = None
+
+    @field_validator("url_field")
+    @classmethod
+    def _dotted_path(cls, value: str) -> str:
+        if not _FIELD_PATH.match(value):
+            raise ValueError(f"url_field must be a dotted path of field names, got {value!r}")
+        return value
+
+    @field_validator("job_id_field", "status_body")
+    @classmethod
+    def _valid_jmespath(cls, value: str | None) -> str | None:
+        if value is not None:
+            compiled(value)
+        return value
+
+    def job_id_of(self, body: Any) -> str | None:
+        """The job id a callback body names, or None when it names none."""
+        job_id = search(self.job_id_field, body)
+        if isinstance(job_id, bool) or not isinstance(job_id, (str, int)) or job_id == "":
+            return None
+        return str(job_id)
+
+
 class JobApiContract(BaseModel):
     """How a job API looks on the wire.
 
@@ -95,6 +172,7 @@ class JobApiContract(BaseModel):
         result: Where a succeeded job's result is fetched from (None: it is in the
             final status response).
         cancel: The cancel request, if the API documents one.
+        callback: How the API calls back when a job ends, if it can.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -115,6 +193,7 @@ class JobApiContract(BaseModel):
     status_map: StatusMap
     result: Endpoint | None = None
     cancel: Endpoint | None = None
+    callback: CallbackSpec | None = None
 
     @field_validator(
         "submit_body",
@@ -141,8 +220,15 @@ class JobApiContract(BaseModel):
         """The headers that authenticate a request made with ``api_key``."""
         return {self.auth_header: f"{self.auth_scheme} {api_key}" if self.auth_scheme else api_key}
 
-    def submit_request(self, request: BaseModel) -> tuple[str, str, Any]:
-        """The (method, path, JSON body) that submits ``request``."""
+    def submit_request(
+        self, request: BaseModel, *, callback_url: str | None = None
+    ) -> tuple[str, str, Any]:
+        """The (method, path, JSON body) that submits ``request``.
+
+        Args:
+            request: The validated request.
+            callback_url: Put at the callback spec's ``url_field`` of the body.
+        """
         data = request.model_dump(mode="json")
         body = request.model_dump(
             mode="json",
@@ -151,7 +237,29 @@ class JobApiContract(BaseModel):
         )
         if self.submit_body:
             body = search(self.submit_body, body)
+        if callback_url is not None:
+            if self.callback is None:
+                raise ValueError("this API declares no callbacks")
+            body = set_field(body, self.callback.url_field, callback_url)
         return self.submit.method, fill(self.submit.path, data), body
+
+    def callback_status(self, provider: str, job_id: str, body: Any) -> JobStatus:
+        """The normalized status a callback body reports (for trusted signed callbacks).
+
+        Raises:
+            MalformedResponseError: when it carries no status where declared.
+            ValueError: when the contract declares no callbacks.
+        """
+        if self.callback is None:
+            raise ValueError("this API declares no callbacks")
+        shaped = search(self.callback.status_body, body) if self.callback.status_body else body
+        reply = JsonReply(
+            body=shaped if isinstance(shaped, dict) else {},
+            status_code=200,
+            hints=ServerHints(),
+            path="(callback)",
+        )
+        return self.status_of(provider, job_id, reply)
 
     def context_of(self, request: BaseModel) -> dict[str, str]:
         """The job ref context kept from ``request``."""

@@ -15,8 +15,15 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from prefect_pollers.engine import JobRef, PollPolicy, StatusMap
-from prefect_pollers.providers.base import JobApiCredentials, JobResult
-from prefect_pollers.providers.contract import Endpoint, JobApiContract, compiled, search
+from prefect_pollers.providers.base import JobResult
+from prefect_pollers.providers.callbacks import CallbackCredentials
+from prefect_pollers.providers.contract import (
+    CallbackSpec,
+    Endpoint,
+    JobApiContract,
+    compiled,
+    search,
+)
 
 _EXPRESSION_FIELDS = (
     "submit_body",
@@ -26,6 +33,8 @@ _EXPRESSION_FIELDS = (
     "error_code_field",
     "error_message_field",
     "result_field",
+    "callback_job_id_field",
+    "callback_status_body",
 )
 
 
@@ -49,7 +58,7 @@ class HttpJobResult(JobResult):
     payload: dict[str, Any] = Field(default_factory=dict)
 
 
-class HttpJobApi(JobApiCredentials[HttpJobResult]):
+class HttpJobApi(CallbackCredentials[HttpJobResult]):
     """A job API described as data: point it at an API we have never seen, no Python.
 
     Attributes:
@@ -71,6 +80,14 @@ class HttpJobApi(JobApiCredentials[HttpJobResult]):
         result_field: JMESPath to the result in that response (or in the final status).
         cancel_method / cancel_url: The cancel request, if the API has one.
         policy: The poll policy of waits on this API.
+        callback_url_field: Dotted path of the submit-body field that takes the
+            callback URL, for an API that calls back when a job ends (with
+            ``callback_base_url`` and ``webhook_secret`` set: callbacks on).
+        callback_job_id_field: JMESPath to the job id in a callback body.
+        callback_status_body: JMESPath turning a callback body into the shape of a
+            status response (for ``trust_signed_callbacks``; None: it is one).
+        callback_scheme: ``standard-webhooks`` (the default here) or
+            ``capability-url``.
 
     Example:
         ```python
@@ -128,6 +145,9 @@ api = HttpJobApi.load("BLOCK_NAME")
     cancel_method: str = "POST"
     cancel_url: str | None = None
     policy: PollPolicy = Field(default_factory=PollPolicy)
+    callback_url_field: str | None = None
+    callback_job_id_field: str = "id"
+    callback_status_body: str | None = None
 
     @field_validator(*_EXPRESSION_FIELDS)
     @classmethod
@@ -172,6 +192,14 @@ api = HttpJobApi.load("BLOCK_NAME")
             result=Endpoint(path=self.result_url) if self.result_url else None,
             cancel=Endpoint(method=self.cancel_method, path=self.cancel_url)
             if self.cancel_url
+            else None,
+            callback=CallbackSpec(
+                url_field=self.callback_url_field,
+                scheme=self.callback_scheme or "standard-webhooks",
+                job_id_field=self.callback_job_id_field,
+                status_body=self.callback_status_body,
+            )
+            if self.callback_url_field
             else None,
         )
 

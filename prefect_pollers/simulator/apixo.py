@@ -6,25 +6,30 @@ are our choice: ``{"code": 200, "msg": "success", "data": {"taskId", "model"}}``
 ``generating`` -> ``success`` (``resultJson``, a JSON string of ``resultUrls``) or
 ``failed`` (``failCode``, ``failMsg``). Errors use the same envelope. In callback
 mode the ``data`` object is posted to ``callback_url`` (loopback only) when the task
-ends. A prompt containing "fail" fails with ``CONTENT_POLICY``.
+ends, signed by the Standard Webhooks scheme when the simulator has a
+``callback_secret``, with the ``callback_faults`` it is given. A prompt containing
+"fail" fails with ``CONTENT_POLICY``.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.routing import Route
 
-from prefect_pollers.simulator.callbacks import CallbackSender
+from prefect_pollers.simulator.callbacks import SendsCallbacks
 from prefect_pollers.simulator.errors import Invalid, Refusal
 from prefect_pollers.simulator.jobs import Job
-from prefect_pollers.simulator.provider import Provider, Reply
-from prefect_pollers.simulator.validation import an_object, json_object, non_empty_str
+from prefect_pollers.simulator.provider import Reply
+from prefect_pollers.simulator.validation import (
+    an_object,
+    json_object,
+    loopback_url,
+    non_empty_str,
+)
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 FILE_TYPES = {
     "nano-banana": "png",
     "flux-2": "png",
@@ -34,25 +39,11 @@ FILE_TYPES = {
 }
 
 
-class Apixo(Provider):
+class Apixo(SendsCallbacks):
     """The APIXO task API."""
 
     name = "apixo"
     status_field = ("data", "state")
-
-    def reset(self) -> None:
-        """Also drop pending callbacks and their counters."""
-        previous = getattr(self, "callbacks", None)
-        if previous is not None:
-            previous.cancel()
-        super().reset()
-        self.callbacks = CallbackSender(self.now, self.task_data, self._callback_done)
-        self.callbacks_sent = 0
-        self.callbacks_failed = 0
-
-    async def aclose(self) -> None:
-        """Stop the callback loop."""
-        await self.callbacks.aclose()
 
     def routes(self) -> list[Route]:
         """``POST /generateTask/{model}`` and ``GET /checkStatus/{model}/{task_id}``."""
@@ -69,10 +60,6 @@ class Apixo(Provider):
         """APIXO's envelope: ``{"code": <HTTP status>, "msg": ...}``."""
         return {"code": status, "msg": message}
 
-    def extra_stats(self) -> dict[str, Any]:
-        """Callback delivery counters."""
-        return {"callbacks_sent": self.callbacks_sent, "callbacks_failed": self.callbacks_failed}
-
     async def generate_task(self, request: Request) -> Reply:
         """Start a generation task."""
         model = request.path_params["model"]
@@ -80,7 +67,7 @@ class Apixo(Provider):
         mode = body.get("request_type")
         if mode not in ("async", "callback"):
             raise Invalid("request_type", "must be 'async' or 'callback'")
-        callback_url = _loopback_url(body) if mode == "callback" else None
+        callback_url = loopback_url(body, "callback_url") if mode == "callback" else None
         prompt = non_empty_str(an_object(body, "input", required=True), "prompt", "input.")
         doomed = "fail" in prompt.lower()
         fate = self.draw_fate(doomed=doomed)
@@ -100,7 +87,7 @@ class Apixo(Provider):
             data=data,
         )
         if callback_url is not None:
-            self.callbacks.schedule(job, callback_url)
+            await self.call_back(job, callback_url)
         return Reply(200, _envelope({"taskId": job.id, "model": model}))
 
     async def check_status(self, request: Request) -> Reply:
@@ -123,26 +110,11 @@ class Apixo(Provider):
             data |= {"failCode": job.data["failCode"], "failMsg": job.data["failMsg"]}
         return data
 
-    def _callback_done(self, job: Job, accepted: bool) -> None:
-        """Count a callback delivery; an accepted one hands over the terminal state."""
-        if accepted:
-            self.callbacks_sent += 1
-            self.stats.record_observed(job)
-        else:
-            self.callbacks_failed += 1
+    def callback_body(self, job: Job, at: float | None) -> dict[str, Any]:
+        """The task's ``data`` object (the status without its envelope)."""
+        return self.task_data(job, at)
 
 
 def _envelope(data: dict[str, Any]) -> dict[str, Any]:
     """Wrap ``data`` in APIXO's success envelope."""
     return {"code": 200, "msg": "success", "data": data}
-
-
-def _loopback_url(body: dict[str, Any]) -> str:
-    """The request's ``callback_url``, which must be an http(s) URL on loopback."""
-    url = non_empty_str(body, "callback_url")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or parts.hostname not in LOOPBACK_HOSTS:
-        raise Invalid(
-            "callback_url", "must be an http(s) URL on 127.0.0.1 or localhost (loopback only)"
-        )
-    return url

@@ -10,9 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from prefect_pollers.serving import bind_socket
 from prefect_pollers.simulator.app import PREFIXES
 from prefect_pollers.simulator.config import SimulatorConfig
-from prefect_pollers.simulator.runner import bind_socket, serve
+from prefect_pollers.simulator.runner import serve
 
 DESCRIPTION = (
     "Serve a local simulator of the Exona, Twyn, APIXO, ModelRoute and generic job APIs "

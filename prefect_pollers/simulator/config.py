@@ -22,6 +22,9 @@ FaultKind = Literal[
     "unknown_status",
 ]
 RouteKind = Literal["submit", "status", "result", "cancel"]
+CallbackFaultKind = Literal[
+    "lost", "duplicated", "delayed", "out_of_order", "early", "forged", "replayed"
+]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
@@ -68,6 +71,23 @@ class FaultRule(BaseModel):
         return self
 
 
+class CallbackFault(BaseModel):
+    """A fault of callback delivery, drawn per job with probability ``rate``.
+
+    ``lost``: never sent; ``duplicated``: sent twice; ``delayed``: sent
+    ``callback_fault_delay_s`` late; ``out_of_order``: a stale non-terminal callback
+    follows the terminal one; ``early``: the job ends at once and its callback is
+    sent before the submit response; ``forged``: a copy with a bad signature (or a
+    bad token) is sent too; ``replayed``: the same signed request is sent again
+    ``callback_fault_delay_s`` later.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: CallbackFaultKind
+    rate: Annotated[float, Field(gt=0.0, le=1.0)]
+
+
 _APIXO_DURATIONS: dict[str, tuple[float, float]] = {
     "nano-banana": (5.0, 20.0),
     "flux-2": (10.0, 40.0),
@@ -94,6 +114,11 @@ class SimulatorConfig(BaseModel):
     never_finish_rate: Probability = 0.0
     early_poll_tolerance: float = Field(default=0.1, ge=0.0, lt=1.0)
     faults: list[FaultRule] = Field(default_factory=list)
+    callback_secret: str | None = None
+    """A Standard Webhooks secret (``whsec_...``): callbacks are signed with it."""
+    callback_faults: list[CallbackFault] = Field(default_factory=list)
+    callback_fault_delay_s: float = Field(default=30.0, ge=0.0)
+    """Simulated seconds by which ``delayed`` and ``replayed`` callbacks come late."""
 
     cache_hit_rate: Probability = 0.0
     exona_duration: Duration = (30.0, 120.0)

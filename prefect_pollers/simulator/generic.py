@@ -3,7 +3,9 @@
 It exists so a declaratively configured client can be tested against something no
 provider class knows. ``X-Auth-Token`` auth; everything is wrapped in ``task``; the
 state is an object (``{"name", "reason"?}``); results live at ``/output``; tasks can
-be aborted. A kind containing "fail" ends in ``ERROR``.
+be aborted. A kind containing "fail" ends in ``ERROR``. A task with a
+``callback_url`` (loopback only) gets its final task object posted there when it
+ends, Standard Webhooks-signed when the simulator has a ``callback_secret``.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.routing import Route
 
+from prefect_pollers.simulator.callbacks import SendsCallbacks
 from prefect_pollers.simulator.errors import Refusal
 from prefect_pollers.simulator.jobs import Job
-from prefect_pollers.simulator.provider import Provider, Reply
-from prefect_pollers.simulator.validation import an_object, json_object, non_empty_str
+from prefect_pollers.simulator.provider import Reply
+from prefect_pollers.simulator.validation import an_object, json_object, loopback_url, non_empty_str
 from prefect_pollers.simulator.wire import iso_timestamp
 
 REASONS = {
@@ -27,7 +30,7 @@ REASONS = {
 }
 
 
-class Generic(Provider):
+class Generic(SendsCallbacks):
     """The generic task API."""
 
     name = "generic"
@@ -69,6 +72,8 @@ class Generic(Provider):
             finishes=fate != "never",
             data={"kind": kind, "params": params},
         )
+        if "callback_url" in task:
+            await self.call_back(job, loopback_url(task, "callback_url", "task."))
         return Reply(201, {"task": {"uid": job.id, "state": {"name": job.status(job.created)}}})
 
     async def get_task(self, request: Request) -> Reply:
@@ -95,6 +100,10 @@ class Generic(Provider):
         job = self.find(request.path_params["uid"])
         self.cancel(job, "ABORTED")
         return Reply(200, self.render(job, self.now()), delivers=job)
+
+    def callback_body(self, job: Job, at: float | None) -> dict[str, Any]:
+        """A ``task.updated`` event with the task object as of ``at`` (its end if None)."""
+        return {"type": "task.updated", **self.render(job, job.end if at is None else at)}
 
     def render(self, job: Job, now: float) -> dict[str, Any]:
         """The task object at ``now``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
@@ -47,6 +48,20 @@ def optional_non_negative_int(body: dict[str, Any], key: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise Invalid(key, "must be an integer >= 0")
     return value
+
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def loopback_url(body: dict[str, Any], key: str, where: str = "") -> str:
+    """``body[key]``, which must be an http(s) URL on loopback (callbacks go nowhere else)."""
+    url = non_empty_str(body, key, where)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or parts.hostname not in LOOPBACK_HOSTS:
+        raise Invalid(
+            f"{where}{key}", "must be an http(s) URL on 127.0.0.1 or localhost (loopback only)"
+        )
+    return url
 
 
 def _problem(present: bool, expected: str) -> str:

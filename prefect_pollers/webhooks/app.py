@@ -1,0 +1,160 @@
+"""The webhook receiver: an ASGI app that verifies callbacks and ends the waits they name.
+
+``POST /hooks/{provider}/{flow run id or -}[/{token}]``: the body is read up to a
+size limit, verified (:mod:`prefect_pollers.webhooks.verify`), then delivered to
+the waits of this process (:data:`~prefect_pollers.webhooks.inbox.INBOX`) and, for
+waits in other processes, emitted as a ``prefect-pollers.job.callback`` event on
+the job's resource, related to the flow run. Anything wrong is answered with a 4xx
+and one log line without secrets, never a crash. ``GET /health`` gives counters.
+
+Run it with ``prefect-pollers webhooks serve``, or mount :func:`create_webhook_app`
+in your own ASGI app. Needs the ``webhooks`` extra (starlette, uvicorn).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from prefect_pollers.events import emit_callback
+from prefect_pollers.providers.base import JobApiCredentials
+from prefect_pollers.webhooks.inbox import INBOX, CallbackInbox, Delivery
+from prefect_pollers.webhooks.urls import NO_FLOW_RUN
+from prefect_pollers.webhooks.verify import CallbackVerifier, Rejection, VerifiedCallback
+
+MAX_BODY_BYTES = 256 * 1024
+"""The largest callback body accepted (413 beyond)."""
+
+_log = logging.getLogger("prefect_pollers.webhooks")
+
+
+class ReceiverStats:
+    """What the receiver did, safe to read from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.accepted = 0
+        self.rejected: Counter[str] = Counter()
+        self.deliveries: Counter[str] = Counter()
+
+    def count(self, *, rejected: str | None = None, delivery: str | None = None) -> None:
+        """Count an accepted callback (with its delivery result) or a rejection."""
+        with self._lock:
+            if rejected is not None:
+                self.rejected[rejected] += 1
+            else:
+                self.accepted += 1
+                self.deliveries[delivery or "none"] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counters as JSON."""
+        with self._lock:
+            return {
+                "accepted": self.accepted,
+                "rejected": dict(self.rejected),
+                "deliveries": dict(self.deliveries),
+            }
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise Rejection(413, f"the body is over {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise Rejection(413, f"the body is over {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise Rejection(400, "the client went away before the body ended") from None
+    return b"".join(chunks)
+
+
+def create_webhook_app(
+    blocks: Sequence[JobApiCredentials[Any]],
+    *,
+    inbox: CallbackInbox = INBOX,
+    emit_events: bool = True,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> Starlette:
+    """The receiver of ``blocks``' callbacks.
+
+    Args:
+        blocks: One block per provider whose callbacks it receives (callbacks on,
+            with the same ``webhook_secret`` the waiting side uses).
+        inbox: Where callbacks are delivered in this process.
+        emit_events: Also emit each callback as a Prefect event, for waits in other
+            processes (needs a Prefect API).
+        max_body_bytes: The largest body accepted.
+
+    Raises:
+        ValueError: see :class:`CallbackVerifier`.
+    """
+    verifier = CallbackVerifier(blocks)
+    stats = ReceiverStats()
+
+    async def receive(request: Request) -> JSONResponse:
+        provider = request.path_params["provider"]
+        flow_run = request.path_params["flow_run"]
+        token = request.path_params.get("token")
+        try:
+            body = await _read_body(request, max_body_bytes)
+            callback = verifier.verify(provider, flow_run, token, request.headers, body)
+        except Rejection as rejection:
+            known = provider if provider in verifier.providers else "unknown provider"
+            _log.warning(
+                "callback rejected (%d, %s): %s", rejection.status, known, rejection.reason
+            )
+            stats.count(rejected=rejection.reason)
+            return JSONResponse({"error": rejection.reason}, rejection.status)
+        result = inbox.deliver(_delivery(callback))
+        if emit_events:
+            _emit(callback)
+        stats.count(delivery=result)
+        _log.debug("callback for %s job %s: %s", callback.provider, callback.job_id, result)
+        return JSONResponse({"accepted": True}, 200)
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "providers": verifier.providers, **stats.snapshot()})
+
+    app = Starlette(
+        routes=[
+            Route("/hooks/{provider}/{flow_run}", receive, methods=["POST"]),
+            Route("/hooks/{provider}/{flow_run}/{token}", receive, methods=["POST"]),
+            Route("/health", health, methods=["GET"]),
+        ]
+    )
+    app.state.receiver_stats = stats
+    return app
+
+
+def _delivery(callback: VerifiedCallback) -> Delivery:
+    return Delivery(
+        provider=callback.provider,
+        job_id=callback.job_id,
+        delivery_id=callback.delivery_id,
+        nonce=callback.nonce,
+        status=callback.status,
+    )
+
+
+def _emit(callback: VerifiedCallback) -> None:
+    emit_callback(
+        provider=callback.provider,
+        job_id=callback.job_id,
+        flow_run=None if callback.flow_run == NO_FLOW_RUN else callback.flow_run,
+        delivery_id=callback.delivery_id,
+        nonce=callback.nonce,
+        status=callback.status,
+    )
