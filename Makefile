@@ -35,13 +35,17 @@ demo: install
 test: install
 	PREFECT_SERVER_LOGGING_LEVEL=CRITICAL $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-## Benchmarks: one JSON line each (BENCH=name runs one: poll_efficiency, rate_limit, overhead, scale).
+## Benchmarks: one JSON line each (BENCH=name runs one: poll_efficiency, rate_limit, overhead, scale, callbacks).
 bench: install
 	$(BIN)/python -m benchmarks $(BENCH)
 
 ## A local Prefect server with its UI on http://127.0.0.1:4200.
 ui: install
 	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
+
+## The webhook receiver on http://127.0.0.1:8780 for the apixo-callbacks demo block (after `make blocks`).
+webhooks: install
+	$(BIN)/prefect-pollers webhooks serve --host 127.0.0.1 --port 8780 --block apixo-credentials/apixo-callbacks
 
 ## The provider simulator on http://127.0.0.1:8765 (the demo's time scale, as the demo blocks expect).
 simulator: install
@@ -52,8 +56,8 @@ simulator: install
 # The demo's time scale lives in one place, the provider registry (0.05: a 60 s job takes 3 s).
 SIM_TIME_SCALE = $(shell $(BIN)/python -c 'from prefect_pollers.providers.registry import DEMO_TIME_SCALE; print(DEMO_TIME_SCALE)')
 POOL := pollers-process
-blocks pool deploy worker screenshot: export PREFECT_API_URL ?= http://127.0.0.1:4200/api
-.PHONY: blocks pool deploy worker screenshot
+blocks pool deploy worker screenshot webhooks: export PREFECT_API_URL ?= http://127.0.0.1:4200/api
+.PHONY: blocks pool deploy worker screenshot webhooks
 
 ## Register the blocks; save demo blocks exona, twyn, apixo, modelroute, generic for `make simulator`.
 blocks: install

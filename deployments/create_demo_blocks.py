@@ -4,7 +4,10 @@ The deployments in ``deployments/prefect.yaml`` load their credentials by block 
 (``exona``, ``twyn``, ``apixo``, ``modelroute``, ``generic``). This saves blocks of
 those names for the simulator (``make simulator``), with its API key and its time
 scale as ``policy_scale``; blocks of the same names with real API keys and base URLs
-make the same deployments run against the real providers.
+make the same deployments run against the real providers. It also saves
+``apixo-callbacks``: the APIXO block with callbacks on, pointing at the webhook
+receiver of ``make webhooks`` (a fresh random ``webhook_secret``, which the receiver
+reads from the same saved block).
 
 Run it against the Prefect API in ``PREFECT_API_URL``::
 
@@ -16,32 +19,48 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 from typing import Any
 
 from prefect_pollers import PROVIDERS, JobApiCredentials
-from prefect_pollers.providers.registry import DEMO_TIME_SCALE, SIMULATOR_API_KEY
+from prefect_pollers.providers.registry import DEMO_TIME_SCALE, SIMULATOR_API_KEY, provider_entry
 
 SIMULATOR_URL = "http://127.0.0.1:8765"
+RECEIVER_URL = "http://127.0.0.1:8780"
+CALLBACK_BLOCK = "apixo-callbacks"
 
 
-def demo_blocks(simulator_url: str, time_scale: float) -> dict[str, JobApiCredentials[Any]]:
-    """The demo blocks by provider name, each pointing at its path on the simulator.
+def demo_blocks(
+    simulator_url: str, time_scale: float, receiver_url: str = RECEIVER_URL
+) -> dict[str, JobApiCredentials[Any]]:
+    """The demo blocks by name, each pointing at its path on the simulator.
 
     Args:
         simulator_url: The simulator's root URL.
         time_scale: The simulator's time scale, used as every block's ``policy_scale``.
+        receiver_url: The webhook receiver's URL, for ``apixo-callbacks``.
     """
-    return {
+    blocks = {
         entry.name: entry.simulator_block(
             simulator_url, api_key=SIMULATOR_API_KEY, time_scale=time_scale
         )
         for entry in PROVIDERS
     }
+    blocks[CALLBACK_BLOCK] = provider_entry("apixo").simulator_block(
+        simulator_url,
+        api_key=SIMULATOR_API_KEY,
+        time_scale=time_scale,
+        callback_base_url=receiver_url,
+        webhook_secret=secrets.token_urlsafe(32),
+    )
+    return blocks
 
 
-async def save_demo_blocks(simulator_url: str, time_scale: float) -> list[str]:
+async def save_demo_blocks(
+    simulator_url: str, time_scale: float, receiver_url: str = RECEIVER_URL
+) -> list[str]:
     """Save (or overwrite) every demo block; returns the saved names."""
-    blocks = demo_blocks(simulator_url, time_scale)
+    blocks = demo_blocks(simulator_url, time_scale, receiver_url)
     for name, block in blocks.items():
         await block.asave(name, overwrite=True)
     return list(blocks)
@@ -61,10 +80,15 @@ def main(argv: list[str] | None = None) -> None:
         default=DEMO_TIME_SCALE,
         help=f"the simulator's --time-scale (default: {DEMO_TIME_SCALE})",
     )
+    parser.add_argument(
+        "--receiver-url",
+        default=RECEIVER_URL,
+        help=f"the webhook receiver's URL, for {CALLBACK_BLOCK} (default: {RECEIVER_URL})",
+    )
     args = parser.parse_args(argv)
     if args.time_scale <= 0:
         parser.error("--time-scale must be positive")
-    names = asyncio.run(save_demo_blocks(args.simulator_url, args.time_scale))
+    names = asyncio.run(save_demo_blocks(args.simulator_url, args.time_scale, args.receiver_url))
     print(
         f"saved blocks {', '.join(names)} for the simulator at {args.simulator_url} "
         f"(policy_scale={args.time_scale})"

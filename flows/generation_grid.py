@@ -3,9 +3,16 @@
 Each task waits on its model's schedule from the APIXO guide (e.g. nano-banana polls
 every 3 s after 5 s, sora-2 every 15 s after 60 s), with bounded concurrency; a
 failed generation becomes an error row; a table artifact lists the result URLs.
+
+With ``request_type="callback"`` and a block whose callbacks are on
+(``callback_base_url`` and ``webhook_secret``, the receiver of ``make webhooks``),
+APIXO's callback ends each wait: one status call per task, polling only as a slow
+safety net.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from prefect import flow
 from pydantic import BaseModel
@@ -44,6 +51,7 @@ async def generation_grid(
     credentials: ApixoCredentials | str = "apixo",
     concurrency: int = 5,
     artifact_key: str = "apixo-generation-grid",
+    request_type: Literal["async", "callback"] = "async",
 ) -> list[GenerationRow]:
     """Generate every prompt with every model.
 
@@ -53,6 +61,8 @@ async def generation_grid(
         credentials: An ``ApixoCredentials`` block, or the name of a saved one.
         concurrency: Generations in flight at once.
         artifact_key: Key of the result table artifact.
+        request_type: ``async`` (poll) or ``callback`` (the block's webhook
+            receiver ends each wait).
     """
     if not prompts or not models:
         raise ValueError("give at least one prompt and one model")
@@ -62,7 +72,7 @@ async def generation_grid(
         BatchItem(
             label=f"{model}: {prompt}",
             key=f"{prefix}:{model}:{index}",
-            request={"model": model, "input": {"prompt": prompt}},
+            request={"model": model, "input": {"prompt": prompt}, "request_type": request_type},
         )
         for index, prompt in enumerate(prompts)
         for model in models

@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -53,6 +54,7 @@ from prefect.events.filters import (
 )
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from prefect_pollers.providers.registry import provider_entry
 from prefect_pollers.simulator import SimulatorConfig, SimulatorState, running_simulator
 
 # A real `prefect server start`, a process worker, deployment runs: about a minute.
@@ -122,6 +124,8 @@ class Stack:
     server: Process
     simulator_stats: Callable[[], dict[str, Any]]
     simulator_state: SimulatorState
+    simulator_url: str
+    workdir: Path
     worker: Process | None = None
 
     def cli(self, *args: str) -> str:
@@ -216,7 +220,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             running_simulator(SimulatorConfig(time_scale=TIME_SCALE, seed=11))
         )
         wait_healthy(api_url, server)
-        stack = Stack(api_url, env, server, simulator.stats, simulator.state)
+        stack = Stack(
+            api_url, env, server, simulator.stats, simulator.state, simulator.url, workdir
+        )
 
         def blocks() -> None:
             stack.cli("block", "register", "-m", "prefect_pollers")
@@ -410,3 +416,71 @@ async def test_cancelling_a_run_cancels_its_remote_jobs(stack: Stack) -> None:
         assert after["cancels"] - before["cancels"] == 3, stack.worker.tail()
     finally:
         state.config = SimulatorConfig(time_scale=TIME_SCALE, seed=11)
+
+
+async def test_callbacks_end_waits_across_processes(stack: Stack) -> None:
+    """The receiver (``prefect-pollers webhooks serve``) in one process, the flow run on
+    the worker in another: each APIXO callback reaches the wait through Prefect's event
+    stream and ends it with one status call, long before the first safety poll (60 s)."""
+    port = free_port()
+    block = provider_entry("apixo").simulator_block(
+        stack.simulator_url,
+        time_scale=1.0,  # the safety cadence stays 60 s while the simulator runs fast
+        callback_base_url=f"http://127.0.0.1:{port}",
+        webhook_secret=secrets.token_urlsafe(32),
+    )
+    async with api_client(stack.api_url):
+        await block.asave("apixo-callbacks", overwrite=True)
+    receiver = Process(
+        "webhooks",
+        [
+            sys.executable,
+            "-m",
+            "prefect_pollers.cli",
+            "webhooks",
+            "serve",
+            "--port",
+            str(port),
+            "--block",
+            "apixo-credentials/apixo-callbacks",
+        ],
+        stack.env,
+        stack.workdir,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                with suppress(httpx.HTTPError):
+                    if (await http.get("/health")).status_code == 200:
+                        break
+                assert receiver.popen.poll() is None, receiver.tail()
+                await asyncio.sleep(0.3)
+            before = stack.simulator_stats()["apixo"]
+            started = time.monotonic()
+            output = stack.cli("deployment", "run", "generation-grid/callback-covers")
+            match = re.search(r"UUID: ([0-9a-f-]{36})", output)
+            assert match, output
+            async with api_client(stack.api_url) as client:
+                flow_run = await poll(
+                    lambda: client.read_flow_run(UUID(match.group(1))),
+                    lambda run: run.state_type in TERMINAL,
+                    timeout=120,
+                )
+            elapsed = time.monotonic() - started
+            assert flow_run.state_type == StateType.COMPLETED, (
+                f"{flow_run.state}\n{stack.worker.tail() if stack.worker else ''}"
+            )
+            after = stack.simulator_stats()["apixo"]
+            received = (await http.get("/health")).json()
+    finally:
+        receiver.stop(signal.SIGTERM, 20)
+    jobs = after["submits"] - before["submits"]
+    assert jobs == 4
+    assert after["callbacks_sent"] - before["callbacks_sent"] == 4
+    # One confirming status call per job: no wait polled before its callback woke it.
+    assert after["status_calls"] - before["status_calls"] == 4, receiver.tail()
+    assert elapsed < 60
+    # Accepted, and delivered through events: no wait runs in the receiver's process.
+    assert received["accepted"] == 4 and received["deliveries"] == {"kept": 4}
+    assert received["rejected"] == {}

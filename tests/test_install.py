@@ -73,11 +73,12 @@ def test_core_dependencies_are_bounds_and_server_deps_an_extra():
     """pyproject.toml: lower/upper bounds (pins live in constraints.txt); servers in extras."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     core = {_name(req): req for req in project["dependencies"]}
-    assert set(core) == {"prefect", "httpx", "pydantic", "jmespath"}
+    assert set(core) == {"prefect", "httpx", "pydantic", "jmespath", "standardwebhooks"}
     for req in core.values():
         assert "==" not in req and ">=" in req, f"{req}: a bound, not a pin"
-    simulator = {_name(req) for req in project["optional-dependencies"]["simulator"]}
-    assert {"uvicorn", "starlette"} <= simulator
+    for extra in ("simulator", "webhooks"):
+        servers = {_name(req) for req in project["optional-dependencies"][extra]}
+        assert {"uvicorn", "starlette"} <= servers, extra
     assert project["requires-python"] == ">=3.10"
 
 

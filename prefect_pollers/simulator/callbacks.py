@@ -1,6 +1,6 @@
 """Webhook delivery: POST a payload to a URL once a job turns terminal, with faults.
 
-One background loop serves every pending callback: it wakes every ~50 ms, posts the
+One background loop serves every pending callback: it wakes every ~10 ms, posts the
 ones that are due and exits when none are left, so no timer exists per job. With a
 ``callback_secret`` (``whsec_...``) each callback is signed by the Standard Webhooks
 scheme (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``), through the
@@ -58,7 +58,7 @@ class CallbackSender:
         delivered: Callable[[Job, bool], None],
         *,
         seed: str,
-        tick: float = 0.05,
+        tick: float = 0.01,
         timeout: float = 5.0,
     ) -> None:
         """Set up an idle sender.

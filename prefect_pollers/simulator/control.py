@@ -30,6 +30,21 @@ def control_routes(state: SimulatorState) -> list[Route]:
         """Every provider's counters."""
         return JSONResponse(state.stats())
 
+    async def jobs(request: Request) -> JSONResponse:
+        """A provider's jobs and when each ended (epoch seconds; null: not yet)."""
+        provider = state.providers.get(request.path_params["provider"])
+        if provider is None:
+            return JSONResponse({"error": "no such provider"}, 404)
+        now = provider.now()
+        return JSONResponse(
+            {
+                "jobs": {
+                    job.id: {"ended_at": job.end_wall() if job.is_terminal(now) else None}
+                    for job in provider.jobs.values()
+                }
+            }
+        )
+
     async def reset(request: Request) -> JSONResponse:
         """Forget jobs and counters."""
         state.reset()
@@ -54,6 +69,7 @@ def control_routes(state: SimulatorState) -> list[Route]:
     return [
         Route("/_sim/health", health, methods=["GET"]),
         Route("/_sim/stats", stats, methods=["GET"]),
+        Route("/_sim/jobs/{provider}", jobs, methods=["GET"]),
         Route("/_sim/reset", reset, methods=["POST"]),
         Route("/_sim/config", get_config, methods=["GET"]),
         Route("/_sim/config", patch_config, methods=["PATCH"]),
