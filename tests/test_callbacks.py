@@ -14,6 +14,7 @@ from prefect_pollers.engine import JobState
 from prefect_pollers.providers.registry import GENERIC_SIMULATOR_API
 from prefect_pollers.serving import BackgroundServer, bind_socket
 from prefect_pollers.simulator import SimulatorConfig
+from prefect_pollers.simulator.config import CallbackFault
 from prefect_pollers.webhooks.app import create_webhook_app
 from prefect_pollers.webhooks.inbox import CallbackInbox
 from tests.constants import SIM_SCALE
@@ -120,3 +121,76 @@ async def test_apixo_callbacks_end_waits_with_one_status_call_each(sim, receiver
     assert stats["callbacks_sent"] == 20
     assert stats["status_calls"] == 20  # one confirming call per job, no safety poll
     assert receiver.stats["deliveries"] == {"woken": 20}
+
+
+async def settled(sim, provider, posts):
+    """The provider's stats once the simulator has had ``posts`` callbacks answered."""
+    for _ in range(100):
+        stats = sim.stats()[provider]
+        if sum(stats["callback_responses"].values()) >= posts:
+            return stats
+        await asyncio.sleep(0.05)
+    return stats
+
+
+SHORT_SAFETY = 30.0  # simulated seconds: a lost callback is found by the first safety poll
+FAULT_KINDS = ["lost", "duplicated", "delayed", "out_of_order", "early", "forged", "replayed"]
+
+
+@pytest.mark.parametrize("provider", ["apixo", "generic"])
+@pytest.mark.parametrize("kind", FAULT_KINDS)
+async def test_every_callback_fault_costs_latency_never_a_job(sim, receiver_url, provider, kind):
+    sim.state.config = SimulatorConfig(
+        time_scale=SIM_SCALE,
+        seed=5,
+        callback_secret=SIGNING_SECRET,
+        callback_faults=[CallbackFault(kind=kind, rate=1.0)],
+    )
+    sim.state.reset()
+    if provider == "apixo":
+        block = apixo_block(sim, receiver_url)
+        requests = apixo_requests(8)
+        policy = APIXO_POLICY.with_(callback_safety_interval=SHORT_SAFETY)
+    else:
+        block = generic_block(sim, receiver_url)
+        requests = [{"kind": "render", "params": {"n": i}} for i in range(8)]
+        policy = block.policy.with_(callback_safety_interval=SHORT_SAFETY)
+    receiver = served(receiver_url, block)
+    posts = {"lost": 0, "duplicated": 16, "replayed": 16, "forged": 16, "out_of_order": 16}
+    try:
+        results = await run_jobs(block, receiver.inbox, requests, policy)
+        stats = await settled(sim, provider, posts.get(kind, 8))
+    finally:
+        receiver.server.stop()
+    assert all(status.state is JobState.SUCCEEDED for _, status in results)
+    assert stats["callback_faults"] == {kind: 8}
+    assert stats["duplicate_submits"] == 0
+    calls = stats["status_calls"]
+    received = receiver.stats
+    if kind == "lost":
+        assert received["accepted"] == 0 and calls == 8  # each found by one safety poll
+    elif kind == "delayed":
+        assert calls <= 16  # the safety poll or the late callback, whichever comes first
+    else:
+        assert calls == 8  # one confirming poll per job, whatever else arrived
+    if kind in ("duplicated", "replayed"):
+        assert sum(received["rejected"].values()) == 8  # refused as replays (409)
+    if kind == "forged":
+        assert sum(received["rejected"].values()) == 8
+    if kind == "early":
+        assert received["deliveries"].get("kept") == 8  # before their waits: kept, not lost
+
+
+async def test_a_trusted_signed_callback_ends_the_wait_without_a_status_call(sim, receiver_url):
+    sim.state.config = SimulatorConfig(time_scale=SIM_SCALE, seed=6, callback_secret=SIGNING_SECRET)
+    sim.state.reset()
+    block = generic_block(sim, receiver_url, trust_signed_callbacks=True)
+    receiver = served(receiver_url, block)
+    try:
+        results = await run_jobs(
+            block, receiver.inbox, [{"kind": "render", "params": {"n": i}} for i in range(5)]
+        )
+    finally:
+        receiver.server.stop()
+    assert all(status.state is JobState.SUCCEEDED for _, status in results)
+    assert sim.stats()["generic"]["status_calls"] == 0

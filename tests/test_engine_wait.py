@@ -20,6 +20,7 @@ from prefect_pollers.engine import (
     TransientRequestError,
     VirtualClock,
     WaitTimeoutError,
+    Wakeup,
     wait_for_terminal,
 )
 
@@ -280,3 +281,81 @@ async def test_phase_quiet_periods_skip_to_each_phase_earliest_end():
     await wait_for_terminal(poll, policy, provider="t", job_id="j", started_at=START, clock=clock)
     # A seen at 60 and 70 ... B first seen at 70, earliest start 60 -> next poll at 160
     assert [t for t, _ in polls] == [60, 70, 160, 170, 180, 190, 200]
+
+
+# -- callbacks: a wake-up ends a pause; the safety cadence paces the rest --------------
+
+
+async def wait_with_callback(items, policy, callback_at=None, trusted=None):
+    """Wait on virtual time while a 'callback' wakes the wait at ``callback_at`` s."""
+    clock = VirtualClock(START)
+    script = Script(clock, items)
+
+    async def main():
+        wakeup = Wakeup()
+
+        async def callback():
+            await clock.sleep(callback_at)
+            wakeup.set(trusted)
+
+        sender = asyncio.ensure_future(callback()) if callback_at is not None else None
+        try:
+            return await wait_for_terminal(
+                script,
+                policy,
+                provider="p",
+                job_id="job-1",
+                started_at=START,
+                clock=clock,
+                wakeup=wakeup,
+            )
+        finally:
+            if sender is not None:
+                sender.cancel()
+
+    return await main(), script.times
+
+
+CALLBACK_POLICY = PollPolicy(initial_delay=5, interval=3, callback_safety_interval=60, deadline=600)
+
+
+async def test_a_callback_ends_the_wait_with_one_confirming_poll():
+    status, times = await wait_with_callback([st(S.SUCCEEDED)], CALLBACK_POLICY, callback_at=12.5)
+    assert status.state is S.SUCCEEDED
+    assert times == [12.5]  # no poll before the callback, one right after it
+
+
+async def test_without_a_callback_the_wait_polls_at_the_safety_cadence():
+    running = st(S.RUNNING)
+    status, times = await wait_with_callback(
+        [running, running, st(S.SUCCEEDED)], CALLBACK_POLICY, callback_at=None
+    )
+    assert status.state is S.SUCCEEDED
+    assert times == [60, 120, 180]
+
+
+async def test_an_unconfirmed_callback_falls_back_to_the_policy_schedule_once():
+    running = st(S.RUNNING)
+    status, times = await wait_with_callback(
+        [running, st(S.SUCCEEDED)], CALLBACK_POLICY, callback_at=10
+    )
+    assert status.state is S.SUCCEEDED
+    assert times == [10, 13]  # the status lagged the callback: next poll at the interval
+
+
+async def test_a_trusted_terminal_status_ends_the_wait_without_a_poll():
+    trusted = st(S.SUCCEEDED, raw="DONE")
+    status, times = await wait_with_callback(
+        [st(S.RUNNING)], CALLBACK_POLICY, callback_at=7, trusted=trusted
+    )
+    assert status == trusted and times == []
+    with pytest.raises(JobFailedError, match="E"):
+        await wait_with_callback(
+            [st(S.RUNNING)], CALLBACK_POLICY, callback_at=7, trusted=st(S.FAILED, code="E")
+        )
+
+
+async def test_the_deadline_holds_with_callbacks_on():
+    policy = CALLBACK_POLICY.with_(deadline=100)
+    with pytest.raises(WaitTimeoutError):
+        await wait_with_callback([st(S.RUNNING)], policy, callback_at=None)

@@ -107,7 +107,7 @@ class CallbackSender:
         first = job.end + (real if kind == "delayed" else 0.0)
         self._push(first, url, body, self._sign(body), job)
         if kind == "duplicated":
-            self._push(first, url, body, self._sign(body))
+            self._push(first, url, body, self._sign(body, again=True))
         elif kind == "replayed":
             self._push(first + real, url, body, self._sign(body, again=True))
         elif kind == "forged":
