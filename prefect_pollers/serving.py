@@ -69,8 +69,10 @@ class BackgroundServer:
         url: The server's root URL, e.g. ``"http://127.0.0.1:54321"``.
     """
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Bind the socket and prepare (not start) the server."""
+    def __init__(
+        self, app: Any, host: str = "127.0.0.1", port: int = 0, *, name: str = "server"
+    ) -> None:
+        """Bind the socket and prepare (not start) the server; its thread is ``name-<port>``."""
         self._socket = bind_socket(host, port)
         bound_host, bound_port = self._socket.getsockname()[:2]
         self.url = f"http://{bound_host}:{bound_port}"
@@ -78,7 +80,7 @@ class BackgroundServer:
         self._thread = threading.Thread(
             target=self._server.run,
             kwargs={"sockets": [self._socket]},
-            name=f"server-{bound_port}",
+            name=f"{name}-{bound_port}",
             daemon=True,
         )
 

@@ -342,3 +342,59 @@ async def test_a_provider_echoing_the_key_in_its_error_does_not_leak_it(hay, cap
     add_logs(hay, caplog)
     assert hay.where("is revoked")  # the provider's message is kept, the key is not
     assert hay.where(SENTINEL) == []
+
+
+WEBHOOK_SENTINEL = "whk_SENTINEL_" + "4d2b" * 8  # a capability-token key of 45 characters
+
+
+async def test_callbacks_leave_the_webhook_secret_and_tokens_nowhere(sim, hay, caplog, monkeypatch):
+    """The generation flow in callback mode, its callbacks through a receiver in this
+    process (events on): neither the secret nor any token is in anything it left."""
+    import prefect_pollers.client as client_module
+    from prefect_pollers.serving import BackgroundServer, bind_socket
+    from prefect_pollers.webhooks.app import create_webhook_app
+
+    accept_sentinel(sim)
+    tokens: list[str] = []
+    made = client_module.capability_token
+
+    def recording(*args: Any) -> str:
+        tokens.append(made(*args))
+        return tokens[-1]
+
+    monkeypatch.setattr(client_module, "capability_token", recording)
+    with bind_socket("127.0.0.1", 0) as sock:
+        port = sock.getsockname()[1]
+    block = ApixoCredentials(
+        api_key=SENTINEL,
+        base_url=sim.base_url("apixo"),
+        policy_scale=SIM_SCALE,
+        callback_base_url=f"http://127.0.0.1:{port}",
+        webhook_secret=WEBHOOK_SENTINEL,
+    )
+    hay.add_block("callback block", block)
+    receiver = BackgroundServer(create_webhook_app([block]), "127.0.0.1", port)
+    receiver.start()
+    try:
+        state = await FLOWS["apixo"](block, request_type="callback", return_state=True)
+        rows = await state.aresult()
+    finally:
+        receiver.stop()
+    hay.add("returned rows", [row.model_dump_json() for row in rows])
+    await read_back(hay, [state.state_details.flow_run_id])
+    # The simulated provider (a thread of this process) logs the URLs it posts to, as
+    # httpx logs every request: that is the provider's log, not ours.
+    provider_lines = [r for r in caplog.records if r.threadName.startswith("simulator-")]
+    assert any("/hooks/apixo/" in r.getMessage() for r in provider_lines)
+    for record in provider_lines:
+        caplog.records.remove(record)
+    caplog.handler.stream.truncate(0)
+    for record in caplog.records:
+        caplog.handler.stream.write(caplog.handler.format(record) + "\n")
+    add_logs(hay, caplog)
+    assert [row.status for row in rows] == ["succeeded", "failed"]
+    assert len(tokens) == 2 and sim.stats()["apixo"]["callbacks_sent"] == 2
+    assert hay.where("prefect-pollers.job.callback")  # the receiver's events were searched
+    assert hay.where("woken by a callback")
+    for needle in (SENTINEL, WEBHOOK_SENTINEL, *tokens, *(t.split(".")[1] for t in tokens)):
+        assert hay.where(needle) == [], needle

@@ -54,7 +54,7 @@ class RunningSimulator(BackgroundServer):
     def __init__(self, app: Starlette, host: str, port: int) -> None:
         """Bind the socket and prepare (not start) the server."""
         logging.getLogger("uvicorn.error").addFilter(_RESET_FILTER)
-        super().__init__(app, host, port)
+        super().__init__(app, host, port, name="simulator")
         self.state: SimulatorState = app.state.simulator
 
     def base_url(self, provider: str) -> str:
