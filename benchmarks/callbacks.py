@@ -7,8 +7,8 @@ through the inbox). Every run submits the same 500 tasks at once through one
 block, with APIXO's nano-banana preset (5 s, then every 3 s) and the default
 safety cadence of 60 s in callback mode. ``calls_per_job`` counts status requests
 per job as the simulator saw them; lag runs from a job's end (the simulator's
-clock) to its wait's return (ours: one machine, one clock). The third run loses
-10 % of the callbacks: those jobs are found by the safety poll.
+clock) to its wait's return (ours: one machine, one clock), in real seconds. The
+third run loses 10 % of the callbacks: those jobs are found by the safety poll.
 """
 
 from __future__ import annotations
@@ -33,13 +33,16 @@ def free_url() -> str:
         return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-async def run(sim_url: str, base_url: str, jobs: int, *, callbacks: bool) -> dict[str, Any]:
+async def run(
+    sim_url: str, base_url: str, jobs: int, *, callbacks: bool, scale: float
+) -> dict[str, Any]:
     """Submit ``jobs`` tasks at once and wait for each; returns the run's figures."""
     secret = secrets.token_urlsafe(32)
     receiver_url = free_url()
     block = ApixoCredentials(
         api_key="sim-key",
         base_url=base_url,
+        policy_scale=scale,
         callback_base_url=receiver_url if callbacks else None,
         webhook_secret=secret if callbacks else None,
     )
@@ -94,14 +97,14 @@ async def configure(sim_url: str, patch: dict[str, Any]) -> None:
         (await sim.post("/_sim/reset")).raise_for_status()
 
 
-async def main_async(jobs: int, drop: float) -> None:
-    with simulator_process({"time_scale": 1.0, "seed": 11}) as sim:
+async def main_async(jobs: int, drop: float, scale: float) -> None:
+    with simulator_process({"time_scale": scale, "seed": 11}) as sim:
         base_url = sim.base_url("apixo")
-        callback = await run(sim.url, base_url, jobs, callbacks=True)
+        callback = await run(sim.url, base_url, jobs, callbacks=True, scale=scale)
         await configure(sim.url, {})
-        polled = await run(sim.url, base_url, jobs, callbacks=False)
+        polled = await run(sim.url, base_url, jobs, callbacks=False, scale=scale)
         await configure(sim.url, {"callback_faults": [{"kind": "lost", "rate": drop}]})
-        dropped = await run(sim.url, base_url, jobs, callbacks=True)
+        dropped = await run(sim.url, base_url, jobs, callbacks=True, scale=scale)
     emit(
         "callbacks",
         jobs=jobs,
@@ -119,7 +122,8 @@ async def main_async(jobs: int, drop: float) -> None:
         dropped_calls_per_job=dropped["calls_per_job"],
         dropped_mean_lag_s=dropped["mean_lag_s"],
         dropped_max_lag_s=dropped["max_lag_s"],
-        safety_interval_s=60.0,
+        safety_interval_s=60.0 * scale,
+        time_scale=scale,
         errors=callback["errors"] + polled["errors"] + dropped["errors"],
     )
 
@@ -128,8 +132,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--drop", type=float, default=0.1, help="fraction of callbacks lost")
+    parser.add_argument(
+        "--time-scale", type=float, default=1.0, help="real seconds per simulated second"
+    )
     args = parser.parse_args()
-    asyncio.run(main_async(args.jobs, args.drop))
+    asyncio.run(main_async(args.jobs, args.drop, args.time_scale))
 
 
 if __name__ == "__main__":

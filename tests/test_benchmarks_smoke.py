@@ -44,6 +44,14 @@ def test_poll_efficiency_smoke():
         assert isinstance(figures[key], (int, float))
 
 
+@pytest.mark.slow
+def test_callbacks_smoke():
+    figures = bench("benchmarks.callbacks", "--jobs", "10", "--drop", "0.5", "--time-scale", "0.02")
+    assert figures["benchmark"] == "callbacks" and figures["jobs"] == 10
+    assert figures["completed"] == figures["poll_completed"] == figures["dropped_completed"] == 10
+    assert figures["errors"] == 0
+
+
 def test_rate_limit_smoke():
     figures = bench("benchmarks.rate_limit", "--executions", "10", "--time-scale", "0.01")
     assert figures["completed"] == 10
