@@ -78,9 +78,13 @@ class Harness:
 
 APIXO_URL = f"/hooks/apixo/{FLOW_RUN}/{TOKEN}"
 GENERIC_URL = f"/hooks/render/{FLOW_RUN}"
-LONG_AGO = datetime.now(timezone.utc) - timedelta(minutes=6)
-LATER = datetime.now(timezone.utc) + timedelta(minutes=6)
-BAD_SIGNATURE = {**signed(GENERIC_BODY), "webhook-signature": "v1," + "A" * 43 + "="}
+
+
+def ago(minutes: float) -> datetime:
+    """Now plus ``minutes`` (headers are signed when a test runs, not when collected)."""
+    return datetime.now(timezone.utc) + timedelta(minutes=minutes)
+
+
 NOT_JSON = b"<html>not json</html>"
 
 REJECTIONS = [
@@ -89,7 +93,7 @@ REJECTIONS = [
     (
         "flow run not a UUID",
         "/hooks/render/not-a-run",
-        signed(GENERIC_BODY),
+        lambda: signed(GENERIC_BODY),
         GENERIC_BODY,
         404,
         "unknown callback",
@@ -120,11 +124,18 @@ REJECTIONS = [
         "unknown callback token",
     ),
     ("missing signature", GENERIC_URL, {}, GENERIC_BODY, 401, "missing signature headers"),
-    ("bad signature", GENERIC_URL, BAD_SIGNATURE, GENERIC_BODY, 401, "bad signature"),
+    (
+        "bad signature",
+        GENERIC_URL,
+        lambda: {**signed(GENERIC_BODY), "webhook-signature": "v1," + "A" * 43 + "="},
+        GENERIC_BODY,
+        401,
+        "bad signature",
+    ),
     (
         "malformed signature",
         GENERIC_URL,
-        {**signed(GENERIC_BODY), "webhook-signature": "v1"},
+        lambda: {**signed(GENERIC_BODY), "webhook-signature": "v1"},
         GENERIC_BODY,
         401,
         "bad signature",
@@ -132,7 +143,7 @@ REJECTIONS = [
     (
         "body changed after signing",
         GENERIC_URL,
-        signed(GENERIC_BODY),
+        lambda: signed(GENERIC_BODY),
         GENERIC_BODY + b" ",
         401,
         "bad signature",
@@ -140,7 +151,7 @@ REJECTIONS = [
     (
         "timestamp too old",
         GENERIC_URL,
-        signed(GENERIC_BODY, at=LONG_AGO),
+        lambda: signed(GENERIC_BODY, at=ago(-6)),
         GENERIC_BODY,
         401,
         "timestamp outside",
@@ -148,7 +159,7 @@ REJECTIONS = [
     (
         "timestamp too new",
         GENERIC_URL,
-        signed(GENERIC_BODY, at=LATER),
+        lambda: signed(GENERIC_BODY, at=ago(6)),
         GENERIC_BODY,
         401,
         "timestamp outside",
@@ -156,7 +167,7 @@ REJECTIONS = [
     (
         "token on a signed scheme",
         GENERIC_URL + "/tok.en",
-        signed(GENERIC_BODY),
+        lambda: signed(GENERIC_BODY),
         GENERIC_BODY,
         404,
         "unknown callback",
@@ -167,7 +178,7 @@ REJECTIONS = [
     (
         "signed, names no job",
         GENERIC_URL,
-        signed(b'{"job": {}}'),
+        lambda: signed(b'{"job": {}}'),
         b'{"job": {}}',
         422,
         "names no job",
@@ -185,6 +196,7 @@ async def test_each_bad_callback_is_refused_and_wakes_nothing(
     url, headers, body, status, reason, caplog
 ):
     harness = Harness()
+    headers = headers() if callable(headers) else headers
     with caplog.at_level(logging.WARNING, logger="prefect_pollers.webhooks"):
         async with harness.client() as client:
             response = await client.post(url, content=body, headers=headers)
