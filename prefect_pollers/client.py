@@ -39,7 +39,7 @@ from prefect_pollers.engine.ratelimit import RateLimitGate
 from prefect_pollers.engine.wait import StateChangeHook
 from prefect_pollers.providers.base import JobApiCredentials, ResultT
 from prefect_pollers.providers.callbacks import CallbackCredentials
-from prefect_pollers.providers.contract import search
+from prefect_pollers.providers.contract import job_id_at, search
 from prefect_pollers.webhooks.urls import (
     callback_url,
     capability_token,
@@ -273,8 +273,8 @@ class JobApiClient(Generic[ResultT]):
             idempotency_key=idempotency_key,
             headers={header: idempotency_key} if idempotency_key and header else None,
         )
-        job_id = search(self.contract.job_id_field, reply.body)
-        if not isinstance(job_id, (str, int)) or isinstance(job_id, bool) or job_id == "":
+        job_id = job_id_at(self.contract.job_id_field, reply.body)
+        if job_id is None:
             raise MalformedResponseError(
                 f"{self.provider} submit response has no job id at {self.contract.job_id_field!r}",
                 provider=self.provider,
@@ -283,7 +283,6 @@ class JobApiClient(Generic[ResultT]):
                 idempotency_key=idempotency_key,
                 may_have_created=True,
             )
-        job_id = str(job_id)
         status = None
         if isinstance(search(self.contract.status_field, reply.body), str):
             status = self.contract.status_of(self.provider, job_id, reply)

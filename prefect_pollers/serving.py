@@ -8,6 +8,7 @@ The listening socket is bound before uvicorn starts and handed to it, so a free 
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -40,6 +41,15 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def bind_or_report(program: str, host: str, port: int) -> socket.socket | None:
+    """:func:`bind_socket` for a command line: None after saying on stderr why it failed."""
+    try:
+        return bind_socket(host, port)
+    except OSError as exc:
+        print(f"{program}: cannot bind {host}:{port}: {exc}", file=sys.stderr)
+        return None
 
 
 def uvicorn_server(app: Any, *, log_level: str, embedded: bool) -> uvicorn.Server:

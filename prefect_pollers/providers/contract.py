@@ -58,6 +58,14 @@ def search(expression: str | None, body: Any) -> Any:
     return compiled(expression).search(body) if expression else None
 
 
+def job_id_at(expression: str, body: Any) -> str | None:
+    """The job id ``expression`` selects in ``body`` (a string or an integer), else None."""
+    job_id = search(expression, body)
+    if isinstance(job_id, bool) or not isinstance(job_id, (str, int)) or job_id == "":
+        return None
+    return str(job_id)
+
+
 def fill(template: str, values: Mapping[str, Any]) -> str:
     """``template`` with each ``{name}`` replaced by ``values[name]``.
 
@@ -142,10 +150,7 @@ class CallbackSpec(BaseModel):
 
     def job_id_of(self, body: Any) -> str | None:
         """The job id a callback body names, or None when it names none."""
-        job_id = search(self.job_id_field, body)
-        if isinstance(job_id, bool) or not isinstance(job_id, (str, int)) or job_id == "":
-            return None
-        return str(job_id)
+        return job_id_at(self.job_id_field, body)
 
 
 class JobApiContract(BaseModel):

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from prefect_pollers.serving import bind_socket
+from prefect_pollers.serving import bind_or_report
 from prefect_pollers.simulator.app import PREFIXES
 from prefect_pollers.simulator.config import SimulatorConfig
 from prefect_pollers.simulator.runner import serve
@@ -84,10 +84,8 @@ def run_simulator_cli(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"simulator: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    try:
-        sock = bind_socket(args.host, args.port)
-    except OSError as exc:
-        print(f"simulator: cannot bind {args.host}:{args.port}: {exc}", file=sys.stderr)
+    sock = bind_or_report("simulator", args.host, args.port)
+    if sock is None:
         return 1
     host, port = sock.getsockname()[:2]
     print(f"Simulator on http://{host}:{port} (time_scale={config.time_scale})", flush=True)

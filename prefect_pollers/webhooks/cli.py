@@ -9,9 +9,11 @@ import sys
 from typing import Any
 
 from prefect.blocks.core import Block
+from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_API_URL
 
 from prefect_pollers.providers.base import JobApiCredentials
-from prefect_pollers.serving import bind_socket, uvicorn_server
+from prefect_pollers.serving import bind_or_report, uvicorn_server
 from prefect_pollers.webhooks.app import MAX_BODY_BYTES, create_webhook_app
 
 DESCRIPTION = (
@@ -49,7 +51,13 @@ def add_webhooks_command(subparsers: argparse._SubParsersAction[argparse.Argumen
 async def _load_blocks(names: list[str]) -> list[JobApiCredentials[Any]]:
     blocks: list[JobApiCredentials[Any]] = []
     for name in names:
-        block = await Block.aload(name)
+        try:
+            block = await Block.aload(name)
+        except (ValueError, ObjectNotFound) as exc:
+            raise ValueError(
+                f"cannot load block {name!r} ({exc}); give SLUG/NAME of a saved block, "
+                "e.g. apixo-credentials/apixo"
+            ) from None
         if not isinstance(block, JobApiCredentials):
             raise ValueError(f"block {name!r} is not a prefect-pollers credentials block")
         blocks.append(block)
@@ -58,6 +66,13 @@ async def _load_blocks(names: list[str]) -> list[JobApiCredentials[Any]]:
 
 def run_webhooks_cli(args: argparse.Namespace) -> int:
     """Serve the receiver until Ctrl-C or SIGTERM; returns the process exit code."""
+    if not PREFECT_API_URL.value():
+        print(
+            "webhooks: set PREFECT_API_URL to your Prefect server's API: the receiver loads "
+            "its blocks from it and emits callback events to it",
+            file=sys.stderr,
+        )
+        return 2
     try:
         app = create_webhook_app(
             asyncio.run(_load_blocks(args.blocks)), max_body_bytes=args.max_body_bytes
@@ -65,10 +80,8 @@ def run_webhooks_cli(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"webhooks: {exc}", file=sys.stderr)
         return 2
-    try:
-        sock = bind_socket(args.host, args.port)
-    except OSError as exc:
-        print(f"webhooks: cannot bind {args.host}:{args.port}: {exc}", file=sys.stderr)
+    sock = bind_or_report("webhooks", args.host, args.port)
+    if sock is None:
         return 1
     host, port = sock.getsockname()[:2]
     print(
