@@ -4,18 +4,22 @@ Resource id ``prefect-pollers.job.<provider>.<job id>``; event names
 ``prefect-pollers.job.submitted`` and, on each change of normalized state,
 ``prefect-pollers.job.<state>`` (pending, running, succeeded, failed, cancelled,
 expired), with the old and new state and phase in the payload: build automations
-on them.
+on them. A job stuck in a phase past its policy's ``phase_deadlines`` emits
+``prefect-pollers.job.stuck`` (its phase and the limit in the payload) as its wait
+ends, before the overall deadline.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from prefect.events import emit_event
 from prefect.logging import get_run_logger
 
-from prefect_pollers.engine import JobRef, JobStatus
+from prefect_pollers.engine import JobRef, JobStatus, PhaseDeadlineError
 from prefect_pollers.providers.base import JobApiCredentials
 
 EVENT_PREFIX = "prefect-pollers.job"
@@ -128,3 +132,25 @@ def emit_callback(
             "status": status.model_dump(mode="json") if status is not None else None,
         },
     )
+
+
+@contextlib.contextmanager
+def announcing_stuck(provider: str) -> Iterator[None]:
+    """Emit ``prefect-pollers.job.stuck`` when the wait inside ends on a phase deadline."""
+    try:
+        yield
+    except PhaseDeadlineError as exc:
+        status = exc.last_status
+        emit_event(
+            event=f"{EVENT_PREFIX}.stuck",
+            resource=_job_resource(provider, exc.job_id or ""),
+            payload={
+                "provider": provider,
+                "job_id": exc.job_id,
+                "phase": exc.phase,
+                "phase_deadline_s": exc.limit,
+                "state": status.state.value if status else None,
+                "raw_status": status.raw_status if status else None,
+            },
+        )
+        raise

@@ -36,7 +36,7 @@ from pydantic import BaseModel
 from prefect_pollers.cancellation import tracked
 from prefect_pollers.client import shared_client
 from prefect_pollers.engine import JobRef, PollerError, PollPolicy
-from prefect_pollers.events import announce_submitted, emit_state_change
+from prefect_pollers.events import announce_submitted, announcing_stuck, emit_state_change
 from prefect_pollers.idempotency import default_scope, record_key, request_digest
 from prefect_pollers.providers.base import JobApiCredentials, ResultT
 from prefect_pollers.webhooks.subscription import callback_wakeup, listening_for_submit
@@ -142,7 +142,7 @@ async def wait_for_job(
         WaitTimeoutError: the deadline passed first.
         ProviderUnavailableError: the provider stayed unreachable (retried by Prefect).
     """
-    with tracked(credentials, job):
+    with tracked(credentials, job), announcing_stuck(job.provider):
         async with callback_wakeup(job) as wakeup:
             return await shared_client(credentials).wait_for_result(
                 job,

@@ -203,3 +203,23 @@ async def test_providers_without_a_cancel_endpoint_say_so():
     from prefect_pollers import JobRef
 
     assert await shared_client(creds).cancel(JobRef(provider="exona", job_id="scan_1")) is False
+
+
+async def test_a_job_not_visible_yet_is_waited_for_not_lost(sim):
+    """An eventually consistent API: the generic job answers 404 for its first 30 s."""
+    from prefect_pollers import JobNotFoundError, PollPolicy
+    from prefect_pollers.providers.registry import provider_entry
+    from prefect_pollers.simulator import SimulatorConfig
+
+    sim.state.config = SimulatorConfig(time_scale=SIM_SCALE, seed=2, not_visible_for_s=30)
+    entry = provider_entry("generic")
+    block = entry.simulator_block(sim.url, time_scale=SIM_SCALE)
+    client = block.get_client()
+    async with client:
+        ref = await client.submit(entry.sample_request)
+        status = await client.wait(ref, PollPolicy(interval=5, not_found_grace=60))
+        assert status.state.value == "succeeded"
+        assert sim.stats()["generic"]["not_visible_404"] >= 2
+        ref = await client.submit(entry.sample_request)
+        with pytest.raises(JobNotFoundError):
+            await client.wait(ref, PollPolicy(interval=5, not_found_grace=0))

@@ -10,9 +10,11 @@ from prefect_pollers.engine import (
     JobCancelledError,
     JobExpiredError,
     JobFailedError,
+    JobNotFoundError,
     JobState,
     JobStatus,
     MalformedResponseError,
+    PhaseDeadlineError,
     PollPolicy,
     ProviderUnavailableError,
     RateLimitedError,
@@ -359,3 +361,49 @@ async def test_the_deadline_holds_with_callbacks_on():
     policy = CALLBACK_POLICY.with_(deadline=100)
     with pytest.raises(WaitTimeoutError):
         await wait_with_callback([st(S.RUNNING)], policy, callback_at=None)
+
+
+# -- jobs not visible yet, and jobs stuck in a phase ------------------------------------
+
+
+def not_found():
+    return JobNotFoundError("status endpoint answered 404", provider="p", job_id="job-1")
+
+
+async def test_a_404_soon_after_submission_is_retried_until_the_job_is_visible():
+    policy = PollPolicy(interval=5, min_interval=1, not_found_grace=5)
+    result, script = await run([not_found(), not_found(), st(S.SUCCEEDED)], policy)
+    assert result.state is S.SUCCEEDED
+    assert script.times == [0, 1, 2]
+
+
+async def test_a_404_after_the_grace_period_is_job_not_found():
+    policy = PollPolicy(interval=5, min_interval=1, not_found_grace=2.5)
+    with pytest.raises(JobNotFoundError):
+        await run([not_found()], policy)
+    with pytest.raises(JobNotFoundError):  # a job seen before, then unknown: no grace left
+        await run([st(S.RUNNING), not_found()], PollPolicy(initial_delay=10, interval=5))
+
+
+async def test_a_job_stuck_in_a_phase_ends_the_wait_with_the_phase_named():
+    policy = PollPolicy(interval=30, phase_deadlines={"QUEUED": 70}, deadline=600)
+    queued = st(S.PENDING, "QUEUED")
+    with pytest.raises(PhaseDeadlineError, match="QUEUED") as info:
+        await run([queued], policy)
+    assert info.value.phase == "QUEUED" and info.value.limit == 70
+    assert info.value.last_status == queued
+    assert not info.value.retryable
+    # polls at 0, 30, 60, then at the phase deadline (70), not at 90
+    _, script = await run(
+        [queued, queued, queued, st(S.RUNNING, "WORKING"), st(S.SUCCEEDED)], policy
+    )
+    assert script.times == [0, 30, 60, 70, 100]
+
+
+async def test_a_phase_deadline_counts_from_when_the_phase_was_first_seen():
+    policy = PollPolicy(interval=30, phase_deadlines={"WORKING": 50}, deadline=600)
+    working = st(S.RUNNING, "WORKING")
+    items = [st(S.PENDING, "QUEUED"), st(S.PENDING, "QUEUED"), working, working, working]
+    with pytest.raises(PhaseDeadlineError) as info:
+        await run(items, policy)
+    assert "WORKING" in str(info.value)

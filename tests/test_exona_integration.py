@@ -306,3 +306,27 @@ async def test_progress_artifact_ends_at_100_percent_however_jobs_interleave(sim
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
         )
     assert [a.data for a in artifacts if a.type == "progress"] == [100.0]
+
+
+@pytest.mark.parametrize("task_runs", ["per-job", "batched"])
+async def test_a_job_stuck_in_a_phase_ends_its_wait_and_emits_stuck(sim, monkeypatch, task_runs):
+    """Scans that never finish, with a 2-minute deadline on the ``analyzing`` phase."""
+    from prefect_pollers import BatchItem, run_batch
+
+    sim.state.config = SimulatorConfig(time_scale=SIM_SCALE, seed=8, never_finish_rate=1.0)
+    events = []
+    monkeypatch.setattr(events_module, "emit_event", lambda **kw: events.append(kw))
+    policy = POLICY.with_(phase_deadlines={"analyzing": 120 * SIM_SCALE})
+
+    @flow
+    async def stuck():
+        item = BatchItem(label="acme", key=f"stuck-{uuid.uuid4()}", request=ACME)
+        return await run_batch(creds(sim), [item], policy=policy, task_runs=task_runs)
+
+    [outcome] = await stuck()
+    assert outcome.outcome.value == "timed_out"
+    assert "phase 'analyzing'" in (outcome.error or "")
+    assert outcome.error_type == "PhaseDeadlineError"
+    [event] = [e for e in events if e["event"] == "prefect-pollers.job.stuck"]
+    assert event["payload"]["phase"] == "analyzing"
+    assert event["payload"]["phase_deadline_s"] == 120 * SIM_SCALE

@@ -42,7 +42,7 @@ from prefect_pollers.batch.progress import BatchProgress
 from prefect_pollers.cancellation import tracked
 from prefect_pollers.client import shared_client
 from prefect_pollers.engine import InvalidRequestError, JobRef, PollerError, PollPolicy
-from prefect_pollers.events import announce_submitted, emit_state_change
+from prefect_pollers.events import announce_submitted, announcing_stuck, emit_state_change
 from prefect_pollers.idempotency import record_key
 from prefect_pollers.providers.base import JobApiCredentials, ResultT
 from prefect_pollers.tasks import retry_wait_when_transient, run_job
@@ -200,7 +200,7 @@ async def run_batch_in_one_task(
 
     async def run_one(item: BatchItem) -> ResultT:
         ref = await submit_once(credentials, item, store)
-        with tracked(credentials, ref):
+        with tracked(credentials, ref), announcing_stuck(ref.provider):
             async with callback_wakeup(ref) as wakeup:
                 return await client.wait_for_result(
                     ref,

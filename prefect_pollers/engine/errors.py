@@ -211,3 +211,24 @@ class WaitTimeoutError(PollerError):
     def __init__(self, message: str, *, last_status: JobStatus | None, **where: Any) -> None:
         self.last_status = last_status
         super().__init__(message, **where)
+
+
+class PhaseDeadlineError(WaitTimeoutError):
+    """The job stayed in one phase longer than the policy's ``phase_deadlines`` allow.
+
+    Attributes:
+        phase: The phase it is stuck in.
+        limit: The seconds the policy allows in it.
+    """
+
+    advice = (
+        "The job looks stuck: check it at the provider (it may still finish; wait again "
+        "with the same JobRef, or cancel it)"
+    )
+
+    def __init__(
+        self, message: str, *, phase: str, limit: float, last_status: JobStatus | None, **where: Any
+    ) -> None:
+        self.phase = phase
+        self.limit = limit
+        super().__init__(message, last_status=last_status, **where)

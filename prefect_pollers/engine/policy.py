@@ -47,6 +47,14 @@ class PollPolicy(BaseModel):
         max_error_backoff: Cap of the error backoff.
         rate_limit_default: Seconds to wait after a 429 that gives no Retry-After.
         honour_retry_after: Whether ``Retry-After`` on a status response is a floor.
+        not_found_grace: Seconds after submission during which a 404 from the status
+            endpoint means "not visible yet" (APIs that are eventually consistent
+            answer 404 for a moment after creating a job) and is retried; after it,
+            a 404 ends the wait with ``JobNotFoundError``.
+        phase_deadlines: Per phase (raw phase name), the most seconds a job may stay
+            in it, counted from the poll that first saw it there: past that the
+            wait ends with ``PhaseDeadlineError`` (e.g. queued too long), before the
+            overall deadline.
         callback_safety_interval: With callbacks on (a callback wakes the wait), the
             least pause before the first poll and between polls: a slow safety net,
             so a lost callback costs at most about this much latency, never the job.
@@ -69,6 +77,8 @@ class PollPolicy(BaseModel):
     max_error_backoff: float = Field(60.0, gt=0)
     rate_limit_default: float = Field(60.0, ge=0)
     honour_retry_after: bool = True
+    not_found_grace: float = Field(5.0, ge=0)
+    phase_deadlines: dict[str, float] = Field(default_factory=dict)
     callback_safety_interval: float = Field(60.0, gt=0)
 
     @model_validator(mode="after")
@@ -76,6 +86,9 @@ class PollPolicy(BaseModel):
         bad = {k: v for k, v in self.phase_intervals.items() if v <= 0}
         if bad:
             raise ValueError(f"phase_intervals must be positive seconds, got {bad}")
+        bad = {k: v for k, v in self.phase_deadlines.items() if v <= 0}
+        if bad:
+            raise ValueError(f"phase_deadlines must be positive seconds, got {bad}")
         bad = {k: v for k, v in self.phase_quiet_periods.items() if v < 0}
         if bad:
             raise ValueError(f"phase_quiet_periods must be non-negative seconds, got {bad}")
@@ -111,6 +124,8 @@ class PollPolicy(BaseModel):
                 "max_error_backoff": self.max_error_backoff * factor,
                 "rate_limit_default": self.rate_limit_default * factor,
                 "callback_safety_interval": self.callback_safety_interval * factor,
+                "not_found_grace": self.not_found_grace * factor,
+                "phase_deadlines": {k: v * factor for k, v in self.phase_deadlines.items()},
             }
         )
 

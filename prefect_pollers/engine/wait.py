@@ -14,7 +14,9 @@ from prefect_pollers.engine.errors import (
     JobEndedError,
     JobExpiredError,
     JobFailedError,
+    JobNotFoundError,
     MalformedResponseError,
+    PhaseDeadlineError,
     ProviderUnavailableError,
     RateLimitedError,
     TransientRequestError,
@@ -110,8 +112,10 @@ async def wait_for_terminal(
     Raises:
         JobFailedError, JobCancelledError, JobExpiredError: the job ended otherwise.
         WaitTimeoutError: the deadline passed first (carries the last status).
+        PhaseDeadlineError: the job stayed in one phase past its ``phase_deadlines``.
         ProviderUnavailableError: more request errors in a row than the budget.
-        AuthenticationError, BadRequestError, JobNotFoundError: at once, unretried.
+        AuthenticationError, BadRequestError: at once, unretried.
+        JobNotFoundError: a 404 after the policy's ``not_found_grace``.
     """
     clock = clock or current_clock()
     log = logger or _default_logger
@@ -121,10 +125,10 @@ async def wait_for_terminal(
     warned: set[str] = set()
     last: JobStatus | None = None
     polls = phase_polls = errors = 0
-    last_poll_at = phase_started_at = start
+    last_poll_at = phase_started_at = phase_seen_at = start
 
     async def observe(status: JobStatus) -> None:
-        nonlocal last, phase_polls, phase_started_at
+        nonlocal last, phase_polls, phase_started_at, phase_seen_at
         if not status.recognized and str(status.raw_status) not in warned:
             warned.add(str(status.raw_status))
             log.warning("%s: unknown status %r, treated as running", label, status.raw_status)
@@ -137,6 +141,7 @@ async def wait_for_terminal(
             phase_polls = 0
             if last is None or last.phase != status.phase:
                 phase_started_at = last_poll_at
+                phase_seen_at = clock.time()
         last = status
 
     def time_left() -> float | None:
@@ -188,6 +193,21 @@ async def wait_for_terminal(
         poll_at = clock.time()
         try:
             status = await poll()
+        except JobNotFoundError as exc:
+            # Eventually consistent APIs answer 404 for a moment after creating a job.
+            visible_in = start + policy.not_found_grace - clock.time()
+            if visible_in <= 0:
+                raise
+            delay = policy.min_interval or policy.interval / 10
+            if exc.hints is not None and exc.hints.retry_after is not None:
+                delay = max(delay, exc.hints.retry_after)
+            log.warning(
+                "%s: not visible yet (HTTP 404 within %.3g s of submission), retrying in %.3g s",
+                label,
+                policy.not_found_grace,
+                delay,
+            )
+            continue
         except (TransientRequestError, MalformedResponseError) as exc:
             if isinstance(exc, RateLimitedError):
                 delay = max(
@@ -241,3 +261,17 @@ async def wait_for_terminal(
             ),
             woken,
         )
+        phase_limit = policy.phase_deadlines.get(status.phase) if status.phase else None
+        if phase_limit is not None:
+            in_phase = clock.time() - phase_seen_at
+            if in_phase >= phase_limit:
+                raise PhaseDeadlineError(
+                    f"job still {status.describe()} {in_phase:.3g} s after it was first seen "
+                    f"in phase {status.phase!r} (phase deadline {phase_limit:g} s)",
+                    phase=str(status.phase),
+                    limit=phase_limit,
+                    last_status=status,
+                    provider=provider,
+                    job_id=job_id,
+                )
+            delay = min(delay, max(phase_limit - in_phase, policy.min_interval))

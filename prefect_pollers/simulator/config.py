@@ -114,6 +114,8 @@ class SimulatorConfig(BaseModel):
     never_finish_rate: Probability = 0.0
     early_poll_tolerance: float = Field(default=0.1, ge=0.0, lt=1.0)
     faults: list[FaultRule] = Field(default_factory=list)
+    not_visible_for_s: float = Field(default=0.0, ge=0.0)
+    """Simulated seconds after its creation during which a job is answered 404."""
     callback_secret: str | None = None
     """A Standard Webhooks secret (``whsec_...``): callbacks are signed with it."""
     callback_faults: list[CallbackFault] = Field(default_factory=list)

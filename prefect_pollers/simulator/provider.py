@@ -259,9 +259,18 @@ class Provider(ABC):
         return job
 
     def find(self, job_id: str) -> Job:
-        """The job with ``job_id``, or a 404 refusal."""
+        """The job with ``job_id``, or a 404 refusal.
+
+        A job younger than ``not_visible_for_s`` is not found yet either, as an
+        eventually consistent API answers for a moment after creating a job.
+        """
         job = self.jobs.get(job_id)
-        if job is None:
+        hidden = job is not None and self.now() - job.created < self.config.real(
+            self.config.not_visible_for_s
+        )
+        if job is None or hidden:
+            if hidden:
+                self.stats.not_visible_404 += 1
             raise Refusal(404, "not_found", f"no job with id {job_id!r}")
         return job
 

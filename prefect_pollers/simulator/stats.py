@@ -62,6 +62,7 @@ class ProviderStats:
     max_jobs_in_flight: int = 0
     observed_terminal: int = 0
     cancels: int = 0
+    not_visible_404: int = 0
 
     def record_submit(self, job: Job, now: float, idempotency_key: str | None) -> None:
         """Book a submit POST that created ``job``."""
@@ -99,4 +100,5 @@ class ProviderStats:
             "outcomes": dict(self.ledger.outcomes),
             "unobserved_terminal_jobs": self.ledger.total - in_flight - self.observed_terminal,
             "cancels": self.cancels,
+            "not_visible_404": self.not_visible_404,
         }
