@@ -39,6 +39,8 @@ CONNECT_TIMEOUT_S = 10.0
 """How long a first wait waits for the event stream to connect before going on."""
 LINGER_S = 30.0
 """How long a subscription stays open after its last wait ends (batches come and go)."""
+RECONNECT_AFTER_S = 60.0
+"""After the event stream failed, how long before a new wait tries it again."""
 
 _log = logging.getLogger("prefect_pollers.webhooks")
 
@@ -90,6 +92,7 @@ class CallbackSubscription:
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._linger: asyncio.TimerHandle | None = None
+        self._failed_at: float | None = None
         self.received = 0
         """Callback events received."""
 
@@ -99,9 +102,13 @@ class CallbackSubscription:
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
-        if self._task is None or self._task.done():
+        loop = asyncio.get_running_loop()
+        failed_lately = (
+            self._failed_at is not None and loop.time() - self._failed_at < RECONNECT_AFTER_S
+        )
+        if (self._task is None or self._task.done()) and not failed_lately:
             self._ready.clear()
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task = loop.create_task(self._run())
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._ready.wait(), CONNECT_TIMEOUT_S)
 
@@ -119,7 +126,9 @@ class CallbackSubscription:
 
     async def _run(self) -> None:
         try:
-            async with get_events_subscriber(filter=self._filter) as subscriber:
+            async with get_events_subscriber(
+                filter=self._filter, reconnect_on_clean_close=True
+            ) as subscriber:
                 self._ready.set()
                 async for event in subscriber:
                     delivery = delivery_from_event(event)
@@ -129,10 +138,12 @@ class CallbackSubscription:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            self._failed_at = asyncio.get_running_loop().time()
             _log.warning(
                 "callbacks from other processes are not received (Prefect's event stream: "
-                "%s); waits go on polling at their safety cadence",
+                "%s); waits go on polling at their safety cadence, retried in %g s",
                 type(exc).__name__,
+                RECONNECT_AFTER_S,
             )
         finally:
             self._ready.set()
