@@ -52,6 +52,9 @@ if TYPE_CHECKING:
         WaitTimeoutError,
         use_clock,
     )
+    from prefect_pollers.event_outbox import (
+        reconcile_job_events,
+    )
     from prefect_pollers.idempotency import (
         default_scope,
     )
@@ -109,6 +112,7 @@ _HOME: dict[str, str] = {
     "JobStatus": "prefect_pollers.engine",
     "MalformedResponseError": "prefect_pollers.engine",
     "PhaseDeadlineError": "prefect_pollers.engine",
+    "reconcile_job_events": "prefect_pollers.event_outbox",
     "PollPolicy": "prefect_pollers.engine",
     "PollerError": "prefect_pollers.engine",
     "ProviderUnavailableError": "prefect_pollers.engine",
@@ -222,6 +226,7 @@ __all__ = [
     "modelroute_policy",
     "provider_entry",
     "publish_table",
+    "reconcile_job_events",
     "run_batch",
     "run_job",
     "shared_client",

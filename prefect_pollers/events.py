@@ -6,7 +6,8 @@ Resource id ``prefect-pollers.job.<provider>.<job id>``; event names
 expired), with the old and new state and phase in the payload: build automations
 on them. A job stuck in a phase past its policy's ``phase_deadlines`` emits
 ``prefect-pollers.job.stuck`` (its phase and the limit in the payload) as its wait
-ends, before the overall deadline.
+ends, before the overall deadline. Each is kept in the
+:mod:`~prefect_pollers.event_outbox` until the server is known to hold it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from prefect.events import emit_event
 from prefect.logging import get_run_logger
 
 from prefect_pollers.engine import JobRef, JobStatus, PhaseDeadlineError
+from prefect_pollers.event_outbox import OUTBOX
 from prefect_pollers.providers.base import JobApiCredentials
 
 EVENT_PREFIX = "prefect-pollers.job"
@@ -53,17 +55,19 @@ def announce_submitted(
         ref.job_id,
         " (already terminal: no poll needed)" if ref.submitted_status else "",
     )
-    emit_event(
-        event=f"{EVENT_PREFIX}.submitted",
-        resource=_job_resource(ref.provider, ref.job_id),
-        payload={
-            "provider": ref.provider,
-            "job_id": ref.job_id,
-            "idempotency_key": ref.idempotency_key,
-            "context": ref.context,
-            "block_type_slug": type(credentials).get_block_type_slug(),
-            "block_document_name": credentials._block_document_name,
-        },
+    OUTBOX.add(
+        emit_event(
+            event=f"{EVENT_PREFIX}.submitted",
+            resource=_job_resource(ref.provider, ref.job_id),
+            payload={
+                "provider": ref.provider,
+                "job_id": ref.job_id,
+                "idempotency_key": ref.idempotency_key,
+                "context": ref.context,
+                "block_type_slug": type(credentials).get_block_type_slug(),
+                "block_document_name": credentials._block_document_name,
+            },
+        )
     )
 
 
@@ -75,20 +79,22 @@ def emit_state_change(old: JobStatus | None, new: JobStatus, provider: str) -> N
     """
     if old is not None and old.state is new.state:
         return
-    emit_event(
-        event=f"{EVENT_PREFIX}.{new.state.value}",
-        resource=_job_resource(provider, new.job_id),
-        payload={
-            "provider": provider,
-            "job_id": new.job_id,
-            "old_state": old.state.value if old else None,
-            "new_state": new.state.value,
-            "old_phase": old.phase if old else None,
-            "new_phase": new.phase,
-            "raw_status": new.raw_status,
-            "error_code": new.error_code,
-            "error_message": new.error_message,
-        },
+    OUTBOX.add(
+        emit_event(
+            event=f"{EVENT_PREFIX}.{new.state.value}",
+            resource=_job_resource(provider, new.job_id),
+            payload={
+                "provider": provider,
+                "job_id": new.job_id,
+                "old_state": old.state.value if old else None,
+                "new_state": new.state.value,
+                "old_phase": old.phase if old else None,
+                "new_phase": new.phase,
+                "raw_status": new.raw_status,
+                "error_code": new.error_code,
+                "error_message": new.error_message,
+            },
+        )
     )
 
 
@@ -141,16 +147,18 @@ def announcing_stuck(provider: str) -> Iterator[None]:
         yield
     except PhaseDeadlineError as exc:
         status = exc.last_status
-        emit_event(
-            event=f"{EVENT_PREFIX}.stuck",
-            resource=_job_resource(provider, exc.job_id or ""),
-            payload={
-                "provider": provider,
-                "job_id": exc.job_id,
-                "phase": exc.phase,
-                "phase_deadline_s": exc.limit,
-                "state": status.state.value if status else None,
-                "raw_status": status.raw_status if status else None,
-            },
+        OUTBOX.add(
+            emit_event(
+                event=f"{EVENT_PREFIX}.stuck",
+                resource=_job_resource(provider, exc.job_id or ""),
+                payload={
+                    "provider": provider,
+                    "job_id": exc.job_id,
+                    "phase": exc.phase,
+                    "phase_deadline_s": exc.limit,
+                    "state": status.state.value if status else None,
+                    "raw_status": status.raw_status if status else None,
+                },
+            )
         )
         raise

@@ -14,27 +14,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, asynccontextmanager, suppress
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 import httpx
 import pytest
 import yaml
-from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
@@ -52,67 +49,29 @@ from prefect.events.filters import (
     EventRelatedFilter,
     EventResourceFilter,
 )
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from prefect_pollers.providers.registry import provider_entry
 from prefect_pollers.simulator import SimulatorConfig, SimulatorState, running_simulator
+from tests.processes import (
+    PREFECT,
+    Process,
+    api_client,
+    free_port,
+    poll,
+    subprocess_env,
+    wait_healthy,
+)
 
 # A real `prefect server start`, a process worker, deployment runs: about a minute.
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
 PREFECT_YAML = REPO / "deployments" / "prefect.yaml"
-PREFECT = (sys.executable, "-m", "prefect")
 POOL = "pollers-process"
 NIGHTLY = "nightly-portfolio-rescan"
 FREQUENT = "every-10-seconds"
 TIME_SCALE = 0.02
 TERMINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
-T = TypeVar("T")
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Process:
-    """A subprocess in a session of its own, its output in a log file."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
-        """Start ``args`` in ``log_dir``; stdout and stderr go to ``log_dir/<name>.log``."""
-        self.name = name
-        self.log = log_dir / f"{name}.log"
-        with open(self.log, "wb") as out:
-            self.popen = subprocess.Popen(
-                args,
-                env=env,
-                cwd=log_dir,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def tail(self, lines: int = 40) -> str:
-        """The end of the process's output, for failure messages."""
-        text = self.log.read_text(errors="replace").splitlines()[-lines:]
-        return f"--- last lines of {self.name}'s output ---\n" + "\n".join(text)
-
-    def stop(self, sig: signal.Signals, timeout: float) -> None:
-        """Send ``sig`` to the process group, SIGKILL it after ``timeout`` s and any leftover."""
-        if self.popen.poll() is None:
-            with suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, sig)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with suppress(ProcessLookupError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait()
-        with suppress(ProcessLookupError):  # children (flow runs) that outlived the leader
-            os.killpg(self.popen.pid, signal.SIGKILL)
 
 
 @dataclass
@@ -149,35 +108,6 @@ class Stack:
                 f"{done.stderr}\n{self.server.tail()}"
             )
         return done.stdout
-
-
-def subprocess_env(home: Path, api_url: str) -> dict[str, str]:
-    """The environment of every subprocess: its own Prefect home, quiet, this server."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        DO_NOT_TRACK="1",
-        PREFECT_HOME=str(home),
-        PREFECT_API_URL=api_url,
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_SERVER_LOGGING_LEVEL="CRITICAL",
-        PREFECT_SERVER_UI_ENABLED="false",
-        PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL="1",
-        PREFECT_WORKER_QUERY_SECONDS="1",
-    )
-    return env
-
-
-def wait_healthy(api_url: str, server: Process, timeout: float = 120) -> None:
-    """Wait until ``GET /api/health`` answers, or fail with the server's output."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.popen.poll() is not None:
-            pytest.fail(f"the Prefect server exited {server.popen.returncode}\n{server.tail()}")
-        with suppress(httpx.HTTPError):
-            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
-                return
-        time.sleep(0.3)
-    pytest.fail(f"the Prefect server was not healthy after {timeout} s\n{server.tail()}")
 
 
 def frequent_copy(directory: Path) -> Path:
@@ -266,24 +196,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         for step in [threads.submit(blocks), threads.submit(pool_worker_and_deployments)]:
             step.result()
         yield stack
-
-
-@asynccontextmanager
-async def api_client(api_url: str) -> AsyncIterator[PrefectClient]:
-    """A Prefect client of the server at ``api_url``."""
-    with temporary_settings(updates={PREFECT_API_URL: api_url}):
-        async with get_client() as client:
-            yield client
-
-
-async def poll(read: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout: float) -> T:
-    """Await ``read()`` every half second until ``done(result)`` or ``timeout``; the last result."""
-    deadline = time.monotonic() + timeout
-    result = await read()
-    while not done(result) and time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
-        result = await read()
-    return result
 
 
 async def test_batch_scans_deployment_runs_on_a_process_worker(stack: Stack) -> None:

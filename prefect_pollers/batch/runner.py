@@ -15,7 +15,9 @@ artifact that follows the batch:
 - ``auto`` (default): per-job up to ``PER_JOB_LIMIT`` jobs (100, where the Exona
   guide starts calling a batch "very large"), batched beyond.
 
-Every item is validated once, before anything is submitted: a batch with an
+At the end, the job events the Prefect API did not receive (it was down) are sent
+again (:mod:`~prefect_pollers.event_outbox`). Every item is validated once, before
+anything is submitted: a batch with an
 invalid item is refused whole, naming the item. Submits stay idempotent per key
 (the refs are recorded in the result store under the same keys ``submit_job``
 caches under), so a retried task or flow re-attaches instead of submitting again.
@@ -42,6 +44,7 @@ from prefect_pollers.batch.progress import BatchProgress
 from prefect_pollers.cancellation import tracked
 from prefect_pollers.client import shared_client
 from prefect_pollers.engine import InvalidRequestError, JobRef, PollerError, PollPolicy
+from prefect_pollers.event_outbox import reconcile_job_events
 from prefect_pollers.events import announce_submitted, announcing_stuck, emit_state_change
 from prefect_pollers.idempotency import record_key
 from prefect_pollers.providers.base import JobApiCredentials, ResultT
@@ -258,6 +261,7 @@ async def run_batch(
                 credentials, item.request, idempotency_key=item.key, policy=policy
             ),
         )
+    await reconcile_job_events()  # events dropped while the Prefect API was down
     counts = Counter(outcome.outcome.value for outcome in outcomes)
     get_run_logger().info(
         "%s finished: %s", title, ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))

@@ -1,0 +1,195 @@
+"""Job events that must not be lost while the Prefect API is down: kept until the server has them.
+
+Prefect's events client is best-effort: while the API is unreachable it gives up on
+an event after its reconnection attempts and drops it (with an ERROR log). The job
+events of this process (``prefect-pollers.job.*``) are kept here as they are emitted;
+:func:`reconcile_job_events` (run at the end of every batch) asks the server which
+of them it holds and sends the missing ones again, with their own times and payloads
+plus ``resent_of`` (the lost event's id) under a new id: the server ignores an id it
+saw in the last 5 minutes even when it lost the event (a client that reconnects
+resends its unconfirmed events before the restarted server stores anything), so the
+same id would be dropped again. The resent copies are checked in turn.
+
+To stay cheap when nothing went wrong, it first checks only the events old enough
+to have been stored (``SETTLE_S``, past the event persister's flush interval), one
+count query per ``CHUNK`` events; only when some of those are missing (the API was
+down) does it wait for the rest to settle and check, and resend, every event kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from datetime import timedelta
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.events import Event
+from prefect.events.filters import EventFilter, EventIDFilter, EventOccurredFilter
+from prefect.events.worker import EventsWorker
+
+SETTLE_S = 10.0
+"""Seconds after which an event sent while the API was up is stored (flush: 5 s)."""
+CHUNK = 500
+"""Event ids checked per count query."""
+MAX_KEPT = 200_000
+"""The most events kept (the oldest go first)."""
+CHECK_TIMEOUT_S = 120.0
+"""How long a reconciliation keeps trying while the API does not answer."""
+RESEND_ROUNDS = 3
+"""How many times a missing event is sent again (each copy is checked after SETTLE_S)."""
+
+_log = logging.getLogger("prefect_pollers.events")
+
+
+class EventOutbox:
+    """The job events this process emitted and has not yet seen stored by the server.
+
+    Args:
+        settle_s: How old an event must be to be checked.
+    """
+
+    def __init__(self, *, settle_s: float = SETTLE_S) -> None:
+        self._settle_s = settle_s
+        self._lock = threading.Lock()
+        self._events: OrderedDict[UUID, tuple[float, Event]] = OrderedDict()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._events)
+
+    def add(self, event: Event | None) -> None:
+        """Keep ``event`` (as ``emit_event`` returned it) until the server has it."""
+        if event is None:
+            return
+        with self._lock:
+            self._events[event.id] = (time.monotonic(), event)
+            while len(self._events) > MAX_KEPT:
+                self._events.popitem(last=False)
+
+    async def reconcile(self, *, timeout_s: float = CHECK_TIMEOUT_S) -> int:
+        """Send again the kept events the server does not hold; returns how many.
+
+        Raises nothing: when the API stays unreachable past ``timeout_s`` the events
+        are kept for a later call, with one warning.
+        """
+        with self._lock:
+            kept = list(self._events.values())
+        if not kept:
+            return 0
+        settled = [event for at, event in kept if time.monotonic() - at >= self._settle_s]
+        try:
+            missing = await _missing(settled, timeout_s) if settled else []
+            if not missing:
+                self._forget(settled)
+                return 0
+            newest = max(at for at, _ in kept)
+            await asyncio.sleep(max(0.0, newest + self._settle_s - time.monotonic()))
+            events = [event for _, event in kept]
+            missing = await _missing(events, timeout_s)
+        except _Unreachable as exc:
+            _log.warning(
+                "%d job events could not be checked against the Prefect API (%s); "
+                "kept for the next reconciliation",
+                len(kept),
+                exc,
+            )
+            return 0
+        self._forget(events)
+        resent = 0
+        for _ in range(RESEND_ROUNDS):
+            if not missing:
+                break
+            copies = [_copy(event) for event in missing]
+            worker = EventsWorker.instance()
+            for copy in copies:
+                worker.send(copy)
+            resent += len(copies)
+            _log.warning(
+                "%d job events the Prefect API had not received (it was unreachable) "
+                "were sent again",
+                len(copies),
+            )
+            await asyncio.sleep(self._settle_s)
+            try:
+                missing = await _missing(copies, timeout_s)
+            except _Unreachable:
+                break
+        return resent
+
+    def _forget(self, events: Sequence[Event]) -> None:
+        with self._lock:
+            for event in events:
+                self._events.pop(event.id, None)
+
+
+def _copy(event: Event) -> Event:
+    """``event`` under a new id, its payload naming the id it replaces."""
+    data = event.model_dump(exclude={"id"})
+    data["payload"] = {**event.payload, "resent_of": str(event.id)}
+    return Event.model_validate(data)
+
+
+class _Unreachable(Exception):
+    """The Prefect API did not answer the checks in time."""
+
+
+async def _missing(events: Sequence[Event], timeout_s: float) -> list[Event]:
+    """The ``events`` the server does not hold."""
+    deadline = time.monotonic() + timeout_s
+    missing: list[Event] = []
+    for start in range(0, len(events), CHUNK):
+        chunk = events[start : start + CHUNK]
+        delay = 1.0
+        while True:
+            try:
+                missing += await _missing_in_chunk(chunk)
+                break
+            except Exception as exc:  # the API is down: try again until the deadline
+                if time.monotonic() + delay > deadline:
+                    raise _Unreachable(type(exc).__name__) from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+    return missing
+
+
+async def _missing_in_chunk(chunk: Sequence[Event]) -> list[Event]:
+    since = min(event.occurred for event in chunk) - timedelta(minutes=1)
+    until = max(event.occurred for event in chunk) + timedelta(minutes=1)
+    filter = EventFilter(
+        id=EventIDFilter(id=[event.id for event in chunk]),
+        occurred=EventOccurredFilter(since=since, until=until),
+    )
+    async with get_client() as client:
+        response = await client._client.post(
+            "/events/count-by/event", json={"filter": filter.model_dump(mode="json")}
+        )
+        response.raise_for_status()
+        stored = sum(int(row["count"]) for row in response.json())
+        if stored >= len(chunk):
+            return []
+        present: set[UUID] = set()
+        page = await client.read_events(filter=filter, limit=50)
+        while True:
+            present.update(event.id for event in page.events)
+            if page.next_page is None:
+                break
+            page = await client.read_events_page(str(page.next_page))
+    return [event for event in chunk if event.id not in present]
+
+
+OUTBOX = EventOutbox()
+"""This process's outbox: every job event emitted by :mod:`prefect_pollers.events`."""
+
+
+async def reconcile_job_events() -> int:
+    """Send again this process's job events that the Prefect API did not receive.
+
+    Run at the end of every batch; call it at the end of a flow of your own that uses
+    ``submit_job``/``wait_for_job`` directly. Returns how many events were sent again.
+    """
+    return await OUTBOX.reconcile()

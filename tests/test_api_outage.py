@@ -1,0 +1,159 @@
+"""The Prefect API down in the middle of a batch: outcomes, no duplicates, no lost events.
+
+A real ``prefect server start`` (its own home and database) serves a batch of scans
+run by a flow in its own process. Once every scan is submitted and polled, the server
+is stopped for ``OUTAGE_S`` seconds and started again on the same port and database.
+The flow run must end Completed with every scan's outcome, the simulator must have
+seen no duplicate submit, and every job event the flow emitted must be on the server
+at the end: the ones Prefect's events client dropped during the outage are sent
+again by the outbox (``prefect_pollers.event_outbox``) at the end of the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from prefect.client.schemas.objects import StateType
+from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+
+from prefect_pollers.simulator import SimulatorConfig, running_simulator
+from tests.processes import PREFECT, Process, api_client, free_port, subprocess_env, wait_healthy
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+SCALE = 0.05
+OUTAGE_S = 20.0
+SCANS = 40
+
+FLOW_SCRIPT = """
+import asyncio, json, os
+import prefect_pollers.events as events
+from flows.batch_scans import batch_scans
+from prefect_pollers import ExonaCredentials, exona_policy
+
+emitted, emit = [], events.emit_event
+def recording(**event):
+    sent = emit(**event)
+    emitted.append(str(sent.id))
+    print("emitted", sent.id, sent.event, sent.occurred, flush=True)  # for failure messages
+    return sent
+events.emit_event = recording
+
+companies = [{"company_name": f"Outage Co {i}", "company_website": f"https://o{i}.example"}
+             for i in range(int(os.environ["OUTAGE_SCANS"]))]
+credentials = ExonaCredentials(api_key="sim-key", base_url=os.environ["OUTAGE_BASE_URL"],
+                               policy_scale=float(os.environ["OUTAGE_SCALE"]))
+state = asyncio.run(batch_scans(
+    companies=companies, credentials=credentials, concurrency=len(companies),
+    max_age_days=None, policy=exona_policy(len(companies)).with_(deadline=3000),
+    artifact_key="outage-test", task_runs=os.environ["OUTAGE_TASK_RUNS"], return_state=True,
+))
+rows = state.result()
+print(json.dumps({"flow_run_id": str(state.state_details.flow_run_id), "emitted": emitted,
+                  "rows": [row.model_dump(mode="json") for row in rows]}))
+"""
+
+
+async def stored(api_url: str, flow_run_id: UUID, ids: list[str]) -> tuple[StateType, set[str]]:
+    """The flow run's final state, and which of the event ``ids`` the server lacks
+    (held neither as themselves nor as a copy sent again: ``payload.resent_of``)."""
+    job_events = EventFilter(
+        event=EventNameFilter(prefix=["prefect-pollers.job."]),
+        related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
+    )
+    async with api_client(api_url) as client:
+        flow_run = await client.read_flow_run(flow_run_id)
+        deadline = time.monotonic() + 30  # the last events may still be on their way
+        while True:
+            page = await client.read_events(filter=job_events, limit=50)
+            seen = list(page.events)
+            while page.next_page is not None:
+                page = await client.read_events_page(str(page.next_page))
+                seen += page.events
+            held = {str(e.id) for e in seen} | {str(e.payload.get("resent_of")) for e in seen}
+            missing = set(ids) - held
+            if not missing or time.monotonic() > deadline:
+                return flow_run.state_type, missing
+            await asyncio.sleep(1)
+
+
+def start_server(port: int, env: dict[str, str], workdir: Path, name: str) -> Process:
+    return Process(
+        name,
+        [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        workdir,
+    )
+
+
+@pytest.mark.parametrize("task_runs", ["per-job", "batched"])
+def test_an_api_outage_mid_batch_loses_no_job_and_no_event(tmp_path, task_runs):
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = subprocess_env(tmp_path / "prefect-home", api_url)
+    server = start_server(port, env, tmp_path, "server")
+    config = SimulatorConfig(time_scale=SCALE, seed=21, exona_duration=(600, 900))
+    with running_simulator(config) as sim:
+        try:
+            wait_healthy(api_url, server)
+            flow_env = {
+                **env,
+                "PYTHONPATH": str(ROOT),
+                "PREFECT_LOGGING_LEVEL": "WARNING",
+                "OUTAGE_SCANS": str(SCANS),
+                "OUTAGE_BASE_URL": sim.base_url("exona"),
+                "OUTAGE_SCALE": str(SCALE),
+                "OUTAGE_TASK_RUNS": task_runs,
+            }
+            out = tmp_path / "flow.log"
+            with out.open("w") as log:
+                flow = subprocess.Popen(
+                    [sys.executable, "-c", FLOW_SCRIPT],
+                    cwd=ROOT,
+                    env=flow_env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            try:
+                deadline = time.monotonic() + 120
+                while len(sim.stats()["exona"]["status_calls_per_job"]) < SCANS:
+                    assert flow.poll() is None, out.read_text()[-3000:]
+                    assert time.monotonic() < deadline, out.read_text()[-3000:]
+                    time.sleep(0.2)
+                server.stop(signal.SIGTERM, 20)
+                time.sleep(OUTAGE_S)
+                server = start_server(port, env, tmp_path, "server-again")
+                wait_healthy(api_url, server)
+                flow.wait(timeout=240)
+            finally:
+                if flow.poll() is None:
+                    os.killpg(flow.pid, signal.SIGKILL)
+                    flow.wait()
+            output = out.read_text()
+            assert flow.returncode == 0, output[-4000:]
+            result = json.loads(output.strip().splitlines()[-1])
+            rows = result["rows"]
+            assert len(rows) == SCANS and {row["status"] for row in rows} == {"succeeded"}
+            exona = sim.stats()["exona"]
+            assert exona["submits"] == SCANS and exona["duplicate_submits"] == 0
+            emitted = result["emitted"]
+            assert len(emitted) >= 3 * SCANS  # submitted, then each change of state
+            state, missing = asyncio.run(stored(api_url, UUID(result["flow_run_id"]), emitted))
+            assert state == StateType.COMPLETED
+            assert "EventsWorker' failed to process item" in output  # events were dropped...
+            lines = [line[:300] for line in output.splitlines() if "events" in line[:80]]
+            lines += [line for line in output.splitlines() if any(m in line for m in missing)]
+            assert not missing, "\n".join(lines)  # ...and are on the server all the same
+        finally:
+            server.stop(signal.SIGTERM, 20)
