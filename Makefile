@@ -14,7 +14,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 PYTHON_EXE = $(shell $(PYTHON) -c 'import sys; print(sys.executable)' 2>/dev/null \
 	|| ls -d "$$(pyenv root 2>/dev/null)"/versions/*/bin/$(notdir $(PYTHON)) 2>/dev/null | sort -V | tail -n 1)
 
-.PHONY: install demo test bench ui simulator lint clean
+.PHONY: install demo test bench soak ui simulator lint clean
 
 # Re-run when the dependencies or their pins change. The venv ignores itself for git.
 $(STAMP): pyproject.toml $(CONSTRAINTS)
@@ -38,6 +38,10 @@ test: install
 ## Benchmarks: one JSON line each (BENCH=name runs one: poll_efficiency, rate_limit, overhead, scale, callbacks).
 bench: install
 	$(BIN)/python -m benchmarks $(BENCH)
+
+## Soak: 1,000 jobs, every simulator fault and a 30 s Prefect API outage; one JSON line (~4 min).
+soak: install
+	$(BIN)/python -m benchmarks.soak
 
 ## A local Prefect server with its UI on http://127.0.0.1:4200.
 ui: install

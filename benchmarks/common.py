@@ -111,6 +111,73 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class PrefectServerProcess:
+    """``prefect server start`` on a loopback port with its own home (and database).
+
+    It can be stopped and started again on the same port and database, as an API
+    outage is. The home is removed by :meth:`cleanup`.
+    """
+
+    def __init__(self) -> None:
+        self.home = tempfile.mkdtemp(prefix="pollers-bench-prefect-")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/api"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90) -> None:
+        """Start the server and wait until it is healthy."""
+        env = {
+            **os.environ,
+            "PREFECT_HOME": self.home,
+            "DO_NOT_TRACK": "1",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_LOGGING_LEVEL": "ERROR",
+            "PREFECT_UI_ENABLED": "false",
+        }
+        env.pop("PREFECT_API_URL", None)
+        self.process = subprocess.Popen(
+            [
+                os.path.join(os.path.dirname(sys.executable), "prefect"),
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError("the Prefect server did not start")
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        """Stop the server (SIGINT, then SIGKILL after 20 s)."""
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def cleanup(self) -> None:
+        """Stop the server and remove its home."""
+        self.stop()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
 @contextmanager
 def prefect_server(existing: str | None = None) -> Iterator[str]:
     """A real ``prefect server start`` on a free loopback port; yields its API URL.
@@ -121,52 +188,12 @@ def prefect_server(existing: str | None = None) -> Iterator[str]:
     if existing:
         yield existing
         return
-    home = tempfile.mkdtemp(prefix="pollers-bench-prefect-")
-    port = free_port()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": home,
-        "DO_NOT_TRACK": "1",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_LOGGING_LEVEL": "ERROR",
-        "PREFECT_UI_ENABLED": "false",
-    }
-    env.pop("PREFECT_API_URL", None)
-    process = subprocess.Popen(
-        [
-            os.path.join(os.path.dirname(sys.executable), "prefect"),
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/api"
+    server = PrefectServerProcess()
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("the Prefect server did not start")
-            time.sleep(0.3)
-        yield url
+        server.start()
+        yield server.url
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        shutil.rmtree(home, ignore_errors=True)
+        server.cleanup()
 
 
 def child_env(api_url: str, storage: str) -> dict[str, str]:

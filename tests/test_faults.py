@@ -34,7 +34,7 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from prefect.states import Failed
@@ -52,7 +52,9 @@ from prefect_pollers import (
     WaitTimeoutError,
 )
 from prefect_pollers.client import shared_client
+from prefect_pollers.providers.registry import varied_request
 from prefect_pollers.simulator import FaultRule, SimulatorConfig
+from prefect_pollers.simulator.config import FaultKind, RouteKind, every_fault_kind
 from prefect_pollers.tasks import retry_wait_when_transient, wait_for_job
 from tests.providers import PROVIDER_TABLE
 
@@ -67,25 +69,12 @@ SUBMITS_AT_ONCE = 25
 RETRY_PAUSE_S = 0.05  # the wait task's retry delays (10 s, ... real) shortened for the test
 MAYBE_CREATED = "may have been created"
 
-_5XX = ("http_500", "http_502", "http_503")
-_REPLACING = ("reset", "slow", "burst_429", "malformed_json", "html", "empty")
-_RESHAPING = ("missing_field", "mistyped_field", "unknown_status")
-RATES = {"submit": 0.01, "status": 0.015, "result": 0.04}
+RATES: dict[RouteKind, float] = {"submit": 0.01, "status": 0.015, "result": 0.04}
 
 
 def fault_rules() -> list[FaultRule]:
     """Every fault kind, by rate, on the submit, status and result routes of every provider."""
-    rules = []
-    for route, rate in RATES.items():
-        for kind in _5XX:
-            rules.append(FaultRule(route=route, kind=kind, rate=rate / 2))
-            rules.append(FaultRule(route=route, kind=kind, rate=rate / 2, retry_after=3.0))
-        for kind in _REPLACING:
-            rules.append(FaultRule(route=route, kind=kind, rate=rate, delay_s=SLOW_S))
-    rules += [FaultRule(route="status", kind=kind, rate=RATES["status"]) for kind in _RESHAPING]
-    # The job is created, then the connection drops: the client never learns its id.
-    rules.append(FaultRule(route="submit", kind="reset_after_create", rate=0.03))
-    return rules
+    return every_fault_kind(RATES, slow_s=SLOW_S, reset_after_create=0.03)
 
 
 def sim_config() -> SimulatorConfig:
@@ -110,18 +99,6 @@ def blocks(sim) -> dict[str, JobApiCredentials]:
         p.name: p.block(sim.base_url(p.name), policy_scale=SCALE, timeout_s=TIMEOUT_S)
         for p in PROVIDER_TABLE
     }
-
-
-def request(provider: str, i: int) -> dict[str, Any]:
-    if provider == "exona":
-        return {"company_name": f"Company {i}", "company_website": f"https://c{i}.example"}
-    if provider == "twyn":
-        return {"scenario": f"scenario-{i}", "config": {"i": i}}
-    if provider == "apixo":
-        return {"model": ("nano-banana", "flux-2", "suno")[i % 3], "input": {"prompt": f"p{i}"}}
-    if provider == "modelroute":
-        return {"model": "image-gen", "input": {"prompt": f"p{i}"}}
-    return {"kind": "render", "params": {"i": i}}
 
 
 @dataclass
@@ -245,7 +222,7 @@ async def test_faults_over_hundreds_of_concurrent_jobs_lose_nothing_and_submit_o
     with LoopLag() as lag:
         await asyncio.gather(
             *(
-                one(creds[job.provider], job, request(job.provider, i), submits)
+                one(creds[job.provider], job, varied_request(job.provider, i), submits)
                 for i, job in enumerate(jobs)
             )
         )
@@ -363,9 +340,4 @@ async def test_faults_over_hundreds_of_concurrent_jobs_lose_nothing_and_submit_o
     assert problems == []
     assert all(s["duplicate_submits"] == 0 for s in stats.values())
     assert lost == 0 and unobserved == unseen == announced  # the counter agrees, job by job
-    assert len(jobs) >= 200 and set(faults) == {
-        *_5XX,
-        *_REPLACING,
-        *_RESHAPING,
-        "reset_after_create",
-    }
+    assert len(jobs) >= 200 and set(faults) == set(get_args(FaultKind))

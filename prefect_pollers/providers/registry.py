@@ -145,3 +145,18 @@ def provider_entry(name: str) -> ProviderEntry:
         return _BY_NAME[name]
     except KeyError:
         raise KeyError(f"no provider {name!r}; known: {', '.join(_BY_NAME)}") from None
+
+
+def varied_request(provider: str, index: int) -> dict[str, Any]:
+    """The ``index``-th of many different valid requests to ``provider`` (soak, tests)."""
+    if provider == "exona":
+        return {"company_name": f"Company {index}", "company_website": f"https://c{index}.example"}
+    if provider == "twyn":
+        return {"scenario": f"scenario-{index}", "config": {"i": index}}
+    if provider == "apixo":
+        model = ("nano-banana", "flux-2", "suno")[index % 3]
+        return {"model": model, "input": {"prompt": f"p{index}"}}
+    if provider == "modelroute":
+        return {"model": "image-gen", "input": {"prompt": f"p{index}"}}
+    sample = provider_entry(provider).sample_request
+    return {**sample, "params": {"i": index}} if "params" in sample else dict(sample)

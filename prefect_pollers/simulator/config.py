@@ -88,6 +88,41 @@ class CallbackFault(BaseModel):
     rate: Annotated[float, Field(gt=0.0, le=1.0)]
 
 
+_5XX: tuple[FaultKind, ...] = ("http_500", "http_502", "http_503")
+_REPLACING: tuple[FaultKind, ...] = (
+    "reset",
+    "slow",
+    "burst_429",
+    "malformed_json",
+    "html",
+    "empty",
+)
+_RESHAPING: tuple[FaultKind, ...] = ("missing_field", "mistyped_field", "unknown_status")
+
+
+def every_fault_kind(
+    rates: dict[RouteKind, float], *, slow_s: float, reset_after_create: float
+) -> list[FaultRule]:
+    """Rules injecting every fault kind, by rate per route, into every provider.
+
+    5xx come half with a Retry-After (3 simulated seconds); ``slow`` answers after
+    ``slow_s`` real seconds; the data-shape kinds reshape status responses; and
+    ``reset_after_create`` drops the connection after a submit created its job.
+    """
+    rules = []
+    for route, rate in rates.items():
+        for kind in _5XX:
+            rules.append(FaultRule(route=route, kind=kind, rate=rate / 2))
+            rules.append(FaultRule(route=route, kind=kind, rate=rate / 2, retry_after=3.0))
+        for kind in _REPLACING:
+            rules.append(FaultRule(route=route, kind=kind, rate=rate, delay_s=slow_s))
+    status_rate = rates.get("status", 0.0)
+    if status_rate:
+        rules += [FaultRule(route="status", kind=kind, rate=status_rate) for kind in _RESHAPING]
+    rules.append(FaultRule(route="submit", kind="reset_after_create", rate=reset_after_create))
+    return rules
+
+
 _APIXO_DURATIONS: dict[str, tuple[float, float]] = {
     "nano-banana": (5.0, 20.0),
     "flux-2": (10.0, 40.0),

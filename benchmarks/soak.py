@@ -1,0 +1,252 @@
+"""Soak: 1,000 jobs on all five providers, every simulator fault, and a Prefect API outage.
+
+A real Prefect server (its own home and database) and the simulator, each in its own
+process, with every fault kind of the simulator injected at low rates on submits,
+status polls and result fetches, plus failures, expiries, cancellations and jobs
+that never end. One flow process per provider runs a batch of 200 jobs (batched
+mode, 20 in flight). ``OUTAGE_AT_S`` into the run the server is stopped, and
+``OUTAGE_S`` later started again on the same port and database.
+
+It prints one JSON line: ``jobs``; ``faults`` (injected, as the simulator counted
+them); ``api_outage_s`` (from the stop to the server answering again); ``terminal``
+(jobs that ended in an outcome or a typed error); ``lost`` (jobs the simulator
+created that the client neither knows nor announced in an error saying the job may
+exist: 0); ``duplicate_submits`` (0); ``events_missing_after`` (job events the flows
+emitted that the server holds neither as themselves nor as a copy sent again: 0);
+``wall_s``. Also ``reset_after_create_faults`` (a job created, then the connection
+dropped before its id came back) and ``submits_that_may_have_created`` (the submits
+that ended in an error saying so, naming their idempotency key: the crash window no
+provider's docs let us close). ``make soak`` runs it; it takes about 4 minutes here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+import httpx
+
+from benchmarks.common import PrefectServerProcess, emit, simulator_process
+from prefect_pollers.providers.registry import PROVIDERS, provider_entry, varied_request
+from prefect_pollers.simulator.config import every_fault_kind
+
+SCALE = 0.05
+JOBS_PER_PROVIDER = 200
+CONCURRENCY = 20
+OUTAGE_AT_S = 20.0
+OUTAGE_S = 30.0
+TIMEOUT_S = 2.0
+MAYBE_CREATED = "may have been created"
+
+
+def simulator_config() -> dict[str, Any]:
+    faults = every_fault_kind(
+        {"submit": 0.01, "status": 0.01, "result": 0.03}, slow_s=3.0, reset_after_create=0.01
+    )
+    return {
+        "time_scale": SCALE,
+        "seed": 1123,
+        "faults": [rule.model_dump() for rule in faults],
+        "failure_rate": 0.05,
+        "never_finish_rate": 0.01,
+        "modelroute_cancel_rate": 0.02,
+        "modelroute_expire_rate": 0.02,
+        "generic_timeout_rate": 0.02,
+        "rate_limit": 100_000,
+        "twyn_config_duration": (60, 90),
+        "twyn_simulation_duration": (120, 160),
+        "twyn_analysis_duration": (60, 90),
+    }
+
+
+async def child(provider: str, jobs: int, base_url: str) -> dict[str, Any]:
+    """One provider's batch in a flow run; returns its rows and the job events it emitted."""
+    from prefect import flow
+
+    import prefect_pollers.events as events
+    from prefect_pollers import BatchItem, run_batch
+
+    emitted: list[str] = []
+    emit_event = events.emit_event
+
+    def recording(**event: Any) -> Any:
+        sent = emit_event(**event)
+        if sent is not None:
+            emitted.append(str(sent.id))
+        return sent
+
+    events.emit_event = recording
+    block = provider_entry(provider).block(
+        base_url, "sim-key", policy_scale=SCALE, timeout_s=TIMEOUT_S
+    )
+    nonce = os.urandom(4).hex()
+    items = [
+        BatchItem(
+            label=f"{provider}-{i}", key=f"soak-{nonce}-{i}", request=varied_request(provider, i)
+        )
+        for i in range(jobs)
+    ]
+
+    @flow(name=f"soak-{provider}")
+    async def soak() -> list[Any]:
+        return await run_batch(
+            block, items, concurrency=CONCURRENCY, task_runs="batched", title=f"soak {provider}"
+        )
+
+    state = await soak(return_state=True)
+    outcomes = await state.aresult(raise_on_failure=False)
+    rows = [] if isinstance(outcomes, BaseException) else outcomes
+    return {
+        "provider": provider,
+        "flow_run_id": str(state.state_details.flow_run_id),
+        "state": state.type.value,
+        "emitted": emitted,
+        "rows": [
+            {
+                "outcome": row.outcome.value,
+                "job_id": row.job_id,
+                "maybe_created": MAYBE_CREATED in (row.error or ""),
+            }
+            for row in rows
+        ],
+    }
+
+
+async def missing_events(api_url: str, results: list[dict[str, Any]]) -> int:
+    """How many emitted job events the server holds neither as themselves nor resent."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    missing = 0
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        async with get_client() as client:
+            for result in results:
+                held: set[str] = set()
+                job_events = EventFilter(
+                    event=EventNameFilter(prefix=["prefect-pollers.job."]),
+                    related=EventRelatedFilter(id=[f"prefect.flow-run.{result['flow_run_id']}"]),
+                )
+                deadline = time.monotonic() + 30
+                while True:
+                    page = await client.read_events(filter=job_events, limit=50)
+                    seen = list(page.events)
+                    while page.next_page is not None:
+                        page = await client.read_events_page(str(page.next_page))
+                        seen += page.events
+                    held = {str(e.id) for e in seen} | {
+                        str(e.payload.get("resent_of")) for e in seen
+                    }
+                    left = set(result["emitted"]) - held
+                    if not left or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(1)
+                missing += len(left)
+    return missing
+
+
+def run() -> dict[str, Any]:
+    server = PrefectServerProcess()
+    started = time.monotonic()
+    try:
+        server.start()
+        with simulator_process(simulator_config()) as sim:
+            env = {
+                **os.environ,
+                "PREFECT_API_URL": server.url,
+                "DO_NOT_TRACK": "1",
+                "PREFECT_LOGGING_LEVEL": "WARNING",
+                "PYTHONPATH": os.getcwd(),
+                "PREFECT_LOCAL_STORAGE_PATH": os.path.join(server.home, "results"),
+            }
+            children = {
+                entry.name: subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "benchmarks.soak",
+                        "--child",
+                        entry.name,
+                        "--jobs",
+                        str(JOBS_PER_PROVIDER),
+                        "--base-url",
+                        sim.base_url(entry.name),
+                    ],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                )
+                for entry in PROVIDERS
+            }
+            time.sleep(max(0.0, OUTAGE_AT_S - (time.monotonic() - started)))
+            outage_began = time.monotonic()
+            server.stop()
+            time.sleep(OUTAGE_S)
+            server.start()
+            outage = time.monotonic() - outage_began
+            results = []
+            for name, process in children.items():
+                out, _ = process.communicate(timeout=600)
+                lines = [line for line in out.splitlines() if line.startswith("{")]
+                if process.returncode != 0 or not lines:
+                    raise RuntimeError(f"the {name} flow process failed ({process.returncode})")
+                results.append(json.loads(lines[-1]))
+            stats = sim.stats()
+            created = {
+                name: set(httpx.get(f"{sim.url}/_sim/jobs/{name}", timeout=30).json()["jobs"])
+                for name in children
+            }
+        events_missing = asyncio.run(missing_events(server.url, results))
+    finally:
+        server.cleanup()
+    jobs = terminal = lost = maybe_created = 0
+    for result in results:
+        rows = result["rows"]
+        jobs += JOBS_PER_PROVIDER
+        terminal += len(rows)
+        known = {row["job_id"] for row in rows if row["job_id"]}
+        announced = sum(row["maybe_created"] for row in rows)
+        maybe_created += announced
+        lost += max(0, len(created[result["provider"]] - known) - announced)
+        lost += JOBS_PER_PROVIDER - len(rows)
+    faults = Counter[str]()
+    for provider_stats in stats.values():
+        faults.update(provider_stats["faults_injected"])
+    return {
+        "jobs": jobs,
+        "faults": sum(faults.values()),
+        "fault_kinds": len(faults),
+        "api_outage_s": round(outage, 1),
+        "terminal": terminal,
+        "lost": lost,
+        "duplicate_submits": sum(s["duplicate_submits"] for s in stats.values()),
+        "events_missing_after": events_missing,
+        "reset_after_create_faults": faults["reset_after_create"],
+        "submits_that_may_have_created": maybe_created,
+        "flow_runs_completed": sum(r["state"] == "COMPLETED" for r in results),
+        "wall_s": round(time.monotonic() - started, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--jobs", type=int, default=JOBS_PER_PROVIDER, help=argparse.SUPPRESS)
+    parser.add_argument("--base-url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(asyncio.run(child(args.child, args.jobs, args.base_url))), flush=True)
+        return
+    emit("soak", **run())
+
+
+if __name__ == "__main__":
+    main()
