@@ -149,25 +149,29 @@ class CallbackSubscription:
             self._ready.set()
 
 
-_subscriptions: dict[tuple[asyncio.AbstractEventLoop, str, str], CallbackSubscription] = {}
+_subscriptions: dict[tuple[asyncio.AbstractEventLoop, int, str, str], CallbackSubscription] = {}
 
 
-def subscription_for(provider: str, flow_run: str) -> CallbackSubscription:
-    """The subscription of ``flow_run``'s callbacks on the running event loop."""
+def subscription_for(
+    provider: str, flow_run: str, inbox: CallbackInbox = INBOX
+) -> CallbackSubscription:
+    """The subscription of ``flow_run``'s callbacks into ``inbox`` on the running loop."""
     loop = asyncio.get_running_loop()
     for key in [key for key in _subscriptions if key[0].is_closed()]:
         del _subscriptions[key]
-    key = (loop, provider if flow_run == NO_FLOW_RUN else "", flow_run)
+    key = (loop, id(inbox), provider if flow_run == NO_FLOW_RUN else "", flow_run)
     subscription = _subscriptions.get(key)
     if subscription is None:
-        subscription = _subscriptions[key] = CallbackSubscription(provider, flow_run)
+        subscription = _subscriptions[key] = CallbackSubscription(provider, flow_run, inbox)
     return subscription
 
 
 @contextlib.asynccontextmanager
-async def subscribed(provider: str, flow_run: str) -> AsyncIterator[CallbackSubscription]:
+async def subscribed(
+    provider: str, flow_run: str, inbox: CallbackInbox = INBOX
+) -> AsyncIterator[CallbackSubscription]:
     """Hold the callback subscription of ``flow_run`` open for the block."""
-    subscription = subscription_for(provider, flow_run)
+    subscription = subscription_for(provider, flow_run, inbox)
     await subscription.acquire()
     try:
         yield subscription
@@ -189,7 +193,7 @@ async def callback_wakeup(
         return
     wakeup = inbox.register(ref)
     try:
-        async with subscribed(ref.provider, ref.callback.flow_run):
+        async with subscribed(ref.provider, ref.callback.flow_run, inbox):
             yield wakeup
     finally:
         inbox.unregister(ref, wakeup)
