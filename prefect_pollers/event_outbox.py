@@ -19,12 +19,14 @@ down) does it wait for the rest to settle and check, and resend, every event kep
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
@@ -46,6 +48,20 @@ RESEND_ROUNDS = 3
 _log = logging.getLogger("prefect_pollers.events")
 
 
+@dataclass(frozen=True)
+class _Kept:
+    """One event kept, as JSON (a quarter of the memory of the model)."""
+
+    at: float
+    id: UUID
+    occurred: datetime
+    data: bytes
+
+    @classmethod
+    def of(cls, event: Event) -> _Kept:
+        return cls(time.monotonic(), event.id, event.occurred, event.model_dump_json().encode())
+
+
 class EventOutbox:
     """The job events this process emitted and has not yet seen stored by the server.
 
@@ -56,18 +72,23 @@ class EventOutbox:
     def __init__(self, *, settle_s: float = SETTLE_S) -> None:
         self._settle_s = settle_s
         self._lock = threading.Lock()
-        self._events: OrderedDict[UUID, tuple[float, Event]] = OrderedDict()
+        self._events: OrderedDict[UUID, _Kept] = OrderedDict()
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._events)
 
     def add(self, event: Event | None) -> None:
-        """Keep ``event`` (as ``emit_event`` returned it) until the server has it."""
+        """Keep ``event`` (as ``emit_event`` returned it) until the server has it.
+
+        It is kept as it was emitted: a copy sent again gets the related resources
+        (flow run, deployment) of the run context it is sent from.
+        """
         if event is None:
             return
+        kept = _Kept.of(event)
         with self._lock:
-            self._events[event.id] = (time.monotonic(), event)
+            self._events[event.id] = kept
             while len(self._events) > MAX_KEPT:
                 self._events.popitem(last=False)
 
@@ -81,16 +102,15 @@ class EventOutbox:
             kept = list(self._events.values())
         if not kept:
             return 0
-        settled = [event for at, event in kept if time.monotonic() - at >= self._settle_s]
+        settled = [k for k in kept if time.monotonic() - k.at >= self._settle_s]
         try:
             missing = await _missing(settled, timeout_s) if settled else []
             if not missing:
                 self._forget(settled)
                 return 0
-            newest = max(at for at, _ in kept)
+            newest = max(k.at for k in kept)
             await asyncio.sleep(max(0.0, newest + self._settle_s - time.monotonic()))
-            events = [event for _, event in kept]
-            missing = await _missing(events, timeout_s)
+            missing = await _missing(kept, timeout_s)
         except _Unreachable as exc:
             _log.warning(
                 "%d job events could not be checked against the Prefect API (%s); "
@@ -99,12 +119,12 @@ class EventOutbox:
                 exc,
             )
             return 0
-        self._forget(events)
+        self._forget(kept)
         resent = 0
         for _ in range(RESEND_ROUNDS):
             if not missing:
                 break
-            copies = [_copy(event) for event in missing]
+            copies = [_copy(k) for k in missing]
             worker = EventsWorker.instance()
             for copy in copies:
                 worker.send(copy)
@@ -116,21 +136,22 @@ class EventOutbox:
             )
             await asyncio.sleep(self._settle_s)
             try:
-                missing = await _missing(copies, timeout_s)
+                missing = await _missing([_Kept.of(copy) for copy in copies], timeout_s)
             except _Unreachable:
                 break
         return resent
 
-    def _forget(self, events: Sequence[Event]) -> None:
+    def _forget(self, kept: Sequence[_Kept]) -> None:
         with self._lock:
-            for event in events:
-                self._events.pop(event.id, None)
+            for k in kept:
+                self._events.pop(k.id, None)
 
 
-def _copy(event: Event) -> Event:
-    """``event`` under a new id, its payload naming the id it replaces."""
-    data = event.model_dump(exclude={"id"})
-    data["payload"] = {**event.payload, "resent_of": str(event.id)}
+def _copy(kept: _Kept) -> Event:
+    """The kept event under a new id, its payload naming the id it replaces."""
+    data = json.loads(kept.data)
+    del data["id"]
+    data["payload"] = {**data.get("payload", {}), "resent_of": str(kept.id)}
     return Event.model_validate(data)
 
 
@@ -138,10 +159,10 @@ class _Unreachable(Exception):
     """The Prefect API did not answer the checks in time."""
 
 
-async def _missing(events: Sequence[Event], timeout_s: float) -> list[Event]:
+async def _missing(events: Sequence[_Kept], timeout_s: float) -> list[_Kept]:
     """The ``events`` the server does not hold."""
     deadline = time.monotonic() + timeout_s
-    missing: list[Event] = []
+    missing: list[_Kept] = []
     for start in range(0, len(events), CHUNK):
         chunk = events[start : start + CHUNK]
         delay = 1.0
@@ -157,12 +178,12 @@ async def _missing(events: Sequence[Event], timeout_s: float) -> list[Event]:
     return missing
 
 
-async def _missing_in_chunk(chunk: Sequence[Event]) -> list[Event]:
+async def _missing_in_chunk(chunk: Sequence[_Kept]) -> list[_Kept]:
     since = min(event.occurred for event in chunk) - timedelta(minutes=1)
     until = max(event.occurred for event in chunk) + timedelta(minutes=1)
     filter = EventFilter(
         id=EventIDFilter(id=[event.id for event in chunk]),
-        occurred=EventOccurredFilter(since=since, until=until),
+        occurred=EventOccurredFilter.model_validate({"since": since, "until": until}),
     )
     async with get_client() as client:
         response = await client._client.post(
