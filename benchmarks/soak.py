@@ -4,8 +4,9 @@ A real Prefect server (its own home and database) and the simulator, each in its
 process, with every fault kind of the simulator injected at low rates on submits,
 status polls and result fetches, plus failures, expiries, cancellations and jobs
 that never end. One flow process per provider runs a batch of 200 jobs (batched
-mode, 20 in flight). ``OUTAGE_AT_S`` into the run the server is stopped, and
-``OUTAGE_S`` later started again on the same port and database.
+mode, 20 in flight). ``OUTAGE_AFTER_S`` after every flow run has submitted its
+first jobs the server is stopped, and ``OUTAGE_S`` later started again on the same
+port and database.
 
 It prints one JSON line: ``jobs``; ``faults`` (injected, as the simulator counted
 them); ``api_outage_s`` (from the stop to the server answering again); ``terminal``
@@ -40,7 +41,7 @@ from prefect_pollers.simulator.config import every_fault_kind
 SCALE = 0.05
 JOBS_PER_PROVIDER = 200
 CONCURRENCY = 20
-OUTAGE_AT_S = 20.0
+OUTAGE_AFTER_S = 5.0
 OUTAGE_S = 30.0
 TIMEOUT_S = 2.0
 MAYBE_CREATED = "may have been created"
@@ -181,12 +182,18 @@ def run() -> dict[str, Any]:
                     ],
                     env=env,
                     stdout=subprocess.PIPE,
-                    stderr=subprocess.DEVNULL,
+                    stderr=open(os.path.join(server.home, f"{entry.name}.log"), "w"),  # noqa: SIM115
                     text=True,
                 )
                 for entry in PROVIDERS
             }
-            time.sleep(max(0.0, OUTAGE_AT_S - (time.monotonic() - started)))
+            # The outage comes once every flow run is under way (jobs submitted).
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline and any(
+                sim.stats()[name]["submits"] < CONCURRENCY for name in children
+            ):
+                time.sleep(0.5)
+            time.sleep(OUTAGE_AFTER_S)
             outage_began = time.monotonic()
             server.stop()
             time.sleep(OUTAGE_S)
@@ -197,7 +204,11 @@ def run() -> dict[str, Any]:
                 out, _ = process.communicate(timeout=600)
                 lines = [line for line in out.splitlines() if line.startswith("{")]
                 if process.returncode != 0 or not lines:
-                    raise RuntimeError(f"the {name} flow process failed ({process.returncode})")
+                    with open(os.path.join(server.home, f"{name}.log")) as log:
+                        tail = log.read()[-3000:]
+                    raise RuntimeError(
+                        f"the {name} flow process failed ({process.returncode}):\n{tail}"
+                    )
                 results.append(json.loads(lines[-1]))
             stats = sim.stats()
             created = {

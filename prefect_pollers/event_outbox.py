@@ -10,10 +10,11 @@ saw in the last 5 minutes even when it lost the event (a client that reconnects
 resends its unconfirmed events before the restarted server stores anything), so the
 same id would be dropped again. The resent copies are checked in turn.
 
-To stay cheap when nothing went wrong, it first checks only the events old enough
-to have been stored (``SETTLE_S``, past the event persister's flush interval), one
-count query per ``CHUNK`` events; only when some of those are missing (the API was
-down) does it wait for the rest to settle and check, and resend, every event kept.
+To stay cheap when nothing went wrong, it checks only the events old enough to have
+been stored (``SETTLE_S``, past the event persister's flush interval), one count
+query per ``CHUNK`` events. When there was trouble (some of those are missing, or
+Prefect's events client logged that it could not reach the API since the oldest
+event kept) it waits for the rest to settle and checks, and resends, every event.
 """
 
 from __future__ import annotations
@@ -46,6 +47,23 @@ RESEND_ROUNDS = 3
 """How many times a missing event is sent again (each copy is checked after SETTLE_S)."""
 
 _log = logging.getLogger("prefect_pollers.events")
+
+
+class _TroubleWatcher(logging.Handler):
+    """Notes when Prefect's events client says it cannot reach the API or drops an event."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.last: float | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "prefect.events.clients" or "EventsWorker" in record.getMessage():
+            self.last = time.monotonic()
+
+
+_TROUBLE = _TroubleWatcher()
+for _name in ("prefect.events.clients", "prefect._internal.concurrency"):
+    logging.getLogger(_name).addHandler(_TROUBLE)
 
 
 @dataclass(frozen=True)
@@ -103,9 +121,10 @@ class EventOutbox:
         if not kept:
             return 0
         settled = [k for k in kept if time.monotonic() - k.at >= self._settle_s]
+        troubled = _TROUBLE.last is not None and _TROUBLE.last >= min(k.at for k in kept)
         try:
-            missing = await _missing(settled, timeout_s) if settled else []
-            if not missing:
+            missing = await _missing(settled, timeout_s) if settled and not troubled else []
+            if not missing and not troubled:
                 self._forget(settled)
                 return 0
             newest = max(k.at for k in kept)
