@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 SCALE = 0.05
-OUTAGE_S = 20.0
+OUTAGE_S = 8.0
 SCANS = 40
 
 FLOW_SCRIPT = """
@@ -102,7 +102,7 @@ def test_an_api_outage_mid_batch_loses_no_job_and_no_event(tmp_path, task_runs):
     api_url = f"http://127.0.0.1:{port}/api"
     env = subprocess_env(tmp_path / "prefect-home", api_url)
     server = start_server(port, env, tmp_path, "server")
-    config = SimulatorConfig(time_scale=SCALE, seed=21, exona_duration=(600, 900))
+    config = SimulatorConfig(time_scale=SCALE, seed=21, exona_duration=(400, 600))
     with running_simulator(config) as sim:
         try:
             wait_healthy(api_url, server)
