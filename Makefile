@@ -60,8 +60,8 @@ simulator: install
 # The demo's time scale lives in one place, the provider registry (0.05: a 60 s job takes 3 s).
 SIM_TIME_SCALE = $(shell $(BIN)/python -c 'from prefect_pollers.providers.registry import DEMO_TIME_SCALE; print(DEMO_TIME_SCALE)')
 POOL := pollers-process
-blocks pool deploy worker screenshot webhooks: export PREFECT_API_URL ?= http://127.0.0.1:4200/api
-.PHONY: blocks pool deploy worker screenshot webhooks
+blocks pool deploy worker screenshot webhooks recovery: export PREFECT_API_URL ?= http://127.0.0.1:4200/api
+.PHONY: blocks pool deploy worker screenshot webhooks recovery
 
 ## Register the blocks; save demo blocks exona, twyn, apixo, modelroute, generic for `make simulator`.
 blocks: install
@@ -75,6 +75,10 @@ pool: install
 ## Create or update every deployment of deployments/prefect.yaml (run from the repository root).
 deploy: install
 	$(BIN)/prefect --no-prompt deploy --all --prefect-file deployments/prefect.yaml
+
+## Crash recovery (idempotent): runs whose heartbeats stop (every 30 s, prefect.yaml) go Crashed, then run again.
+recovery: install
+	$(BIN)/prefect-pollers recovery install --heartbeat-frequency 30
 
 ## A process worker that runs the deployments' flow runs (Ctrl-C stops it).
 worker: install

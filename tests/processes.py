@@ -30,6 +30,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def descendants(pid: int) -> list[int]:
+    """The ids of every process under ``pid`` (children, theirs, ...), from ``/proc``."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 class Process:
     """A subprocess in a session of its own, its output in a log file."""
 
@@ -51,6 +66,17 @@ class Process:
         """The end of the process's output, for failure messages."""
         text = self.log.read_text(errors="replace").splitlines()[-lines:]
         return f"--- last lines of {self.name}'s output ---\n" + "\n".join(text)
+
+    def kill_tree(self) -> int:
+        """Freeze, then SIGKILL, the process and every descendant at once (a lost node):
+        none of them gets to react, report or clean up. Returns how many were killed."""
+        tree = [self.popen.pid, *descendants(self.popen.pid)]
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in tree:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+        self.popen.wait(30)
+        return len(tree)
 
     def stop(self, sig: signal.Signals, timeout: float) -> None:
         """Send ``sig`` to the process group, SIGKILL it after ``timeout`` s and any leftover."""

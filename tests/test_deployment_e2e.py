@@ -71,6 +71,8 @@ POOL = "pollers-process"
 NIGHTLY = "nightly-portfolio-rescan"
 FREQUENT = "every-10-seconds"
 TIME_SCALE = 0.02
+HEARTBEAT_S = 30  # the deployments' PREFECT_FLOWS_HEARTBEAT_FREQUENCY (prefect.yaml)
+SILENCE_S = 40
 TERMINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
 
 
@@ -86,6 +88,16 @@ class Stack:
     simulator_url: str
     workdir: Path
     worker: Process | None = None
+
+    def start_worker(self, name: str = "worker") -> Process:
+        """Start a process worker on the pool's default queue (the current ``worker``)."""
+        self.worker = Process(
+            name,
+            [*PREFECT, "worker", "start", "--pool", POOL, "--type", "process", "-q", "default"],
+            self.env,
+            self.workdir,
+        )
+        return self.worker
 
     def cli(self, *args: str) -> str:
         """Run a ``prefect`` CLI command against the server; its output, or a test failure."""
@@ -170,23 +182,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
         def pool_worker_and_deployments() -> None:
             stack.cli("work-pool", "create", POOL, "--type", "process", "--overwrite")
-            stack.worker = Process(
-                "worker",
-                [
-                    *PREFECT,
-                    "worker",
-                    "start",
-                    "--pool",
-                    POOL,
-                    "--type",
-                    "process",
-                    "--work-queue",
-                    "default",
-                ],
-                env,
-                workdir,
-            )
-            cleanup.callback(stack.worker.stop, signal.SIGINT, 30)
+            stack.start_worker()
+            cleanup.callback(lambda: stack.worker and stack.worker.stop(signal.SIGTERM, 5))
             frequent = threads.submit(
                 stack.cli, "--no-prompt", "deploy", "--all", "--prefect-file", str(frequent_yaml)
             )
@@ -396,3 +393,93 @@ async def test_callbacks_end_waits_across_processes(stack: Stack) -> None:
     # Accepted, and delivered through events: no wait runs in the receiver's process.
     assert received["accepted"] == 4 and received["deliveries"] == {"kept": 4}
     assert received["rejected"] == {}
+
+
+async def test_a_killed_worker_s_run_is_crashed_re_run_and_re_attaches(stack: Stack) -> None:
+    """``prefect-pollers recovery install``, then the worker and its flow-run process
+    SIGKILLed mid-batch (nobody is left to report the crash): the silent-run automation
+    marks the run Crashed once its heartbeats stop, the re-run automation schedules it
+    again, a new worker runs it, and it re-attaches to every scan: 0 resubmits, one
+    outcome per company in one table."""
+    assert stack.worker is not None
+    stack.run(
+        [
+            *(sys.executable, "-m", "prefect_pollers.cli", "recovery", "install"),
+            *("--heartbeat-frequency", str(HEARTBEAT_S), "--silence", str(SILENCE_S)),
+        ]
+    )
+    # Scans of 10-20 s, all 20 at once: the batch is mid-flight when the worker dies.
+    state = stack.simulator_state
+    state.config = SimulatorConfig(time_scale=TIME_SCALE, seed=11, exona_duration=(500, 1000))
+    before = stack.simulator_stats()["exona"]
+    try:
+        output = stack.cli(
+            "deployment",
+            "run",
+            f"batch-scans/{NIGHTLY}",
+            "--params",
+            json.dumps({"max_age_days": None, "concurrency": 20}),
+        )
+        match = re.search(r"UUID: ([0-9a-f-]{36})", output)
+        assert match, output
+        flow_run_id = UUID(match.group(1))
+        started = time.monotonic()
+
+        async def exona() -> dict[str, Any]:
+            return stack.simulator_stats()["exona"]
+
+        # Kill once every scan is submitted and its wait has polled (its ref recorded).
+        polled = len(before["status_calls_per_job"]) + 20
+        submitted = await poll(
+            exona, lambda s: len(s["status_calls_per_job"]) >= polled, timeout=90
+        )
+        assert len(submitted["status_calls_per_job"]) == polled, stack.worker.tail()
+        assert submitted["jobs_in_flight"] >= 10, submitted  # mid-batch
+        killed = time.monotonic()
+        assert stack.worker.kill_tree() >= 2  # the worker, its flow-run process: all at once
+        print(f"killed after {time.monotonic() - started:.1f} s")
+        stack.start_worker("worker-after-kill")
+        async with api_client(stack.api_url) as client:
+            flow_run = await poll(
+                lambda: client.read_flow_run(flow_run_id),
+                lambda run: run.state_type in TERMINAL and run.state_type != StateType.CRASHED,
+                timeout=SILENCE_S + 120,  # found silent, scheduled again, run again
+            )
+            recovered_s = time.monotonic() - killed
+            print(f"completed {recovered_s:.1f} s after the kill")
+            history = await client.read_flow_run_states(flow_run_id)
+            assert flow_run.state_type == StateType.COMPLETED, (
+                f"{flow_run.state}\n{stack.worker.tail()}\n"
+                + "\n".join(f"{s.timestamp} {s.name}: {s.message}" for s in history)
+            )
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])
+                )
+            )
+    finally:
+        state.config = SimulatorConfig(time_scale=TIME_SCALE, seed=11)
+    after = stack.simulator_stats()["exona"]
+
+    names = [s.name for s in history]
+    crashed = next(s for s in history if s.type == StateType.CRASHED)
+    assert crashed.message and "No heartbeat" in crashed.message, names
+    assert names[names.index("Crashed") + 1] == "AwaitingRetry", names
+    assert flow_run.run_count == 2, names
+
+    # Nothing submitted twice: the re-run found every ref the first run recorded.
+    assert after["submits"] - before["submits"] == 20
+    assert after["duplicate_submits"] == before["duplicate_submits"]
+    keys = {
+        key: count
+        for key, count in after["submits_per_idempotency_key"].items()
+        if str(flow_run_id) in key
+    }
+    assert len(keys) == 20 and set(keys.values()) == {1}
+
+    [table] = [a for a in artifacts if a.type == "table"]
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert len(rows) == 20 and len({row["company"] for row in rows}) == 20
+    assert len({row["scan_id"] for row in rows}) == 20
+    status = {row["company"]: row["status"] for row in rows}
+    assert status.pop("Ghost Holdings") == "failed" and set(status.values()) == {"succeeded"}
