@@ -60,8 +60,8 @@ simulator: install
 # The demo's time scale lives in one place, the provider registry (0.05: a 60 s job takes 3 s).
 SIM_TIME_SCALE = $(shell $(BIN)/python -c 'from prefect_pollers.providers.registry import DEMO_TIME_SCALE; print(DEMO_TIME_SCALE)')
 POOL := pollers-process
-blocks pool deploy worker screenshot webhooks recovery: export PREFECT_API_URL ?= http://127.0.0.1:4200/api
-.PHONY: blocks pool deploy worker screenshot webhooks recovery
+blocks pool deploy worker screenshot webhooks recovery poller: export PREFECT_API_URL ?= http://127.0.0.1:4200/api
+.PHONY: blocks pool deploy worker screenshot webhooks recovery poller
 
 ## Register the blocks; save demo blocks exona, twyn, apixo, modelroute, generic for `make simulator`.
 blocks: install
@@ -79,6 +79,10 @@ deploy: install
 ## Crash recovery (idempotent): runs whose heartbeats stop (every 30 s, prefect.yaml) go Crashed, then run again.
 recovery: install
 	$(BIN)/prefect-pollers recovery install --heartbeat-frequency 30
+
+## The poller service: waits for durable waits' jobs, resumes their flow runs (SHARD=i/n; Ctrl-C stops it).
+poller: install
+	$(BIN)/prefect-pollers poller --shard $(or $(SHARD),0/1)
 
 ## A process worker that runs the deployments' flow runs (Ctrl-C stops it).
 worker: install

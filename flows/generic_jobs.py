@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from prefect_pollers import (
     BatchItem,
+    DurableWait,
     HttpJobApi,
     Outcome,
     cancel_remote_jobs,
@@ -56,6 +57,7 @@ async def generic_jobs(
     api: HttpJobApi | str = "generic",
     concurrency: int = 5,
     artifact_key: str = "generic-jobs",
+    durable: DurableWait | None = None,
 ) -> list[GenericJobRow]:
     """Run every job (the API's request fields, e.g. ``{"kind": ..., "params": {...}}``).
 
@@ -64,6 +66,8 @@ async def generic_jobs(
         api: An ``HttpJobApi`` block, or the name of a saved one.
         concurrency: Jobs in flight at once.
         artifact_key: Key of the result table artifact.
+        durable: Hand the jobs still running after ``durable.handover_after`` seconds
+            to the poller service and suspend the flow run until they end.
     """
     block = await load_credentials(HttpJobApi, api)
     prefix = default_scope()
@@ -72,7 +76,7 @@ async def generic_jobs(
         for index, job in enumerate(jobs)
     ]
     outcomes = await run_batch(
-        block, items, concurrency=concurrency, title=f"{block.api_name} jobs"
+        block, items, concurrency=concurrency, title=f"{block.api_name} jobs", durable=durable
     )
     rows = [
         GenericJobRow(

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from prefect_pollers import (
     BatchItem,
+    DurableWait,
     Outcome,
     TwynCredentials,
     cancel_remote_jobs,
@@ -61,6 +62,7 @@ async def scenario_sweep(
     credentials: TwynCredentials | str = "twyn",
     concurrency: int = 5,
     artifact_key: str = "twyn-scenario-sweep",
+    durable: DurableWait | None = None,
 ) -> list[SimulationRow]:
     """Simulate every scenario with every combination of the grid.
 
@@ -70,6 +72,9 @@ async def scenario_sweep(
         credentials: A ``TwynCredentials`` block, or the name of a saved one.
         concurrency: Simulations in flight at once.
         artifact_key: Key of the result table artifact.
+        durable: Hand the simulations still running after ``durable.handover_after``
+            seconds to the poller service (``prefect-pollers poller``) and suspend
+            the flow run until they end, releasing its worker; a deployment's run only.
     """
     creds = await load_credentials(TwynCredentials, credentials)
     configs = expand_grid(grid or {})
@@ -83,7 +88,9 @@ async def scenario_sweep(
         for scenario in scenarios
         for config in configs
     ]
-    outcomes = await run_batch(creds, items, concurrency=concurrency, title="Twyn sweep")
+    outcomes = await run_batch(
+        creds, items, concurrency=concurrency, title="Twyn sweep", durable=durable
+    )
     rows = [
         SimulationRow(
             scenario=item.label,

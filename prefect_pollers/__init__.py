@@ -27,6 +27,11 @@ if TYPE_CHECKING:
         close_shared_clients,
         shared_client,
     )
+    from prefect_pollers.durable import (
+        DurableWait,
+        PollerService,
+        ensure_resume_automation,
+    )
     from prefect_pollers.engine import (
         AuthenticationError,
         BadRequestError,
@@ -163,6 +168,9 @@ _HOME: dict[str, str] = {
     "Outcome": "prefect_pollers.batch",
     "run_batch": "prefect_pollers.batch",
     "cancel_remote_jobs": "prefect_pollers.cancellation",
+    "DurableWait": "prefect_pollers.durable",
+    "PollerService": "prefect_pollers.durable",
+    "ensure_resume_automation": "prefect_pollers.durable",
     "publish_table": "prefect_pollers.tables",
     "default_scope": "prefect_pollers.idempotency",
 }
@@ -176,6 +184,7 @@ __all__ = [
     "BadRequestError",
     "BatchItem",
     "BatchOutcome",
+    "DurableWait",
     "Endpoint",
     "ExonaCredentials",
     "ExonaRiskAssessment",
@@ -206,6 +215,7 @@ __all__ = [
     "PhaseDeadlineError",
     "PollPolicy",
     "PollerError",
+    "PollerService",
     "ProviderEntry",
     "ProviderUnavailableError",
     "RateLimitedError",
@@ -221,6 +231,7 @@ __all__ = [
     "cancel_remote_jobs",
     "close_shared_clients",
     "default_scope",
+    "ensure_resume_automation",
     "exona_policy",
     "load_credentials",
     "modelroute_policy",

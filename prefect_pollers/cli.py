@@ -1,10 +1,11 @@
-"""The ``prefect-pollers`` command line: ``simulator``, ``webhooks serve``, ``recovery install``."""
+"""The ``prefect-pollers`` command line: simulator, webhooks, poller, recovery."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from prefect_pollers.durable.cli import add_poller_command, run_poller_cli
 from prefect_pollers.recovery_cli import add_recovery_command, run_recovery_cli
 
 SERVER_EXTRA = "the {command} command needs its extra: pip install 'prefect-pollers[{extra}]'"
@@ -16,8 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="prefect-pollers", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     add_recovery_command(commands)
+    add_poller_command(commands)
     wanted = argv if argv is not None else sys.argv[1:]
-    if wanted[:1] != ["recovery"]:  # the server commands need their extras
+    if wanted[:1] not in (["recovery"], ["poller"]):  # the server commands need their extras
         try:
             from prefect_pollers.simulator.cli import add_simulator_command, run_simulator_cli
             from prefect_pollers.webhooks.cli import add_webhooks_command, run_webhooks_cli
@@ -31,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "recovery":
         return run_recovery_cli(args)
+    if args.command == "poller":
+        return run_poller_cli(args)
     if args.command == "simulator":
         return run_simulator_cli(args)
     if args.command == "webhooks":

@@ -71,11 +71,27 @@ def announce_submitted(
     )
 
 
-def emit_state_change(old: JobStatus | None, new: JobStatus, provider: str) -> None:
+def related_flow_run(flow_run_id: str | None) -> list[dict[str, str]]:
+    """The related-resources list of an event about ``flow_run_id`` (empty for None)."""
+    if not flow_run_id:
+        return []  # inside a flow run, Prefect relates the event to it
+    return [
+        {
+            "prefect.resource.id": f"prefect.flow-run.{flow_run_id}",
+            "prefect.resource.role": "flow-run",
+        }
+    ]
+
+
+def emit_state_change(
+    old: JobStatus | None, new: JobStatus, provider: str, *, flow_run_id: str | None = None
+) -> None:
     """Emit ``prefect-pollers.job.<new state>`` when a job's normalized state changes.
 
     A change of phase alone (e.g. Twyn's PROCESSING_CONFIG to PROCESSING_SIMULATION,
     both running) is logged but emits no event; the phase is in every payload.
+    ``flow_run_id`` relates it to a flow run other than the current one (the
+    poller service waits for suspended runs' jobs).
     """
     if old is not None and old.state is new.state:
         return
@@ -83,6 +99,7 @@ def emit_state_change(old: JobStatus | None, new: JobStatus, provider: str) -> N
         emit_event(
             event=f"{EVENT_PREFIX}.{new.state.value}",
             resource=_job_resource(provider, new.job_id),
+            related=related_flow_run(flow_run_id),
             payload={
                 "provider": provider,
                 "job_id": new.job_id,
@@ -118,18 +135,10 @@ def emit_callback(
     gets it. It carries the token's nonce (not a secret) and, for blocks that trust
     signed callbacks, the callback's status; never the token or a signature.
     """
-    related = []
-    if flow_run:
-        related.append(
-            {
-                "prefect.resource.id": f"prefect.flow-run.{flow_run}",
-                "prefect.resource.role": "flow-run",
-            }
-        )
     emit_event(
         event=CALLBACK_EVENT,
         resource=_job_resource(provider, job_id),
-        related=related,
+        related=related_flow_run(flow_run),
         payload={
             "provider": provider,
             "job_id": job_id,
@@ -141,7 +150,7 @@ def emit_callback(
 
 
 @contextlib.contextmanager
-def announcing_stuck(provider: str) -> Iterator[None]:
+def announcing_stuck(provider: str, *, flow_run_id: str | None = None) -> Iterator[None]:
     """Emit ``prefect-pollers.job.stuck`` when the wait inside ends on a phase deadline."""
     try:
         yield
@@ -151,6 +160,7 @@ def announcing_stuck(provider: str) -> Iterator[None]:
             emit_event(
                 event=f"{EVENT_PREFIX}.stuck",
                 resource=_job_resource(provider, exc.job_id or ""),
+                related=related_flow_run(flow_run_id),
                 payload={
                     "provider": provider,
                     "job_id": exc.job_id,

@@ -32,6 +32,8 @@ from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.settings import get_current_settings
 
+from prefect_pollers.automations import save_automation
+
 NAME_PREFIX = "prefect-pollers"
 SILENT_RUNS = f"{NAME_PREFIX}: crash flow runs whose heartbeats stopped"
 CRASHED_RUNS = f"{NAME_PREFIX}: re-run crashed flow runs"
@@ -163,14 +165,7 @@ async def ensure_crash_recovery(
     saved: dict[str, UUID] = {}
     async with get_client() as client:
         for automation in wanted:
-            existing = await client.read_automations_by_name(automation.name)
-            if existing:
-                await client.update_automation(existing[0].id, automation)
-                for duplicate in existing[1:]:
-                    await client.delete_automation(duplicate.id)
-                saved[automation.name] = existing[0].id
-            else:
-                saved[automation.name] = await client.create_automation(automation)
+            saved[automation.name] = await save_automation(client, automation)
         if not any(a.name == CRASHED_RUNS for a in wanted):
             for stale in await client.read_automations_by_name(CRASHED_RUNS):
                 await client.delete_automation(stale.id)

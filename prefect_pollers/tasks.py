@@ -33,13 +33,13 @@ from prefect.states import aget_state_exception
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel
 
-from prefect_pollers.cancellation import tracked
 from prefect_pollers.client import shared_client
 from prefect_pollers.engine import JobRef, PollerError, PollPolicy
-from prefect_pollers.events import announce_submitted, announcing_stuck, emit_state_change
+from prefect_pollers.events import announce_submitted
 from prefect_pollers.idempotency import default_scope, record_key, request_digest
+from prefect_pollers.observed import observed_wait
 from prefect_pollers.providers.base import JobApiCredentials, ResultT
-from prefect_pollers.webhooks.subscription import callback_wakeup, listening_for_submit
+from prefect_pollers.webhooks.subscription import listening_for_submit
 
 
 def submit_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -142,15 +142,7 @@ async def wait_for_job(
         WaitTimeoutError: the deadline passed first.
         ProviderUnavailableError: the provider stayed unreachable (retried by Prefect).
     """
-    with tracked(credentials, job), announcing_stuck(job.provider):
-        async with callback_wakeup(job) as wakeup:
-            return await shared_client(credentials).wait_for_result(
-                job,
-                policy,
-                logger=get_run_logger(),
-                on_change=lambda old, new: emit_state_change(old, new, job.provider),
-                wakeup=wakeup,
-            )
+    return await observed_wait(credentials, job, policy, logger=get_run_logger())
 
 
 async def run_job(

@@ -74,6 +74,10 @@ async def test_saving_twice_changes_nothing_and_max_reruns_0_removes_the_re_run(
         [silent] = await client.read_automations_by_name(SILENT_RUNS)
         assert isinstance(silent.trigger, EventTrigger)
         assert silent.trigger.within == timedelta(seconds=200)  # updated in place
+        [action] = silent.actions  # every field sent, not only those set by hand
+        assert isinstance(action, ChangeFlowRunState) and action.state == StateType.CRASHED
+        [rerun] = await client.read_automations_by_name(CRASHED_RUNS)
+        assert [type(a) for a in rerun.actions] == [ChangeFlowRunState]
         await ensure_crash_recovery(crash_recovery_automations(max_reruns=0))
         assert await client.read_automations_by_name(CRASHED_RUNS) == []
         assert len(await client.read_automations_by_name(SILENT_RUNS)) == 1

@@ -35,21 +35,18 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
-from prefect.results import ResultStore, get_result_store
-from prefect.runtime import flow_run
+from prefect.results import get_result_store
 from prefect.tasks import exponential_backoff
 
 from prefect_pollers.batch.models import BatchItem, BatchOutcome
 from prefect_pollers.batch.progress import BatchProgress
-from prefect_pollers.cancellation import tracked
-from prefect_pollers.client import shared_client
-from prefect_pollers.engine import InvalidRequestError, JobRef, PollerError, PollPolicy
+from prefect_pollers.batch.submit import submit_once
+from prefect_pollers.durable.handover import DurableWait, run_batch_durably
+from prefect_pollers.engine import InvalidRequestError, PollerError, PollPolicy
 from prefect_pollers.event_outbox import reconcile_job_events
-from prefect_pollers.events import announce_submitted, announcing_stuck, emit_state_change
-from prefect_pollers.idempotency import record_key
+from prefect_pollers.observed import observed_wait
 from prefect_pollers.providers.base import JobApiCredentials, ResultT
 from prefect_pollers.tasks import retry_wait_when_transient, run_job
-from prefect_pollers.webhooks.subscription import callback_wakeup, listening_for_submit
 
 PER_JOB_LIMIT = 100
 """The largest batch that ``task_runs="auto"`` runs with a task run per job."""
@@ -96,31 +93,6 @@ def parse_items(credentials: JobApiCredentials[Any], items: Sequence[BatchItem])
             provider=credentials.provider,
         )
     return parsed
-
-
-async def _recorded_ref(store: ResultStore, key: str) -> JobRef | None:
-    if not await store.aexists(key):
-        return None
-    record = await store.aread(key)
-    return record.result if isinstance(record.result, JobRef) else None
-
-
-async def submit_once(
-    credentials: JobApiCredentials[Any], item: BatchItem, store: ResultStore
-) -> JobRef:
-    """Submit ``item`` unless a ref is already recorded under its key; record the new ref."""
-    key = record_key(credentials, item.key)
-    ref = await _recorded_ref(store, key)
-    if ref is not None:
-        return ref
-    flow_run_id = flow_run.get_id()
-    async with listening_for_submit(credentials, item.request, flow_run_id):
-        ref = await shared_client(credentials).submit(
-            item.request, idempotency_key=item.key, flow_run_id=flow_run_id
-        )
-    await store.awrite(ref, key=key)
-    announce_submitted(credentials, ref, log_level=logging.DEBUG)
-    return ref
 
 
 if TYPE_CHECKING:
@@ -199,19 +171,10 @@ async def run_batch_in_one_task(
     """
     logger = _InfoAsDebug(get_run_logger(), {})
     store = get_result_store()
-    client = shared_client(credentials)
 
     async def run_one(item: BatchItem) -> ResultT:
         ref = await submit_once(credentials, item, store)
-        with tracked(credentials, ref), announcing_stuck(ref.provider):
-            async with callback_wakeup(ref) as wakeup:
-                return await client.wait_for_result(
-                    ref,
-                    policy,
-                    logger=logger,
-                    on_change=lambda old, new: emit_state_change(old, new, ref.provider),
-                    wakeup=wakeup,
-                )
+        return await observed_wait(credentials, ref, policy, logger=logger)
 
     return await _gather_bounded(items, concurrency, title, run_one)
 
@@ -224,6 +187,7 @@ async def run_batch(
     policy: PollPolicy | None = None,
     title: str = "batch",
     task_runs: TaskRuns = "auto",
+    durable: DurableWait | None = None,
 ) -> list[BatchOutcome[ResultT]]:
     """Run every item's job with at most ``concurrency`` in flight; never raises per job.
 
@@ -236,6 +200,11 @@ async def run_batch(
         task_runs: ``per-job`` (two task runs per job), ``batched`` (one task run
             for the whole batch: for thousands of jobs) or ``auto`` (per-job up to
             ``PER_JOB_LIMIT`` jobs, batched beyond).
+        durable: Hand the jobs still running after ``durable.handover_after`` s to
+            the poller service and suspend the flow run until they end
+            (:mod:`~prefect_pollers.durable`): for a deployment's run, on a saved
+            block. Every item is submitted (``concurrency`` bounds the submits and
+            the in-process waits), with no task run per job.
 
     Returns:
         One outcome per item, in the items' order.
@@ -250,7 +219,9 @@ async def run_batch(
         task_runs = "per-job" if len(items) <= PER_JOB_LIMIT else "batched"
     check_batch(items, concurrency)
     parsed = parse_items(credentials, items)
-    if task_runs == "batched":
+    if durable is not None:
+        outcomes = await run_batch_durably(credentials, parsed, concurrency, policy, title, durable)
+    elif task_runs == "batched":
         outcomes = await run_batch_in_one_task(credentials, parsed, concurrency, policy, title)
     else:
         outcomes = await _gather_bounded(

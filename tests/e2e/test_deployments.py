@@ -1,13 +1,10 @@
 """End to end: the deployments of ``deployments/prefect.yaml`` on a real Prefect server.
 
-A module fixture starts ``prefect server start`` on a free loopback port with its own
-``PREFECT_HOME`` and the provider simulator, then with the CLI commands of the
-Makefile registers the blocks, saves the demo blocks, creates the process work pool,
-deploys every deployment of the yaml and starts a process worker. The first test runs
-the batch-scans deployment on that worker; the second checks that the server's
-scheduler creates flow runs for the nightly schedule and for a 10 s interval schedule
-(a copy of the batch-scans deployment, in a work queue the worker does not poll).
-Every process started here is stopped, with its children, even when a test fails.
+On the package's stack (``conftest.py``: a server, the simulator, the blocks, the pool,
+every deployment and a process worker): the batch-scans deployment run on the worker,
+the scheduler's runs for the nightly schedule and a 10 s interval schedule (a copy of
+batch-scans in a work queue the worker does not poll), cancellation, callbacks across
+processes, and a killed worker's run found, re-run and re-attached.
 """
 
 from __future__ import annotations
@@ -17,21 +14,15 @@ import json
 import re
 import secrets
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, suppress
-from dataclasses import dataclass
+from contextlib import suppress
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import httpx
 import pytest
-import yaml
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
@@ -51,148 +42,20 @@ from prefect.events.filters import (
 )
 
 from prefect_pollers.providers.registry import provider_entry
-from prefect_pollers.simulator import SimulatorConfig, SimulatorState, running_simulator
+from prefect_pollers.simulator import SimulatorConfig
+from tests.e2e.conftest import FREQUENT, NIGHTLY, TERMINAL, TIME_SCALE, Stack
 from tests.processes import (
-    PREFECT,
     Process,
     api_client,
     free_port,
     poll,
-    subprocess_env,
-    wait_healthy,
 )
 
 # A real `prefect server start`, a process worker, deployment runs: about a minute.
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parent.parent
-PREFECT_YAML = REPO / "deployments" / "prefect.yaml"
-POOL = "pollers-process"
-NIGHTLY = "nightly-portfolio-rescan"
-FREQUENT = "every-10-seconds"
-TIME_SCALE = 0.02
 HEARTBEAT_S = 30  # the deployments' PREFECT_FLOWS_HEARTBEAT_FREQUENCY (prefect.yaml)
 SILENCE_S = 40
-TERMINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
-
-
-@dataclass
-class Stack:
-    """The running server, simulator and worker, with the blocks, pool and deployments."""
-
-    api_url: str
-    env: dict[str, str]
-    server: Process
-    simulator_stats: Callable[[], dict[str, Any]]
-    simulator_state: SimulatorState
-    simulator_url: str
-    workdir: Path
-    worker: Process | None = None
-
-    def start_worker(self, name: str = "worker") -> Process:
-        """Start a process worker on the pool's default queue (the current ``worker``)."""
-        self.worker = Process(
-            name,
-            [*PREFECT, "worker", "start", "--pool", POOL, "--type", "process", "-q", "default"],
-            self.env,
-            self.workdir,
-        )
-        return self.worker
-
-    def cli(self, *args: str) -> str:
-        """Run a ``prefect`` CLI command against the server; its output, or a test failure."""
-        return self.run([*PREFECT, *args])
-
-    def run(self, args: list[str], timeout: float = 120) -> str:
-        """Run a command from the repository root against the server; its output."""
-        done = subprocess.run(
-            args,
-            env=self.env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if done.returncode != 0:
-            pytest.fail(
-                f"{' '.join(args)} exited {done.returncode}:\n{done.stdout}\n"
-                f"{done.stderr}\n{self.server.tail()}"
-            )
-        return done.stdout
-
-
-def frequent_copy(directory: Path) -> Path:
-    """A prefect.yaml holding the nightly batch-scans deployment on a 10 s interval instead.
-
-    Its runs go to their own work queue, which the test's worker does not poll.
-    """
-    config = yaml.safe_load(PREFECT_YAML.read_text())
-    nightly = next(d for d in config["deployments"] if d["name"] == NIGHTLY)
-    config["deployments"] = [
-        {
-            **nightly,
-            "name": FREQUENT,
-            "schedules": [{"interval": 10}],
-            "work_pool": {"name": POOL, "work_queue_name": "schedule-check"},
-        }
-    ]
-    path = directory / "prefect.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Everything up, as a newcomer's README steps make it; all stopped at the end."""
-    workdir = tmp_path_factory.mktemp("deployment-e2e")
-    port = free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    env = subprocess_env(workdir / "prefect-home", api_url)
-    frequent_yaml = frequent_copy(workdir)
-    with ExitStack() as cleanup, ThreadPoolExecutor(3) as threads:
-        server = Process(
-            "server",
-            [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env,
-            workdir,
-        )
-        cleanup.callback(server.stop, signal.SIGTERM, 20)
-        simulator = cleanup.enter_context(
-            running_simulator(SimulatorConfig(time_scale=TIME_SCALE, seed=11))
-        )
-        wait_healthy(api_url, server)
-        stack = Stack(
-            api_url, env, server, simulator.stats, simulator.state, simulator.url, workdir
-        )
-
-        def blocks() -> None:
-            stack.cli("block", "register", "-m", "prefect_pollers")
-            stack.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "deployments.create_demo_blocks",
-                    "--simulator-url",
-                    simulator.url,
-                    "--time-scale",
-                    str(TIME_SCALE),
-                ]
-            )
-
-        def pool_worker_and_deployments() -> None:
-            stack.cli("work-pool", "create", POOL, "--type", "process", "--overwrite")
-            stack.start_worker()
-            cleanup.callback(lambda: stack.worker and stack.worker.stop(signal.SIGTERM, 5))
-            frequent = threads.submit(
-                stack.cli, "--no-prompt", "deploy", "--all", "--prefect-file", str(frequent_yaml)
-            )
-            stack.cli("--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_YAML))
-            frequent.result()
-
-        for step in [threads.submit(blocks), threads.submit(pool_worker_and_deployments)]:
-            step.result()
-        yield stack
 
 
 async def test_batch_scans_deployment_runs_on_a_process_worker(stack: Stack) -> None:

@@ -1,0 +1,207 @@
+"""End to end: durable waits on a real server, a process worker and the poller service.
+
+Each in its own process, on the package's stack: the flow run hands its jobs over and
+suspends (its process exits), the poller (``prefect-pollers poller``) waits for them
+and resumes the run, the worker re-runs it and it completes with every outcome; the
+poller SIGKILLed mid-wait and started again loses nothing; a suspended run cancelled
+has its remote jobs cancelled; two pollers on two shards never poll the same job.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.client.schemas.objects import FlowRun, StateType
+
+from prefect_pollers.simulator import SimulatorConfig
+from tests.e2e.conftest import TERMINAL, TIME_SCALE, Stack
+from tests.processes import Process, api_client, descendants, poll
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+SWEEP = "scenario-sweep/durable-sweep"
+SIMULATIONS = 6  # the deployment's 3 scenarios x 2 durations
+
+
+def start_poller(stack: Stack, name: str, *args: str) -> Process:
+    """``prefect-pollers poller`` against the stack's server, scanning every second."""
+    return Process(
+        name,
+        [sys.executable, "-m", "prefect_pollers.cli", "poller", "--scan-interval", "1", *args],
+        stack.env,
+        stack.workdir,
+    )
+
+
+@pytest.fixture
+def poller(stack: Stack) -> Iterator[Process]:
+    """One poller for the test, stopped after it."""
+    process = start_poller(stack, "poller")
+    yield process
+    process.stop(signal.SIGTERM, 10)
+
+
+def flow_processes(stack: Stack) -> list[str]:
+    """The command lines of the worker's flow-run processes alive now."""
+    assert stack.worker is not None
+    alive = []
+    for pid in descendants(stack.worker.popen.pid):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "prefect.engine" in command:
+            alive.append(command)
+    return alive
+
+
+def run_deployment(stack: Stack, name: str, **parameters: Any) -> UUID:
+    """Start a run of deployment ``name``; its flow run id."""
+    args = ["deployment", "run", name]
+    if parameters:
+        args += ["--params", json.dumps(parameters)]
+    match = re.search(r"UUID: ([0-9a-f-]{36})", stack.cli(*args))
+    assert match
+    return UUID(match.group(1))
+
+
+async def until_state(stack: Stack, flow_run_id: UUID, name: str, timeout: float) -> FlowRun:
+    """Poll the run until its state is ``name`` (or terminal); the run."""
+    async with api_client(stack.api_url) as client:
+        return await poll(
+            lambda: client.read_flow_run(flow_run_id),
+            lambda run: run.state_name == name or run.state_type in TERMINAL,
+            timeout=timeout,
+        )
+
+
+def twyn(stack: Stack) -> dict[str, Any]:
+    return stack.simulator_stats()["twyn"]
+
+
+async def _async(value: Any) -> Any:
+    """``value`` as an awaitable, for :func:`poll` of what is read at once."""
+    return value
+
+
+async def test_a_suspended_sweep_frees_its_worker_and_survives_a_killed_poller(
+    stack: Stack, poller: Process
+) -> None:
+    # Simulations of 5-10 s (the simulator's defaults): the poller is killed while they run.
+    state = stack.simulator_state
+    state.config = SimulatorConfig(time_scale=TIME_SCALE, seed=5)
+    before = twyn(stack)
+    try:
+        flow_run_id = run_deployment(stack, SWEEP)
+        suspended = await until_state(stack, flow_run_id, "Suspended", timeout=90)
+        assert suspended.state_name == "Suspended", f"{suspended.state}\n{stack.worker.tail()}"
+        submitted = twyn(stack)
+        assert submitted["submits"] - before["submits"] == SIMULATIONS
+        # The flow-run process has exited: nothing of the run holds the worker.
+        alive = await poll(
+            lambda: _async(flow_processes(stack)), lambda found: not found, timeout=30
+        )
+        assert alive == [], alive
+
+        # The poller picks the jobs up and polls them; killed mid-wait, started again.
+        polling = await poll(
+            lambda: _async(twyn(stack)),
+            lambda s: s["status_calls"] - submitted["status_calls"] >= SIMULATIONS,
+            timeout=60,
+        )
+        assert polling["jobs_in_flight"] >= 1, poller.tail()
+        poller.kill_tree()
+        restarted = start_poller(stack, "poller-restarted")
+        try:
+            done = await until_state(stack, flow_run_id, "Completed", timeout=120)
+        finally:
+            restarted.stop(signal.SIGTERM, 10)
+        assert done.state_type == StateType.COMPLETED, f"{done.state}\n{restarted.tail()}"
+        async with api_client(stack.api_url) as client:
+            history = [s.name for s in await client.read_flow_run_states(flow_run_id)]
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])
+                )
+            )
+    finally:
+        state.config = SimulatorConfig(time_scale=TIME_SCALE, seed=11)
+    after = twyn(stack)
+
+    assert "Suspended" in history and history[-1] == "Completed", history
+    assert history.count("Suspended") == 1, history  # the batch suspends once
+    assert after["submits"] - before["submits"] == SIMULATIONS  # nothing submitted twice
+    assert after["duplicate_submits"] == before["duplicate_submits"]
+    [table] = [a for a in artifacts if a.type == "table" and a.key == "twyn-durable-sweep"]
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert len(rows) == SIMULATIONS and {row["status"] for row in rows} == {"succeeded"}
+    assert len({row["simulation_id"] for row in rows}) == SIMULATIONS
+    resumes = [line for line in restarted.log.read_text().splitlines() if ": resumed" in line]
+    assert resumes == [resumes[0]] and "through the API" not in resumes[0], resumes  # event
+
+
+async def test_cancelling_a_suspended_run_cancels_its_remote_jobs(
+    stack: Stack, poller: Process
+) -> None:
+    state = stack.simulator_state
+    state.config = SimulatorConfig(time_scale=TIME_SCALE, seed=11, never_finish_rate=1.0)
+    try:
+        before = stack.simulator_stats()["generic"]
+        flow_run_id = run_deployment(
+            stack,
+            "generic-jobs/render-every-6-hours",
+            durable={"handover_after": 0},
+        )
+        suspended = await until_state(stack, flow_run_id, "Suspended", timeout=90)
+        assert suspended.state_name == "Suspended", f"{suspended.state}\n{stack.worker.tail()}"
+        jobs = stack.simulator_stats()["generic"]["submits"] - before["submits"]
+        assert jobs == 3
+        await poll(
+            lambda: _async(poller.log.read_text()),
+            lambda text: f"flow run {flow_run_id}: waiting for" in text,
+            timeout=30,
+        )
+        stack.cli("flow-run", "cancel", str(flow_run_id))
+        after = await poll(
+            lambda: _async(stack.simulator_stats()["generic"]),
+            lambda s: s["cancels"] - before["cancels"] >= jobs,
+            timeout=60,
+        )
+        cancelled = await until_state(stack, flow_run_id, "Cancelled", timeout=30)
+    finally:
+        state.config = SimulatorConfig(time_scale=TIME_SCALE, seed=11)
+    assert after["cancels"] - before["cancels"] == jobs, poller.tail()
+    assert cancelled.state_type == StateType.CANCELLED, cancelled.state
+    assert f"flow run {flow_run_id} was cancelled" in poller.log.read_text()
+
+
+async def test_two_pollers_on_two_shards_never_poll_the_same_job(stack: Stack) -> None:
+    pollers = [start_poller(stack, f"poller-{i}", "--shard", f"{i}/2") for i in range(2)]
+    try:
+        before = twyn(stack)
+        runs = [run_deployment(stack, SWEEP) for _ in range(4)]
+        done = [await until_state(stack, run, "Completed", timeout=150) for run in runs]
+        logs = [p.log.read_text() for p in pollers]
+    finally:
+        for process in pollers:
+            process.stop(signal.SIGTERM, 10)
+    assert [run.state_type for run in done] == [StateType.COMPLETED] * 4, [
+        p.tail() for p in pollers
+    ]
+    waited_by = {
+        run: [i for i, log in enumerate(logs) if f"flow run {run}: waiting for" in log]
+        for run in runs
+    }
+    assert all(len(shards) == 1 for shards in waited_by.values()), waited_by
+    after = twyn(stack)
+    assert after["submits"] - before["submits"] == 4 * SIMULATIONS
+    assert after["duplicate_submits"] == before["duplicate_submits"]
