@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("poll_efficiency", "rate_limit", "overhead", "scale", "callbacks")
+BENCHMARKS = ("poll_efficiency", "rate_limit", "overhead", "scale", "callbacks", "durable")
 
 
 def main() -> int:

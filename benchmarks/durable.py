@@ -22,11 +22,13 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -38,13 +40,12 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from prefect.client.schemas.objects import State, StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from benchmarks.common import PrefectServerProcess, emit, simulator_process
+from benchmarks.common import emit, prefect_server, simulator_process
 from prefect_pollers import TwynCredentials
 
 ROOT = Path(__file__).resolve().parent.parent
 POOL = "bench-durable-pool"
 BLOCK = "bench-twyn"
-WORKER_QUERY_S = 10.0  # Prefect's default PREFECT_WORKER_QUERY_SECONDS
 MODES = {"in-process": None, "durable": {"handover_after": 0}}
 TERMINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
 
@@ -186,27 +187,33 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--time-scale", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--api-url", help="a Prefect server to use (default: start one)")
+    parser.add_argument(
+        "--worker-query-s", type=float, default=10.0, help="PREFECT_WORKER_QUERY_SECONDS"
+    )
+    parser.add_argument("--scan-interval", type=float, default=5.0, help="the poller's")
+    parser.add_argument("--resume-grace", type=float, default=10.0, help="the poller's")
     args = parser.parse_args()
     jobs = args.jobs - args.jobs % 2
 
     work = Path(tempfile.mkdtemp(prefix="pollers-bench-durable-"))
-    server = PrefectServerProcess()
     processes: list[subprocess.Popen[bytes]] = []
-    try:
-        server.start()
+    with ExitStack() as cleanup:
+        api_url = cleanup.enter_context(prefect_server(args.api_url))
+        cleanup.callback(lambda: [_stop(process) for process in processes])
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
-            "PREFECT_API_URL": server.url,
+            "PREFECT_API_URL": api_url,
             "PREFECT_HOME": str(work / "home"),
             "PREFECT_LOCAL_STORAGE_PATH": str(work / "storage"),
-            "PREFECT_WORKER_QUERY_SECONDS": str(WORKER_QUERY_S),
+            "PREFECT_WORKER_QUERY_SECONDS": str(args.worker_query_s),
             "PREFECT_LOGGING_LEVEL": "WARNING",
             "DO_NOT_TRACK": "1",
             "PYTHONPATH": str(ROOT),
         }
         with simulator_process({"time_scale": args.time_scale, "seed": args.seed}) as sim:
             _cli(["block", "register", "-m", "prefect_pollers"], env)
-            with temporary_settings(updates={PREFECT_API_URL: server.url}):
+            with temporary_settings(updates={PREFECT_API_URL: api_url}):
                 TwynCredentials(
                     api_key="sim-key",
                     base_url=sim.base_url("twyn"),
@@ -227,7 +234,16 @@ def main() -> None:
                 )
             )
             processes.append(
-                _start("poller", [sys.executable, "-m", "prefect_pollers.cli", "poller"], env, work)
+                _start(
+                    "poller",
+                    [
+                        *(sys.executable, "-m", "prefect_pollers.cli", "poller"),
+                        *("--scan-interval", str(args.scan_interval)),
+                        *("--resume-grace", str(args.resume_grace)),
+                    ],
+                    env,
+                    work,
+                )
             )
             runs = {}
             for mode in MODES:
@@ -235,12 +251,9 @@ def main() -> None:
                 runs[mode] = UUID(output.split("UUID: ")[1].split()[0])
             started = time.monotonic()
             timeout = 600 * args.time_scale * 2 + 300
-            figures = asyncio.run(_measure(server.url, sim.url, runs, timeout))
+            figures = asyncio.run(_measure(api_url, sim.url, runs, timeout))
             wall = time.monotonic() - started
-    finally:
-        for process in processes:
-            _stop(process)
-        server.cleanup()
+    shutil.rmtree(work, ignore_errors=True)
     in_process, durable = figures["in-process"], figures["durable"]
     per_job = {
         m: f["process_seconds"] / max(f["jobs"], 1)
@@ -259,7 +272,7 @@ def main() -> None:
         resume_lag_s=round(durable["lag_s"] - in_process["lag_s"], 2),
         durable_lag_s=round(durable["lag_s"], 2),
         in_process_lag_s=round(in_process["lag_s"], 2),
-        worker_query_s=WORKER_QUERY_S,
+        worker_query_s=args.worker_query_s,
         calls_ratio=round(
             (durable["status_calls"] / max(durable["jobs"], 1))
             / max(in_process["status_calls"] / max(in_process["jobs"], 1), 1e-9),

@@ -88,3 +88,19 @@ def test_scale_smoke():
     assert figures["completed"] == 20 and figures["per_job_completed"] == 4
     for key in ("jobs", "makespan_s", "peak_rss_mb", "cpu_cores_avg"):
         assert figures[key] > 0
+
+
+@pytest.mark.e2e  # a process worker, flow runs and the poller in subprocesses
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_durable_smoke():
+    figures = bench(
+        "benchmarks.durable",
+        *("--jobs", "2", "--time-scale", "0.02"),
+        *("--worker-query-s", "1", "--scan-interval", "1", "--resume-grace", "2"),
+        api_url=PREFECT_API_URL.value(),
+    )
+    assert figures["completed"] == figures["in_process_completed"] == 2
+    assert figures["suspensions"] == 1 and figures["duplicate_submits"] == 0
+    for key in ("process_seconds_ratio", "durable_lag_s", "calls_ratio"):
+        assert figures[key] > 0

@@ -171,3 +171,18 @@ async def _is_not_in(item, collection) -> bool:
 
 async def _has_outcomes(store, run_id: str, batch: str, at_least: int) -> bool:
     return len(await read_outcomes(store, run_id, batch)) >= at_least
+
+
+def test_recorded_outcomes_come_back_typed_and_refuse_what_is_no_result_model():
+    from prefect_pollers import BatchItem, BatchOutcome, ExonaScanResult
+    from prefect_pollers.durable.records import dump_outcome, load_outcome
+
+    result = ExonaScanResult.model_validate(
+        {"job_id": "scan_1", "company_name": "Co", "company_website": "https://co.example"}
+    )
+    outcome = BatchOutcome.succeeded(BatchItem(label="Co", key="k", request=None), result)
+    again = load_outcome(dump_outcome(outcome))
+    assert isinstance(again.result, ExonaScanResult) and again.result == result
+    forged = {**dump_outcome(outcome), "result_model": "os:system"}
+    with pytest.raises(ValueError, match="'os:system', which is not a result model"):
+        load_outcome(forged)

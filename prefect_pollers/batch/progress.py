@@ -32,10 +32,18 @@ class BatchProgress:
             progress=0.0, description=f"{self.title}: 0 of {self.total} jobs finished"
         )
 
+    def attach(self, artifact_id: UUID, done: int) -> None:
+        """Continue an artifact made before (by this flow run's earlier process)."""
+        self.artifact_id, self.done = artifact_id, done
+
     async def finished_one(self) -> None:
         """Count a finished job; update the artifact when a step is reached."""
-        self.done += 1
-        if self.done % self.step and self.done != self.total:
+        await self.finished(1)
+
+    async def finished(self, count: int) -> None:
+        """Count ``count`` finished jobs; update the artifact when a step is reached."""
+        before, self.done = self.done, self.done + count
+        if before // self.step == self.done // self.step and self.done != self.total:
             return
         async with self.lock:
             done = self.done

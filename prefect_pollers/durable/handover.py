@@ -146,6 +146,10 @@ async def run_batch_durably(
     if handover is not None:
         recorded = {**handover.finished, **await read_outcomes(store, flow_run_id, batch)}
         if all(item.key in recorded for item in items):
+            if handover.progress_artifact_id is not None:
+                progress = BatchProgress(title, len(items))
+                progress.attach(handover.progress_artifact_id, len(items) - 1)
+                await progress.finished_one()
             logger.info(
                 "%s: the poller service recorded every handed-over job's outcome (%d jobs)",
                 title,
@@ -187,6 +191,8 @@ async def run_batch_durably(
         policy=policy,
         jobs=[running[item.key] for item in items if item.key in running],
         finished=dict(finished),
+        title=title,
+        progress_artifact_id=progress.artifact_id,
     )
     await write_handover(store, handover)
     return await _after_handover(credentials, items, handover, dict(finished), title)

@@ -35,6 +35,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import StateType
 
 from prefect_pollers.batch.models import BatchItem, BatchOutcome
+from prefect_pollers.batch.progress import BatchProgress
 from prefect_pollers.client import shared_client
 from prefect_pollers.durable.records import (
     HandedOverJob,
@@ -265,6 +266,9 @@ class PollerService:
         credentials = await self._credentials(watch, handover)
         logger.info("waiting for %d %s jobs", len(pending), credentials.provider)
         changed = asyncio.Event()
+        progress = BatchProgress(handover.title, handover.total)
+        if handover.progress_artifact_id is not None:
+            progress.attach(handover.progress_artifact_id, len(handover.finished) + len(recorded))
 
         async def one(job: HandedOverJob) -> None:
             item = BatchItem(label=job.label, key=job.key, request=None)
@@ -282,13 +286,17 @@ class PollerService:
             recorded[job.key] = outcome
             changed.set()
 
+        async def flush() -> None:
+            snapshot = dict(recorded)
+            await write_outcomes(self.store, watch.flow_run_id, handover.batch_id, snapshot)
+            if progress.artifact_id is not None:
+                await progress.finished(len(handover.finished) + len(snapshot) - progress.done)
+
         async def record_as_they_come() -> None:
             while True:
                 await changed.wait()
                 changed.clear()
-                await write_outcomes(
-                    self.store, watch.flow_run_id, handover.batch_id, dict(recorded)
-                )
+                await flush()
                 await asyncio.sleep(RECORD_EVERY_S)
 
         recorder = asyncio.create_task(record_as_they_come())
@@ -297,5 +305,5 @@ class PollerService:
         finally:
             recorder.cancel()
             await asyncio.gather(recorder, return_exceptions=True)
-        await write_outcomes(self.store, watch.flow_run_id, handover.batch_id, dict(recorded))
+        await flush()
         return len(handover.jobs)

@@ -1,21 +1,24 @@
 """What a durable wait hands over, and what the poller service hands back.
 
-Both are records in Prefect's default result storage (``~/.prefect/storage``, or the
-block named by ``PREFECT_DEFAULT_RESULT_STORAGE_BLOCK``), under keys made from the
-flow run id and the batch: the same storage the submitted refs are recorded in, so
-what re-attaching a retried run needs, a poller needs too, and nothing else. Prefect
-Variables would be discoverable through the API but hold at most 5,000 characters (a
-batch of refs is larger); events are dropped while the API is down. The poller finds
-its work from Prefect (suspended flow runs) and reads these records: it keeps no
-state of its own.
+Both are JSON records (a poller or flow of a later version reads them, new fields
+taking their defaults) in Prefect's default result storage (``~/.prefect/storage``,
+or the block named by ``PREFECT_DEFAULT_RESULT_STORAGE_BLOCK``), under keys made
+from the flow run id and the batch: the storage the submitted refs are recorded in,
+so what re-attaching a retried run needs, a poller needs too, and nothing else.
+Prefect Variables would be discoverable through the API but hold at most 5,000
+characters (a batch of refs is larger); events are dropped while the API is down.
+The poller finds its work from Prefect (suspended flow runs) and reads these
+records: it keeps no state of its own.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
+from uuid import UUID
 
 from prefect.results import ResultStore
 from pydantic import BaseModel, Field
@@ -55,6 +58,8 @@ class Handover(BaseModel):
         policy: The poll policy of every wait (None: the provider's preset).
         jobs: The jobs still running when the flow run suspended.
         finished: Outcomes the flow already had (jobs that ended before the handover).
+        title: The batch's title (logs, the progress artifact).
+        progress_artifact_id: The batch's progress artifact, which the poller updates.
         handed_over_at: When the flow recorded it.
     """
 
@@ -65,7 +70,14 @@ class Handover(BaseModel):
     policy: PollPolicy | None = None
     jobs: list[HandedOverJob]
     finished: dict[str, BatchOutcome[Any]] = Field(default_factory=dict)
+    title: str = "batch"
+    progress_artifact_id: UUID | None = None
     handed_over_at: datetime = Field(default_factory=_utcnow)
+
+    @property
+    def total(self) -> int:
+        """How many jobs the batch has."""
+        return len(self.jobs) + len(self.finished)
 
     @property
     def block_name(self) -> str:
@@ -106,6 +118,32 @@ def index_key(flow_run_id: str) -> str:
     return f"{KEY_PREFIX}-index-{flow_run_id}"
 
 
+def dump_outcome(outcome: BatchOutcome[Any]) -> dict[str, Any]:
+    """An outcome as JSON, naming its result's model so that it is typed again on load."""
+    data = outcome.model_dump(mode="json")
+    if isinstance(outcome.result, BaseModel):
+        model = type(outcome.result)
+        data["result_model"] = f"{model.__module__}:{model.__qualname__}"
+    return data
+
+
+def load_outcome(data: dict[str, Any]) -> BatchOutcome[Any]:
+    """An outcome from :func:`dump_outcome`, its result an instance of its model again.
+
+    Raises:
+        ValueError: the named result model is not a pydantic model.
+    """
+    data = dict(data)
+    named = data.pop("result_model", None)
+    if named is None:
+        return BatchOutcome.model_validate(data)
+    module, _, name = named.partition(":")
+    model = getattr(importlib.import_module(module), name, None)
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise ValueError(f"a recorded outcome names {named!r}, which is not a result model")
+    return BatchOutcome[model].model_validate(data)  # type: ignore[valid-type]
+
+
 async def _read(store: ResultStore, key: str) -> Any:
     if not await store.aexists(key):
         return None
@@ -115,7 +153,10 @@ async def _read(store: ResultStore, key: str) -> Any:
 async def read_handover(store: ResultStore, flow_run_id: str, batch: str) -> Handover | None:
     """The recorded handover of a batch, if any."""
     found = await _read(store, handover_key(flow_run_id, batch))
-    return found if isinstance(found, Handover) else None
+    if not isinstance(found, dict):
+        return None
+    finished = {key: load_outcome(data) for key, data in found.get("finished", {}).items()}
+    return Handover.model_validate({**found, "finished": finished})
 
 
 async def read_handovers(store: ResultStore, flow_run_id: str) -> list[Handover]:
@@ -127,7 +168,9 @@ async def read_handovers(store: ResultStore, flow_run_id: str) -> list[Handover]
 
 async def write_handover(store: ResultStore, handover: Handover) -> None:
     """Record a handover, then list its batch in the flow run's index."""
-    await store.awrite(handover, key=handover_key(handover.flow_run_id, handover.batch_id))
+    data = handover.model_dump(mode="json", exclude={"finished"})
+    data["finished"] = {key: dump_outcome(o) for key, o in handover.finished.items()}
+    await store.awrite(data, key=handover_key(handover.flow_run_id, handover.batch_id))
     batches: list[str] = await _read(store, index_key(handover.flow_run_id)) or []
     if handover.batch_id not in batches:
         await store.awrite([*batches, handover.batch_id], key=index_key(handover.flow_run_id))
@@ -138,11 +181,14 @@ async def read_outcomes(
 ) -> dict[str, BatchOutcome[Any]]:
     """The outcomes the poller recorded for a batch, by item key (empty if none yet)."""
     found = await _read(store, outcomes_key(flow_run_id, batch))
-    return found if isinstance(found, dict) else {}
+    if not isinstance(found, dict):
+        return {}
+    return {key: load_outcome(data) for key, data in found.items()}
 
 
 async def write_outcomes(
     store: ResultStore, flow_run_id: str, batch: str, outcomes: dict[str, BatchOutcome[Any]]
 ) -> None:
     """Record (replace) the outcomes of a batch's handed-over jobs."""
-    await store.awrite(dict(outcomes), key=outcomes_key(flow_run_id, batch))
+    data = {key: dump_outcome(outcome) for key, outcome in outcomes.items()}
+    await store.awrite(data, key=outcomes_key(flow_run_id, batch))

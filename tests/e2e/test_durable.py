@@ -141,6 +141,10 @@ async def test_a_suspended_sweep_frees_its_worker_and_survives_a_killed_poller(
     assert history.count("Suspended") == 1, history  # the batch suspends once
     assert after["submits"] - before["submits"] == SIMULATIONS  # nothing submitted twice
     assert after["duplicate_submits"] == before["duplicate_submits"]
+    [progress] = [a for a in artifacts if a.type == "progress"]  # the poller kept it going
+    assert progress.data == 100.0 and f"{SIMULATIONS} of {SIMULATIONS}" in (
+        progress.description or ""
+    )
     [table] = [a for a in artifacts if a.type == "table" and a.key == "twyn-durable-sweep"]
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert len(rows) == SIMULATIONS and {row["status"] for row in rows} == {"succeeded"}
