@@ -106,6 +106,26 @@ def _process_seconds(states: list[State]) -> float:
     return total
 
 
+def _resume_breakdown(states: list[State], last_end: float) -> dict[str, float]:
+    """Where the durable run's lag goes, span by span.
+
+    From the last job's end to its resume (the poller and the automation), to the
+    worker's pickup, to its process running, to completion.
+    """
+    after = [s for s in states if s.timestamp.timestamp() >= last_end]
+    stamps = {}
+    for state in after:
+        stamps.setdefault(state.type, state.timestamp.timestamp())
+    marks = [last_end, stamps.get(StateType.SCHEDULED), stamps.get(StateType.PENDING)]
+    marks += [stamps.get(StateType.RUNNING), stamps.get(StateType.COMPLETED)]
+    names = ["to_resume_s", "to_pickup_s", "to_running_s", "to_completed_s"]
+    return {
+        f"lag_{name}": round(later - earlier, 2)
+        for name, earlier, later in zip(names, marks[:-1], marks[1:], strict=True)
+        if earlier is not None and later is not None
+    }
+
+
 def _cli(args: list[str], env: dict[str, str]) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "prefect", *args],
@@ -177,6 +197,8 @@ async def _measure(
                     "status_calls": sum(stats["status_calls_per_job"].get(i, 0) for i in ids),
                     "jobs": len(ids),
                     "suspensions": sum(s.name == "Suspended" for s in states),
+                    "last_end": last_end,
+                    "states": sorted(states, key=lambda s: s.timestamp),
                 }
             figures["duplicate_submits"] = stats["duplicate_submits"]
     return figures
@@ -255,6 +277,7 @@ def main() -> None:
             wall = time.monotonic() - started
     shutil.rmtree(work, ignore_errors=True)
     in_process, durable = figures["in-process"], figures["durable"]
+    resumed = _resume_breakdown(durable["states"], durable["last_end"])
     per_job = {
         m: f["process_seconds"] / max(f["jobs"], 1)
         for m, f in (("in", in_process), ("durable", durable))
@@ -281,6 +304,7 @@ def main() -> None:
         calls_per_job=round(durable["status_calls"] / max(durable["jobs"], 1), 2),
         in_process_calls_per_job=round(in_process["status_calls"] / max(in_process["jobs"], 1), 2),
         suspensions=durable["suspensions"],
+        **resumed,
         duplicate_submits=figures["duplicate_submits"],
         time_scale=args.time_scale,
         wall_s=round(wall, 1),

@@ -79,7 +79,12 @@ class Process:
         return len(tree)
 
     def stop(self, sig: signal.Signals, timeout: float) -> None:
-        """Send ``sig`` to the process group, SIGKILL it after ``timeout`` s and any leftover."""
+        """Send ``sig`` to the process group, SIGKILL it after ``timeout`` s and any leftover.
+
+        Leftovers are the group and every descendant seen before the signal, including
+        those in sessions of their own (a worker's flow-run processes).
+        """
+        tree = descendants(self.popen.pid) if self.popen.poll() is None else []
         if self.popen.poll() is None:
             with suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, sig)
@@ -91,6 +96,9 @@ class Process:
                 self.popen.wait()
         with suppress(ProcessLookupError):  # children (flow runs) that outlived the leader
             os.killpg(self.popen.pid, signal.SIGKILL)
+        for pid in tree:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def subprocess_env(home: Path, api_url: str) -> dict[str, str]:

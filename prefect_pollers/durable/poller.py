@@ -24,6 +24,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
 from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
@@ -183,7 +184,7 @@ class PollerService:
 
     async def _left_suspension(self, watch: _Watch) -> None:
         async with get_client() as client:
-            flow_run = await client.read_flow_run(watch.flow_run_id)  # type: ignore[arg-type]
+            flow_run = await client.read_flow_run(UUID(watch.flow_run_id))
         state = flow_run.state_type
         if state is StateType.PAUSED:
             return  # e.g. between two scans' reads
