@@ -244,6 +244,7 @@ class PollerService:
             watch.recorded = True
             await reconcile_job_events()
             announce_done(watch.flow_run_id, jobs)
+            logger.info("every outcome recorded: resume event emitted")
             await asyncio.sleep(self.resume_grace)
             keys = {suspend_key(handover.batch_id) for handover in watch.handovers}
             if await resume_directly(watch.flow_run_id, keys):

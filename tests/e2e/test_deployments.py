@@ -42,6 +42,7 @@ from prefect.events.filters import (
 )
 
 from prefect_pollers.providers.registry import provider_entry
+from prefect_pollers.recovery import CRASHED_RUNS, SILENT_RUNS
 from prefect_pollers.simulator import SimulatorConfig
 from tests.e2e.conftest import FREQUENT, NIGHTLY, TERMINAL, TIME_SCALE, Stack
 from tests.processes import (
@@ -322,6 +323,10 @@ async def test_a_killed_worker_s_run_is_crashed_re_run_and_re_attaches(stack: St
             )
     finally:
         state.config = SimulatorConfig(time_scale=TIME_SCALE, seed=11)
+        async with api_client(stack.api_url) as client:  # their 40 s silence is for this test
+            for name in (SILENT_RUNS, CRASHED_RUNS):
+                for automation in await client.read_automations_by_name(name):
+                    await client.delete_automation(automation.id)
     after = stack.simulator_stats()["exona"]
 
     names = [s.name for s in history]

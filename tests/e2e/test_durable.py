@@ -149,8 +149,9 @@ async def test_a_suspended_sweep_frees_its_worker_and_survives_a_killed_poller(
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert len(rows) == SIMULATIONS and {row["status"] for row in rows} == {"succeeded"}
     assert len({row["simulation_id"] for row in rows}) == SIMULATIONS
-    resumes = [line for line in restarted.log.read_text().splitlines() if ": resumed" in line]
-    assert resumes == [resumes[0]] and "through the API" not in resumes[0], resumes  # event
+    log = restarted.log.read_text()
+    assert log.count("resume event emitted") == 1, log  # by the restarted poller
+    assert "resumed through the API" not in log  # the automation acted on the event
 
 
 async def test_cancelling_a_suspended_run_cancels_its_remote_jobs(
@@ -192,13 +193,13 @@ async def test_two_pollers_on_two_shards_never_poll_the_same_job(stack: Stack) -
     pollers = [start_poller(stack, f"poller-{i}", "--shard", f"{i}/2") for i in range(2)]
     try:
         before = twyn(stack)
-        runs = [run_deployment(stack, SWEEP) for _ in range(4)]
-        done = [await until_state(stack, run, "Completed", timeout=150) for run in runs]
+        runs = [run_deployment(stack, SWEEP) for _ in range(2)]
+        done = [await until_state(stack, run, "Completed", timeout=180) for run in runs]
         logs = [p.log.read_text() for p in pollers]
     finally:
         for process in pollers:
             process.stop(signal.SIGTERM, 10)
-    assert [run.state_type for run in done] == [StateType.COMPLETED] * 4, [
+    assert [run.state_type for run in done] == [StateType.COMPLETED] * 2, [
         p.tail() for p in pollers
     ]
     waited_by = {
@@ -207,5 +208,5 @@ async def test_two_pollers_on_two_shards_never_poll_the_same_job(stack: Stack) -
     }
     assert all(len(shards) == 1 for shards in waited_by.values()), waited_by
     after = twyn(stack)
-    assert after["submits"] - before["submits"] == 4 * SIMULATIONS
+    assert after["submits"] - before["submits"] == 2 * SIMULATIONS
     assert after["duplicate_submits"] == before["duplicate_submits"]
