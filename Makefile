@@ -14,7 +14,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 PYTHON_EXE = $(shell $(PYTHON) -c 'import sys; print(sys.executable)' 2>/dev/null \
 	|| ls -d "$$(pyenv root 2>/dev/null)"/versions/*/bin/$(notdir $(PYTHON)) 2>/dev/null | sort -V | tail -n 1)
 
-.PHONY: install demo test bench soak ui simulator lint clean
+.PHONY: install demo test bench soak ui simulator lint clean postgresql server-postgres
 
 # Re-run when the dependencies or their pins change. The venv ignores itself for git.
 $(STAMP): pyproject.toml $(CONSTRAINTS)
@@ -31,8 +31,8 @@ install: $(STAMP)
 demo: install
 	$(BIN)/python -m flows.demo $(if $(PROVIDER),--provider $(PROVIDER))
 
-## The test suite (unit, simulator, integration under a Prefect test harness).
-test: install
+## The test suite (unit, simulator, integration under a Prefect test harness; e2e on PostgreSQL).
+test: install postgresql
 	PREFECT_SERVER_LOGGING_LEVEL=CRITICAL $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 ## Benchmarks: one JSON line each (BENCH=name runs one: poll_efficiency, rate_limit, overhead, scale, callbacks, durable).
@@ -46,6 +46,15 @@ soak: install
 ## A local Prefect server with its UI on http://127.0.0.1:4200.
 ui: install
 	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
+
+## Debian's PostgreSQL server binaries (e2e tests, scale benchmark, server-postgres); installs them if missing.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 \
+		|| (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql)
+
+## The `ui` server on a local PostgreSQL kept in .postgres instead of SQLite (Ctrl-C stops both).
+server-postgres: install postgresql
+	$(BIN)/python -m deployments.postgres serve --port 4200 --data-dir .postgres
 
 ## The webhook receiver on http://127.0.0.1:8780 for the apixo-callbacks demo block (after `make blocks`).
 webhooks: install

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from deployments.postgres import server_env
 from prefect_pollers.providers.registry import provider_entry
 
 
@@ -115,10 +116,12 @@ class PrefectServerProcess:
     """``prefect server start`` on a loopback port with its own home (and database).
 
     It can be stopped and started again on the same port and database, as an API
-    outage is. The home is removed by :meth:`cleanup`.
+    outage is. The home is removed by :meth:`cleanup`. Its database is SQLite in the
+    home unless ``database_url`` names another (e.g. ``deployments.postgres``'s).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, database_url: str | None = None) -> None:
+        self.database_url = database_url
         self.home = tempfile.mkdtemp(prefix="pollers-bench-prefect-")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/api"
@@ -133,6 +136,7 @@ class PrefectServerProcess:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_SERVER_LOGGING_LEVEL": "ERROR",
             "PREFECT_UI_ENABLED": "false",
+            **(server_env(self.database_url) if self.database_url else {}),
         }
         env.pop("PREFECT_API_URL", None)
         self.process = subprocess.Popen(
@@ -179,16 +183,20 @@ class PrefectServerProcess:
 
 
 @contextmanager
-def prefect_server(existing: str | None = None) -> Iterator[str]:
+def prefect_server(
+    existing: str | None = None, *, database_url: str | None = None
+) -> Iterator[str]:
     """A real ``prefect server start`` on a free loopback port; yields its API URL.
 
     Args:
         existing: An API URL to use instead (no server is started).
+        database_url: The server's database (``PREFECT_API_DATABASE_CONNECTION_URL``);
+            by default SQLite in the server's home.
     """
     if existing:
         yield existing
         return
-    server = PrefectServerProcess()
+    server = PrefectServerProcess(database_url)
     try:
         server.start()
         yield server.url

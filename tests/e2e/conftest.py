@@ -1,10 +1,11 @@
 """The end-to-end stack, shared by the tests of this package and stopped after them.
 
-A ``prefect server start`` on a free loopback port with its own ``PREFECT_HOME``, the
-provider simulator, and, made with the CLI commands of the Makefile, the blocks, the
-demo blocks, the process work pool, every deployment of ``deployments/prefect.yaml``
-and a process worker. Every process started here is stopped, with its children, even
-when a test fails.
+A ``prefect server start`` on a free loopback port with its own ``PREFECT_HOME``, on a
+throwaway PostgreSQL (``deployments.postgres``, not durable: production's database,
+where the other tests' servers use SQLite), the provider simulator, and, made with the
+CLI commands of the Makefile, the blocks, the demo blocks, the process work pool, every
+deployment of ``deployments/prefect.yaml`` and a process worker. Every process started
+here is stopped, with its children, even when a test fails.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 import yaml
 from prefect.client.schemas.objects import StateType
 
+from deployments.postgres import local_postgres, server_env
 from prefect_pollers.simulator import SimulatorConfig, SimulatorState, running_simulator
 from tests.processes import PREFECT, Process, free_port, subprocess_env, wait_healthy
 
@@ -110,10 +112,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env = subprocess_env(workdir / "prefect-home", api_url)
     frequent_yaml = frequent_copy(workdir)
     with ExitStack() as cleanup, ThreadPoolExecutor(3) as threads:
+        database_url = cleanup.enter_context(local_postgres(durable=False))  # stopped last
         server = Process(
             "server",
             [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env,
+            {**env, **server_env(database_url)},
             workdir,
         )
         cleanup.callback(server.stop, signal.SIGTERM, 20)
