@@ -49,6 +49,8 @@ from prefect_pollers.webhooks.urls import (
 
 SUBMIT_ATTEMPTS = 4
 """Submit attempts in all when a failure surely created no job."""
+CONNECTIONS_PER_POOL = 4
+"""Connections of each of a client's small pools (see :class:`JobApiClient`)."""
 SUBMIT_BACKOFF_S = 1.0
 """The pause after a submit's first failure, doubling after each (times ``policy_scale``)."""
 
@@ -84,16 +86,24 @@ class JobApiClient(Generic[ResultT]):
             credentials.webhook_secret if isinstance(credentials, CallbackCredentials) else None
         )
         self._webhook_secret = secret.get_secret_value() if secret is not None else ""
-        self._http = httpx.AsyncClient(
-            base_url=credentials.base_url.rstrip("/") + "/",
-            headers={"Accept": "application/json", **self.contract.auth_headers(self._api_key)},
-            timeout=credentials.timeout_s,
-            limits=httpx.Limits(
-                max_connections=credentials.max_connections,
-                max_keepalive_connections=credentials.max_connections,
-            ),
-            transport=transport,
-        )
+        # httpcore looks at every connection of a pool for every request it sends, so
+        # its cost per request grows with the pool (a third of a busy loop at 50
+        # connections): the connections are split into small pools, and a request
+        # goes through the one with the fewest requests in flight.
+        # A given transport (tests) is one pool.
+        per_pool = credentials.max_connections if transport else CONNECTIONS_PER_POOL
+        sizes = _pool_sizes(credentials.max_connections, per_pool)
+        self._pools = [
+            httpx.AsyncClient(
+                base_url=credentials.base_url.rstrip("/") + "/",
+                headers={"Accept": "application/json", **self.contract.auth_headers(self._api_key)},
+                timeout=credentials.timeout_s,
+                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+                transport=transport,
+            )
+            for size in sizes
+        ]
+        self._pool_in_flight = [0] * len(sizes)
 
     def __repr__(self) -> str:
         return f"JobApiClient(provider={self.provider!r}, base_url={self.credentials.base_url!r})"
@@ -101,7 +111,7 @@ class JobApiClient(Generic[ResultT]):
     @property
     def is_closed(self) -> bool:
         """Whether :meth:`aclose` has been called."""
-        return self._http.is_closed
+        return self._pools[0].is_closed
 
     async def __aenter__(self) -> JobApiClient[ResultT]:
         return self
@@ -116,7 +126,8 @@ class JobApiClient(Generic[ResultT]):
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        await self._http.aclose()
+        for pool in self._pools:
+            await pool.aclose()
 
     # -- one request ----------------------------------------------------------------------
     async def request(
@@ -163,9 +174,11 @@ class JobApiClient(Generic[ResultT]):
                     path=path,
                 )
             hints = None
+            pool = min(range(len(self._pools)), key=self._pool_in_flight.__getitem__)
+            self._pool_in_flight[pool] += 1
             try:
                 reply = await request_json(
-                    self._http,
+                    self._pools[pool],
                     method,
                     path.lstrip("/"),
                     provider=self.provider,
@@ -184,6 +197,7 @@ class JobApiClient(Generic[ResultT]):
                 hints = exc.hints  # a refused response still tells the gate its budget
                 raise
             finally:
+                self._pool_in_flight[pool] -= 1
                 self.gate.release(hints)
 
     # -- submit ---------------------------------------------------------------------------
@@ -409,6 +423,13 @@ class JobApiClient(Generic[ResultT]):
         path = self.contract.job_path(self.contract.cancel, ref.job_id, ref.context)
         await self.request(self.contract.cancel.method, path, job_id=ref.job_id)
         return True
+
+
+def _pool_sizes(connections: int, per_pool: int) -> list[int]:
+    """``connections`` split into as few pools of at most ``per_pool`` as possible, evenly."""
+    count = -(-connections // per_pool)
+    base, extra = divmod(connections, count)
+    return [base + (1 if index < extra else 0) for index in range(count)]
 
 
 def _first_problem(exc: ValueError) -> str:

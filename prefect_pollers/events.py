@@ -13,6 +13,7 @@ ends, before the overall deadline. Each is kept in the
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -40,6 +41,12 @@ def _job_resource(provider: str, job_id: str) -> dict[str, str]:
     }
 
 
+@functools.cache
+def block_type_slug(block_type: type[JobApiCredentials[Any]]) -> str:
+    """A block type's slug (Prefect slugifies its name at every call: once is enough)."""
+    return block_type.get_block_type_slug()
+
+
 def announce_submitted(
     credentials: JobApiCredentials[Any], ref: JobRef, *, log_level: int = logging.INFO
 ) -> None:
@@ -64,7 +71,7 @@ def announce_submitted(
                 "job_id": ref.job_id,
                 "idempotency_key": ref.idempotency_key,
                 "context": ref.context,
-                "block_type_slug": type(credentials).get_block_type_slug(),
+                "block_type_slug": block_type_slug(type(credentials)),
                 "block_document_name": credentials._block_document_name,
             },
         )

@@ -11,7 +11,7 @@ from logging import Logger, LoggerAdapter
 from typing import Any
 
 from prefect_pollers.cancellation import tracked
-from prefect_pollers.client import shared_client
+from prefect_pollers.client import JobApiClient, shared_client
 from prefect_pollers.engine import JobRef, PollPolicy
 from prefect_pollers.events import announcing_stuck, emit_state_change
 from prefect_pollers.providers.base import JobApiCredentials, ResultT
@@ -25,6 +25,7 @@ async def observed_wait(
     *,
     logger: Logger | LoggerAdapter[Any],
     flow_run_id: str | None = None,
+    client: JobApiClient[ResultT] | None = None,
 ) -> ResultT:
     """Wait for ``ref`` to end and return its typed result, with its events.
 
@@ -35,13 +36,14 @@ async def observed_wait(
         logger: Where its state changes are logged.
         flow_run_id: The flow run the job's events relate to, for waits outside
             that run (the poller service); inside a flow run Prefect adds it.
+        client: The client to poll with (the block's shared client if None).
 
     Raises:
         PollerError: the typed error of a job that did not succeed.
     """
     with tracked(credentials, ref), announcing_stuck(ref.provider, flow_run_id=flow_run_id):
         async with callback_wakeup(ref) as wakeup:
-            return await shared_client(credentials).wait_for_result(
+            return await (client or shared_client(credentials)).wait_for_result(
                 ref,
                 policy,
                 logger=logger,

@@ -3,8 +3,8 @@
 The flow (``flows/batch_scans.py`` with a fixed idempotency prefix, in both of its
 task-run modes) runs in a real subprocess against the session's Prefect test server,
 with the simulator in this process on loopback. Both runs share one result storage
-directory: the submit task's cached result (the ``JobRef``; in batched mode, the ref
-recorded under the same key) is what the second run finds there.
+directory: the submit task's cached result (the ``JobRef``; in batched mode, the
+batch's submit journal) is what the second run finds there.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ async def test_a_killed_flow_run_again_reattaches_to_its_jobs_without_resubmitti
     assert {row["scan_id"] for row in rows} == set(stats["status_calls_per_job"])
 
     # Per job, the second run's submit task runs found the first run's cached results;
-    # batched, its one task run found the refs recorded under the same keys.
+    # batched, its one task run found the refs in the batch's submit journal.
     async with get_client() as client:
         runs = await client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run["flow_run_id"]]))

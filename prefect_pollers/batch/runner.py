@@ -40,7 +40,8 @@ from prefect.tasks import exponential_backoff
 
 from prefect_pollers.batch.models import BatchItem, BatchOutcome
 from prefect_pollers.batch.progress import BatchProgress
-from prefect_pollers.batch.submit import submit_once
+from prefect_pollers.batch.submit import SubmitJournal
+from prefect_pollers.client import shared_client
 from prefect_pollers.durable.handover import DurableWait, run_batch_durably
 from prefect_pollers.engine import InvalidRequestError, PollerError, PollPolicy
 from prefect_pollers.event_outbox import reconcile_job_events
@@ -170,13 +171,14 @@ async def run_batch_in_one_task(
         One outcome per item, in the items' order.
     """
     logger = _InfoAsDebug(get_run_logger(), {})
-    store = get_result_store()
+    client = shared_client(credentials)
+    async with SubmitJournal(credentials, client, items, get_result_store()) as journal:
 
-    async def run_one(item: BatchItem) -> ResultT:
-        ref = await submit_once(credentials, item, store)
-        return await observed_wait(credentials, ref, policy, logger=logger)
+        async def run_one(item: BatchItem) -> ResultT:
+            ref = await journal.submit(item)
+            return await observed_wait(credentials, ref, policy, logger=logger, client=client)
 
-    return await _gather_bounded(items, concurrency, title, run_one)
+        return await _gather_bounded(items, concurrency, title, run_one)
 
 
 async def run_batch(

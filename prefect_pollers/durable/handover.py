@@ -27,7 +27,8 @@ from pydantic import BaseModel, Field
 
 from prefect_pollers.batch.models import BatchItem, BatchOutcome
 from prefect_pollers.batch.progress import BatchProgress
-from prefect_pollers.batch.submit import submit_once
+from prefect_pollers.batch.submit import SubmitJournal
+from prefect_pollers.client import shared_client
 from prefect_pollers.durable.records import (
     HandedOverJob,
     Handover,
@@ -158,7 +159,6 @@ async def run_batch_durably(
             return [recorded[item.key] for item in items]
         return await _after_handover(credentials, items, handover, recorded, title)
 
-    result_store = get_result_store()
     progress = BatchProgress(title, len(items))
     await progress.start()
     semaphore = asyncio.Semaphore(concurrency)
@@ -168,7 +168,7 @@ async def run_batch_durably(
     async def one(item: BatchItem) -> None:
         async with semaphore:
             try:
-                ref = await submit_once(credentials, item, result_store)
+                ref = await journal.submit(item)
                 outcome = await _wait_briefly(
                     credentials, item, ref, policy, durable.handover_after
                 )
@@ -180,7 +180,9 @@ async def run_batch_durably(
             finished[item.key] = outcome
         await progress.finished_one()
 
-    await asyncio.gather(*(one(item) for item in items))
+    client = shared_client(credentials)
+    async with SubmitJournal(credentials, client, items, get_result_store()) as journal:
+        await asyncio.gather(*(one(item) for item in items))
     if not running:
         return [finished[item.key] for item in items]
     handover = Handover(
