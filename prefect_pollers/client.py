@@ -12,8 +12,10 @@ and one rate-limit budget.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic
@@ -40,6 +42,7 @@ from prefect_pollers.engine.wait import StateChangeHook
 from prefect_pollers.providers.base import JobApiCredentials, ResultT
 from prefect_pollers.providers.callbacks import CallbackCredentials
 from prefect_pollers.providers.contract import job_id_at, search
+from prefect_pollers.shared_limits import SharedLimiter
 from prefect_pollers.webhooks.urls import (
     callback_url,
     capability_token,
@@ -77,6 +80,8 @@ class JobApiClient(Generic[ResultT]):
         self.provider = credentials.provider
         self.contract = credentials.contract()
         self.gate = RateLimitGate()
+        limits = credentials.shared_limits
+        self.shared = SharedLimiter(limits, self.provider) if limits else None
         # At most as many requests as the pool has connections: the others wait here,
         # in O(1), rather than in httpcore's pool queue, whose bookkeeping grows with
         # the queue times the connections (thousands queued there stall the loop).
@@ -125,9 +130,23 @@ class JobApiClient(Generic[ResultT]):
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pools and give back the shared limits' leases."""
         for pool in self._pools:
             await pool.aclose()
+        if self.shared is not None:
+            await self.shared.aclose()
+
+    @contextlib.asynccontextmanager
+    async def job_slot(self) -> AsyncIterator[None]:
+        """Hold one of the block's shared jobs-in-flight slots, if it limits them.
+
+        Hold it from before a job's submit until its wait ends.
+        """
+        if self.shared is None:
+            yield
+            return
+        async with self.shared.job():
+            yield
 
     # -- one request ----------------------------------------------------------------------
     async def request(
@@ -163,7 +182,7 @@ class JobApiClient(Generic[ResultT]):
                 resets only after ``until``.
         """
         clock = current_clock()
-        async with self._slots:
+        async with self._shared_request_slot(), self._slots:
             if not await self.gate.acquire(clock, until=until):
                 raise RateLimitedError(
                     "the rate-limit window is spent until after the wait's deadline",
@@ -199,6 +218,23 @@ class JobApiClient(Generic[ResultT]):
             finally:
                 self._pool_in_flight[pool] -= 1
                 self.gate.release(hints)
+
+    @contextlib.asynccontextmanager
+    async def _shared_request_slot(self) -> AsyncIterator[None]:
+        """Hold a shared request slot, if the block limits requests, until a span after.
+
+        The request reached the server before its response came back, so holding
+        the slot ``per_seconds`` past the response keeps every span under the limit.
+        """
+        slots = self.shared.requests if self.shared else None
+        if slots is None:
+            yield
+            return
+        lease = await slots.acquire()
+        try:
+            yield
+        finally:
+            slots.release(lease, delay=slots.hold_after)
 
     # -- submit ---------------------------------------------------------------------------
     async def submit(

@@ -41,7 +41,7 @@ from prefect.tasks import exponential_backoff
 from prefect_pollers.batch.models import BatchItem, BatchOutcome
 from prefect_pollers.batch.progress import BatchProgress
 from prefect_pollers.batch.submit import SubmitJournal
-from prefect_pollers.client import shared_client
+from prefect_pollers.client import JobApiClient, shared_client
 from prefect_pollers.durable.handover import DurableWait, run_batch_durably
 from prefect_pollers.engine import InvalidRequestError, PollerError, PollPolicy
 from prefect_pollers.event_outbox import reconcile_job_events
@@ -121,17 +121,19 @@ def _batch_run_name() -> str:
 
 
 async def _gather_bounded(
+    client: JobApiClient[ResultT],
     items: Sequence[BatchItem],
     concurrency: int,
     title: str,
     run_one: Callable[[BatchItem], Awaitable[ResultT]],
 ) -> list[BatchOutcome[ResultT]]:
+    """Run every item, at most ``concurrency`` (and the block's shared limit) at a time."""
     progress = BatchProgress(title, len(items))
     await progress.start()
     semaphore = asyncio.Semaphore(concurrency)
 
     async def one(item: BatchItem) -> BatchOutcome[ResultT]:
-        async with semaphore:
+        async with semaphore, client.job_slot():
             try:
                 outcome = BatchOutcome.succeeded(item, await run_one(item))
             except PollerError as exc:
@@ -178,7 +180,7 @@ async def run_batch_in_one_task(
             ref = await journal.submit(item)
             return await observed_wait(credentials, ref, policy, logger=logger, client=client)
 
-        return await _gather_bounded(items, concurrency, title, run_one)
+        return await _gather_bounded(client, items, concurrency, title, run_one)
 
 
 async def run_batch(
@@ -227,6 +229,7 @@ async def run_batch(
         outcomes = await run_batch_in_one_task(credentials, parsed, concurrency, policy, title)
     else:
         outcomes = await _gather_bounded(
+            shared_client(credentials),
             parsed,
             concurrency,
             title,

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from prefect_pollers.engine import InvalidRequestError, JobRef, PollPolicy
 from prefect_pollers.providers.contract import CallbackSpec, JobApiContract
+from prefect_pollers.shared_limits import SharedLimits
 
 if TYPE_CHECKING:
     from prefect_pollers.client import JobApiClient
@@ -52,6 +53,9 @@ class JobApiCredentials(Block, ABC, Generic[ResultT]):
             more wait their turn (httpx's pool costs grow with its size).
         policy_scale: Multiplies every poll policy's durations (1 for a real API, the
             simulator's time scale for a simulator).
+        shared_limits: Limits that hold across processes and machines (jobs in
+            flight, requests per span), in Prefect's global concurrency limits
+            (:mod:`~prefect_pollers.shared_limits`).
         idempotency_header: Header carrying the caller's idempotency key on
             submit (none of the seed providers documents one: it is sent for APIs
             that honour it; set to None to not send it).
@@ -71,6 +75,11 @@ class JobApiCredentials(Block, ABC, Generic[ResultT]):
     idempotency_header: str | None = Field(
         default="Idempotency-Key",
         description="Header that carries the idempotency key on submit; empty to not send it.",
+    )
+    shared_limits: SharedLimits | None = Field(
+        default=None,
+        description="Jobs in flight and requests per second shared by every process on this "
+        "account, held in Prefect global concurrency limits.",
     )
     policy_scale: float = Field(
         default=1.0,

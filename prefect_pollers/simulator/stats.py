@@ -63,10 +63,15 @@ class ProviderStats:
     observed_terminal: int = 0
     cancels: int = 0
     not_visible_404: int = 0
+    first_submit_at: float | None = None
+    last_submit_at: float | None = None
 
     def record_submit(self, job: Job, now: float, idempotency_key: str | None) -> None:
         """Book a submit POST that created ``job``."""
         self.ledger.add(job, now)
+        if self.first_submit_at is None:
+            self.first_submit_at = now
+        self.last_submit_at = now
         if idempotency_key is not None:
             self.submits_per_idempotency_key[idempotency_key] += 1
         self.max_jobs_in_flight = max(self.max_jobs_in_flight, self.ledger.in_flight(now))
@@ -83,10 +88,19 @@ class ProviderStats:
             self.observed_terminal += 1
 
     def snapshot(self, now: float) -> dict[str, Any]:
-        """The counters as plain JSON-ready values."""
+        """The counters as plain JSON-ready values.
+
+        ``submit_span_s`` is the real time from the first submit to the last, and
+        ``submits_per_s`` the submits over that span (None while it is zero).
+        """
         in_flight = self.ledger.in_flight(now)
+        span = 0.0
+        if self.first_submit_at is not None and self.last_submit_at is not None:
+            span = self.last_submit_at - self.first_submit_at
         return {
             "submits": self.ledger.total,
+            "submit_span_s": span,
+            "submits_per_s": self.ledger.total / span if span > 0 else None,
             "submits_per_idempotency_key": dict(self.submits_per_idempotency_key),
             "duplicate_submits": sum(n - 1 for n in self.submits_per_idempotency_key.values()),
             "status_calls": self.status_calls,
