@@ -136,6 +136,7 @@ class LeasedSlots:
         self._filler: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._held_until = 0.0
 
     @property
     def held(self) -> int:
@@ -181,12 +182,15 @@ class LeasedSlots:
     def release(self, lease: Lease, delay: float = 0.0) -> None:
         """Give back a slot of ``lease``, now or after ``delay`` seconds."""
         if delay > 0:
+            self._held_until = max(self._held_until, time.monotonic() + delay)
             asyncio.get_running_loop().call_later(delay, self._free, lease)
         else:
             self._free(lease)
 
     async def aclose(self) -> None:
-        """Stop renewing and give every lease back to the server."""
+        """Give every lease back to the server once its slots' holds are over; stop renewing."""
+        # A slot released with a delay still counts for the request it was taken for.
+        await asyncio.sleep(max(0.0, self._held_until - time.monotonic()))
         for task in (self._filler, self._renewer):
             if task is not None:
                 task.cancel()
