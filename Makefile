@@ -35,7 +35,7 @@ demo: install
 test: install postgresql
 	PREFECT_SERVER_LOGGING_LEVEL=CRITICAL $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-## Benchmarks: one JSON line each (BENCH=name runs one: poll_efficiency, rate_limit, overhead, scale, callbacks, durable).
+## Benchmarks: one JSON line each (BENCH=name runs one: poll_efficiency, rate_limit, shared_rate_limit, overhead, scale, scale_out, callbacks, durable).
 bench: install
 	$(BIN)/python -m benchmarks $(BENCH)
 

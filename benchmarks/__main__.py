@@ -5,7 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("poll_efficiency", "rate_limit", "overhead", "scale", "callbacks", "durable")
+BENCHMARKS = (
+    "poll_efficiency",
+    "rate_limit",
+    "shared_rate_limit",
+    "overhead",
+    "scale",
+    "scale_out",
+    "callbacks",
+    "durable",
+)
 
 
 def main() -> int:

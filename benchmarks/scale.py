@@ -80,7 +80,7 @@ def main() -> None:
         return
     config = {"time_scale": args.time_scale, "seed": 5, "exona_duration": [30, 60]}
     storage = tempfile.mkdtemp(prefix="pollers-bench-results-")
-    sides = {}
+    sides, batched_stats = {}, {}
     with simulator_process(config) as sim:
         for mode, jobs in (("batched", args.jobs), ("per-job", args.per_job_jobs)):
             with prefect_server(args.api_url) as api_url:
@@ -99,6 +99,8 @@ def main() -> None:
                     ],
                     child_env(api_url, storage),
                 )
+            if mode == "batched":  # the submit rate of the batched run alone
+                batched_stats = sim.stats()["exona"]
         stats = sim.stats()["exona"]
     batched, per_job = sides["batched"], sides["per-job"]
     emit(
@@ -109,6 +111,7 @@ def main() -> None:
         peak_rss_mb=batched["peak_rss_mb"],
         cpu_cores_avg=batched["cpu_cores_avg"],
         max_jobs_in_flight=stats["max_jobs_in_flight"],
+        submits_per_s=round(batched_stats["submits_per_s"] or 0.0, 1),
         http_429=stats["http_429"],
         per_job_jobs=per_job["jobs"],
         per_job_completed=per_job["completed"],

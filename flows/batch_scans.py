@@ -32,6 +32,7 @@ from prefect_pollers import (
     publish_table,
     run_batch,
 )
+from prefect_pollers.batch.shards import Shard, Sharding, run_shards
 
 REQUIRED_COLUMNS = ("company_name", "company_website")
 
@@ -81,6 +82,7 @@ def read_companies_csv(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
     name="batch-scans",
     description="Exona risk scans of many companies, a few at a time.",
     on_cancellation=[cancel_remote_jobs],
+    persist_result=True,  # a sharded parent reads its shards' rows
 )
 async def batch_scans(
     companies: list[dict[str, Any]] | None = None,
@@ -92,6 +94,8 @@ async def batch_scans(
     idempotency_prefix: str | None = None,
     artifact_key: str = "exona-batch-scans",
     task_runs: Literal["auto", "per-job", "batched"] = "auto",
+    sharding: Sharding | None = None,
+    shard: Shard | None = None,
 ) -> list[ScanRow]:
     """Scan every company and return one row each.
 
@@ -112,6 +116,11 @@ async def batch_scans(
         task_runs: ``per-job`` (a submit and a wait task run per company),
             ``batched`` (one task run for the whole batch: for thousands of companies)
             or ``auto`` (per-job up to 100 companies, batched beyond).
+        sharding: Split a CSV of more than ``sharding.threshold`` companies over
+            ``sharding.shards`` flow runs of ``sharding.deployment`` (this flow's
+            shard deployment) on its work pool; this run waits for them and
+            publishes the one table. ``credentials`` must then be a block name.
+        shard: Set by a sharded parent: scan only this range of the CSV's rows.
     """
     if (companies is None) == (csv_path is None):
         raise ValueError("give exactly one of `companies` and `csv_path`")
@@ -121,8 +130,28 @@ async def batch_scans(
         ]
     else:
         rows = [(None, company) for company in companies or []]
-    creds = await load_credentials(ExonaCredentials, credentials)
     prefix = idempotency_prefix or default_scope()
+    if shard is not None:
+        rows = shard.take(rows)
+    elif sharding is not None and sharding.applies_to(len(rows)):
+        if csv_path is None or not isinstance(credentials, str):
+            raise ValueError("a sharded batch takes `csv_path` and a block name as `credentials`")
+        table = await scan_in_shards(
+            sharding,
+            rows,
+            parameters={
+                "csv_path": csv_path,
+                "credentials": credentials,
+                "concurrency": concurrency,
+                "max_age_days": max_age_days,
+                "policy": policy.model_dump(mode="json") if policy else None,
+                "idempotency_prefix": prefix,
+                "task_runs": "batched",
+            },
+        )
+        await publish_table(artifact_key, "Exona scans", table)
+        return table
+    creds = await load_credentials(ExonaCredentials, credentials)
     items = []
     for source, company in rows:
         request = dict(company)
@@ -155,7 +184,29 @@ async def batch_scans(
         )
         for item, outcome in zip(items, outcomes, strict=True)
     ]
-    await publish_table(artifact_key, "Exona scans", table)
+    if shard is None:  # a shard's rows are in its parent's table
+        await publish_table(artifact_key, "Exona scans", table)
+    return table
+
+
+async def scan_in_shards(
+    sharding: Sharding, rows: list[tuple[str | None, dict[str, Any]]], parameters: dict[str, Any]
+) -> list[ScanRow]:
+    """The rows of every shard's run, in order; a failed shard's companies as errors."""
+    table: list[ScanRow] = []
+    for outcome in await run_shards(sharding, len(rows), parameters, title="Exona scans"):
+        if outcome.error is None:
+            table.extend(ScanRow.model_validate(row) for row in outcome.result)
+            continue
+        for _, company in outcome.shard.take(rows):
+            table.append(
+                ScanRow(
+                    company=str(company.get("company_name") or "?"),
+                    website=str(company.get("company_website", "")),
+                    status=Outcome.ERROR,
+                    error=f"{outcome.error} (flow run {outcome.flow_run_id})",
+                )
+            )
     return table
 
 
