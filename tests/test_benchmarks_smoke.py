@@ -86,7 +86,7 @@ def test_scale_smoke():
         api_url=PREFECT_API_URL.value(),
     )
     assert figures["completed"] == 20 and figures["per_job_completed"] == 4
-    for key in ("jobs", "makespan_s", "peak_rss_mb", "cpu_cores_avg"):
+    for key in ("jobs", "makespan_s", "peak_rss_mb", "cpu_cores_avg", "submits_per_s"):
         assert figures[key] > 0
 
 

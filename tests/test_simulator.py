@@ -117,6 +117,25 @@ async def test_stats_count_what_clients_did() -> None:
         assert stats["cancels"] == 0 and stats["faults_injected"] == {}
 
 
+async def test_submit_rate_spans_first_to_last_submit() -> None:
+    clock = ManualClock()
+    async with simulator(clock=clock) as (client, _):
+        stats = (await client.get("/_sim/stats")).json()["exona"]
+        assert (stats["submit_span_s"], stats["submits_per_s"]) == (0.0, None)
+        scan = (await client.post(SCANS, json=SCAN, headers=BEARER)).json()
+        stats = (await client.get("/_sim/stats")).json()["exona"]
+        assert (stats["submit_span_s"], stats["submits_per_s"]) == (0.0, None)
+        for _ in range(3):
+            clock.advance(2)
+            await client.post(SCANS, json=SCAN, headers=BEARER)
+        clock.advance(5)
+        await client.get(f"{SCANS}/{scan['id']}", headers=BEARER)  # a poll is not a submit
+        await client.post(SCANS, json=SCAN)  # nor is a refused one (401)
+
+        stats = (await client.get("/_sim/stats")).json()["exona"]
+        assert (stats["submits"], stats["submit_span_s"], stats["submits_per_s"]) == (4, 6.0, 4 / 6)
+
+
 async def test_same_seed_same_run() -> None:
     async def run(seed: int) -> list[Any]:
         async with simulator(seed=seed, failure_rate=0.5) as (client, state):
