@@ -120,7 +120,8 @@ async def batch_scans(
             ``sharding.shards`` flow runs of ``sharding.deployment`` (this flow's
             shard deployment) on its work pool; this run waits for them and
             publishes the one table. ``credentials`` must then be a block name.
-        shard: Set by a sharded parent: scan only this range of the CSV's rows.
+        shard: Set by a sharded parent: scan only this range of the CSV's rows, and
+            return them as dicts (the parent's table has them).
     """
     if (companies is None) == (csv_path is None):
         raise ValueError("give exactly one of `companies` and `csv_path`")
@@ -184,8 +185,12 @@ async def batch_scans(
         )
         for item, outcome in zip(items, outcomes, strict=True)
     ]
-    if shard is None:  # a shard's rows are in its parent's table
-        await publish_table(artifact_key, "Exona scans", table)
+    if shard is not None:
+        # Its parent's table holds these rows. As plain data: the parent may have loaded
+        # this module under another name (a worker loads it as `batch_scans`), so a
+        # pickled ScanRow would not load there.
+        return [row.model_dump(mode="json") for row in table]  # type: ignore[return-value]
+    await publish_table(artifact_key, "Exona scans", table)
     return table
 
 
