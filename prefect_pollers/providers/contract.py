@@ -178,6 +178,14 @@ class JobApiContract(BaseModel):
             final status response).
         cancel: The cancel request, if the API documents one.
         callback: How the API calls back when a job ends, if it can.
+        dedup_header: The header the API documents deduplicating submits on: a
+            submit re-sent with the same value creates no second job, so one whose
+            answer was lost (timeout, dropped connection, 5xx) is re-sent with the
+            same idempotency key. None (no seed provider documents one): such a
+            submit ends in an error saying the job may exist.
+        submit_not_created_statuses: HTTP statuses the API documents answering a
+            submit with without creating the job. Empty by default: a 502/503/504
+            may come from a proxy whose upstream created it all the same.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -199,6 +207,8 @@ class JobApiContract(BaseModel):
     result: Endpoint | None = None
     cancel: Endpoint | None = None
     callback: CallbackSpec | None = None
+    dedup_header: str | None = None
+    submit_not_created_statuses: frozenset[int] = Field(default_factory=frozenset)
 
     @field_validator(
         "submit_body",
