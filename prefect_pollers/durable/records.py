@@ -40,11 +40,15 @@ class HandedOverJob(BaseModel):
         key: The batch item's idempotency key.
         label: The item's label, for logs.
         ref: The submitted job.
+        next_poll_at: When the flow's wait would have polled next (its pace, kept
+            across the handover); None when the flow never polled it (the poller
+            then follows the policy from submission).
     """
 
     key: str
     label: str
     ref: JobRef
+    next_poll_at: datetime | None = None
 
 
 class Handover(BaseModel):
