@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -26,6 +27,52 @@ from prefect_pollers.providers.registry import provider_entry
 def emit(name: str, **figures: object) -> None:
     """Print one JSON line: the benchmark's name and its figures."""
     print(json.dumps({"benchmark": name, **figures}, default=str), flush=True)
+
+
+def stop_process_group(
+    process: subprocess.Popen, timeout: float = 30, sig: int = signal.SIGTERM
+) -> bool:
+    """Stop ``process`` and its process group: ``sig``, then SIGKILL after ``timeout`` s.
+
+    For teardown: it never raises (a benchmark's figures are printed before it runs, and
+    a process that does not stop in time is killed, not waited for). ``process`` should
+    lead its own group (``start_new_session=True``); otherwise only it is signalled.
+    Returns whether it stopped on ``sig`` (False: it had to be killed).
+    """
+    if process.poll() is not None:
+        return True
+    leads_group = _leads_group(process.pid)
+
+    def send(signal_number: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if leads_group:
+                os.killpg(process.pid, signal_number)
+            else:
+                os.kill(process.pid, signal_number)
+
+    send(sig)
+    try:
+        process.wait(timeout)
+        stopped = True
+    except subprocess.TimeoutExpired:
+        print(
+            f"teardown: pid {process.pid} did not stop {timeout:g} s after signal {sig}: killed",
+            file=sys.stderr,
+            flush=True,
+        )
+        stopped = False
+    send(signal.SIGKILL)  # what is left of the group (children that outlived the leader)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(10)
+    return stopped
+
+
+def _leads_group(pid: int) -> bool:
+    """Whether ``pid`` leads its process group (so the group can be signalled)."""
+    try:
+        return os.getpgid(pid) == pid
+    except ProcessLookupError:
+        return False
 
 
 def peak_rss_mb() -> float:
@@ -97,11 +144,7 @@ def simulator_process(config: dict) -> Iterator[SimulatorProcess]:
                 time.sleep(0.1)
         yield SimulatorProcess(url=url, process=process)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process_group(process, timeout=10)
         os.unlink(config_file.name)
 
 
@@ -152,6 +195,7 @@ class PrefectServerProcess:
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its group (the server's own children) is stopped with it
         )
         deadline = time.monotonic() + timeout
         while True:
@@ -165,15 +209,10 @@ class PrefectServerProcess:
             time.sleep(0.3)
 
     def stop(self) -> None:
-        """Stop the server (SIGINT, then SIGKILL after 20 s)."""
+        """Stop the server and its children (SIGINT, then SIGKILL after 20 s); never raises."""
         if self.process is None:
             return
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process_group(self.process, timeout=20, sig=signal.SIGINT)
         self.process = None
 
     def cleanup(self) -> None:

@@ -31,12 +31,14 @@ from benchmarks.common import (
     prefect_server,
     run_child,
     simulator_process,
+    stop_process_group,
 )
 from deployments.postgres import local_postgres
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT = [os.path.join(os.path.dirname(sys.executable), "prefect")]
 BLOCK = "exona-scale-out"
+WORKER_STOP_TIMEOUT_S = 30  # then SIGKILL: a worker once took longer and the run printed nothing
 
 
 async def parent_flow(base_url: str, jobs: int, shards: int, cap: int, scale: float) -> int:
@@ -187,31 +189,34 @@ def main() -> None:
                 ],
                 env,
             )
+            memory.stop()
+            stats = sim.stats()["exona"]
+            rows = database_rows(database_url)
+            # The line first: what follows is teardown, which must not cost the figures.
+            emit(
+                "scale_out",
+                jobs=args.jobs,
+                completed=parent["completed"],
+                shards=args.shards,
+                workers=args.workers,
+                workers_used=sum(bool(pids) for pids in memory.ran.values()),
+                cap=args.cap,
+                max_in_flight=stats["max_jobs_in_flight"],
+                duplicate_submits=stats["duplicate_submits"],
+                submits=stats["submits"],
+                http_429=stats["http_429"],
+                makespan_s=parent["makespan_s"],
+                peak_rss_mb=memory.peak_mb,
+                time_scale=args.time_scale,
+                events=rows.get("events", 0),
+                server_rows=rows,
+            )
         finally:
             memory.stop()
+            # A worker that does not stop within the timeout is killed with its group
+            # (its flow-run processes): teardown never raises, never hangs.
             for worker in workers.values():
-                os.killpg(worker.pid, 15)
-                worker.wait(30)
-        stats = sim.stats()["exona"]
-        rows = database_rows(database_url)
-    emit(
-        "scale_out",
-        jobs=args.jobs,
-        completed=parent["completed"],
-        shards=args.shards,
-        workers=args.workers,
-        workers_used=sum(bool(pids) for pids in memory.ran.values()),
-        cap=args.cap,
-        max_in_flight=stats["max_jobs_in_flight"],
-        duplicate_submits=stats["duplicate_submits"],
-        submits=stats["submits"],
-        http_429=stats["http_429"],
-        makespan_s=parent["makespan_s"],
-        peak_rss_mb=memory.peak_mb,
-        time_scale=args.time_scale,
-        events=rows.get("events", 0),
-        server_rows=rows,
-    )
+                stop_process_group(worker, timeout=WORKER_STOP_TIMEOUT_S)
 
 
 if __name__ == "__main__":
