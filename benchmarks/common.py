@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -42,6 +43,9 @@ def stop_process_group(
     if process.poll() is not None:
         return True
     leads_group = _leads_group(process.pid)
+    # Children in sessions of their own (a worker's flow-run processes) are not in the
+    # group: note them now, kill what is left of them at the end.
+    others = _descendants(process.pid)
 
     def send(signal_number: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -62,9 +66,27 @@ def stop_process_group(
         )
         stopped = False
     send(signal.SIGKILL)  # what is left of the group (children that outlived the leader)
+    for pid in others:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(10)
     return stopped
+
+
+def _descendants(pid: int) -> list[int]:
+    """The ids of every process under ``pid`` (children, theirs, ...), read from ``/proc``."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def _leads_group(pid: int) -> bool:
