@@ -1,9 +1,8 @@
-"""Where submitted job refs are recorded, so that nothing is submitted twice.
+"""Idempotency keys: their default scope, request digests, and 0.1's record keys.
 
-A submit's ref is recorded in Prefect's result store under a key made from the
-provider, a digest of the base URL and the submit's idempotency key (never the API
-key). :func:`~prefect_pollers.tasks.submit_job` caches under it, and batched submits
-read and write the same records, so both modes re-attach to each other's jobs.
+Submits are recorded in the ledger (:mod:`prefect_pollers.ledger`) by provider
+endpoint and key. A default key is scoped by the flow run: outside one there is no
+scope that would not hand a later run an earlier run's jobs, so a key must be given.
 """
 
 from __future__ import annotations
@@ -15,19 +14,27 @@ from typing import Any
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
+from prefect_pollers.engine import InvalidRequestError
 from prefect_pollers.providers.base import JobApiCredentials
-
-NO_FLOW_RUN_SCOPE = "no-flow-run"
-"""The scope of default idempotency keys made outside any flow run."""
 
 
 def default_scope() -> str:
     """The scope of default idempotency keys: the current flow run's id.
 
     A retry of the same flow run gets the same scope, so it re-attaches to the jobs
-    it submitted; outside a flow run it is :data:`NO_FLOW_RUN_SCOPE`.
+    it submitted.
+
+    Raises:
+        InvalidRequestError: outside a flow run, where a key must be given.
     """
-    return flow_run.get_id() or NO_FLOW_RUN_SCOPE
+    flow_run_id = flow_run.get_id()
+    if flow_run_id is None:
+        raise InvalidRequestError(
+            "outside a flow run there is no default idempotency key: pass one that names "
+            "this submission (e.g. idempotency_key='nightly-2026-12-02:acme'), so a "
+            "later run does not get this run's job back"
+        )
+    return flow_run_id
 
 
 def request_digest(request: BaseModel | dict[str, Any]) -> str:
@@ -38,7 +45,7 @@ def request_digest(request: BaseModel | dict[str, Any]) -> str:
 
 
 def record_key(credentials: JobApiCredentials[Any], idempotency_key: str) -> str:
-    """Where the ref of the job submitted under ``idempotency_key`` is recorded.
+    """Where version 0.1 recorded the ref of the job submitted under ``idempotency_key``.
 
     Names the provider and a digest of the base URL, never the API key.
     """

@@ -1,11 +1,12 @@
 """Prefect tasks to submit a job, wait for it, or both, generic over providers.
 
-- :func:`submit_job` is idempotent: its result is cached under the caller's
-  idempotency key (or, without one, under the flow run and the request), so a
-  retried or re-run flow gets the job it already submitted back instead of
-  submitting twice. Its failures are retried in one place, the client's submit
-  (only those after which the job surely was not created, honouring
-  ``Retry-After``); the task itself is not retried by Prefect.
+- :func:`submit_job` is idempotent: it reserves the caller's idempotency key (or,
+  inside a flow run without one, the flow run and the request's digest) in the
+  ledger (:mod:`prefect_pollers.ledger`) before it sends, so a retried or re-run
+  flow, a batch or a second live copy of the run gets the job already submitted
+  back instead of submitting twice. Its failures are retried in one place, the
+  client's submit (only those after which the job surely was not created,
+  honouring ``Retry-After``); the task itself is not retried by Prefect.
 - :func:`wait_for_job` is never cached. It polls on the policy's schedule inside
   one task run, logs state changes at INFO (each poll at DEBUG), emits a Prefect
   event on each state change, and when the wait itself fails (the provider stayed
@@ -28,6 +29,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
+from prefect.results import get_result_store
 from prefect.runtime import flow_run
 from prefect.states import aget_state_exception
 from prefect.tasks import exponential_backoff
@@ -36,24 +38,11 @@ from pydantic import BaseModel
 from prefect_pollers.client import shared_client
 from prefect_pollers.engine import JobRef, PollerError, PollPolicy
 from prefect_pollers.events import announce_submitted
-from prefect_pollers.idempotency import default_scope, record_key, request_digest
+from prefect_pollers.idempotency import default_scope, request_digest
+from prefect_pollers.ledger import LedgerSubmitter
 from prefect_pollers.observed import observed_wait
 from prefect_pollers.providers.base import JobApiCredentials, ResultT
 from prefect_pollers.webhooks.subscription import listening_for_submit
-
-
-def submit_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    """The cache key that makes :func:`submit_job` idempotent.
-
-    With an idempotency key: provider, base URL and key, across flow runs. Without
-    one: the flow run and the request's content, so a retry of the same flow run
-    re-attaches. The API key is never part of it.
-    """
-    credentials: JobApiCredentials[Any] = parameters["credentials"]
-    key = parameters.get("idempotency_key")
-    if not key:
-        key = f"{default_scope()}-{request_digest(parameters['request'])}"
-    return record_key(credentials, key)
 
 
 def _submit_run_name() -> str:
@@ -80,8 +69,8 @@ async def retry_wait_when_transient(task: Task[Any, Any], task_run: TaskRun, sta
 @task(
     name="submit-job",
     task_run_name=_submit_run_name,
-    cache_key_fn=submit_cache_key,
-    persist_result=True,
+    cache_policy=NO_CACHE,
+    persist_result=False,
 )
 async def submit_job(
     credentials: JobApiCredentials[Any],
@@ -94,23 +83,35 @@ async def submit_job(
         credentials: The provider's credentials block.
         request: The provider's request model, or a dict of its fields.
         idempotency_key: Names this submission: a flow run (retried or new) that
-            submits with the same key gets the same job back.
+            submits with the same key gets the same job back. Required outside a
+            flow run; inside one it defaults to the flow run and the request.
 
     Returns:
         The job's ref, to pass to :func:`wait_for_job`.
 
     Raises:
-        InvalidRequestError: the request is invalid; nothing was sent.
+        InvalidRequestError: the request is invalid, or no key outside a flow run;
+            nothing was sent.
+        KeyReuseError: the key names another request; nothing was sent.
+        SubmitUncertainError: an earlier submit under the key may have created the
+            job; nothing was sent.
         PollerError: the submit failed; ``may_have_created`` says whether the job
             may exist all the same (the message then names the idempotency key).
     """
     parsed = credentials.parse_request(request)
     flow_run_id = flow_run.get_id()
-    async with listening_for_submit(credentials, parsed, flow_run_id):
-        ref = await shared_client(credentials).submit(
-            parsed, idempotency_key=idempotency_key, flow_run_id=flow_run_id
-        )
-    announce_submitted(credentials, ref)
+    key = idempotency_key or f"{default_scope()}-{request_digest(parsed)}"
+    client = shared_client(credentials)
+
+    async def send() -> JobRef:
+        async with listening_for_submit(credentials, parsed, flow_run_id):
+            return await client.submit(parsed, idempotency_key=key, flow_run_id=flow_run_id)
+
+    store = get_result_store() if flow_run_id else None
+    async with LedgerSubmitter(credentials, flow_run_id=flow_run_id, store=store) as submitter:
+        ref, created = await submitter.submit(key, parsed, send)
+    if created:
+        announce_submitted(credentials, ref)
     return ref
 
 
