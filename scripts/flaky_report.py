@@ -7,7 +7,7 @@ and then this script::
 
 It prints one line per test that failed or errored in at least one run (how many runs
 it failed in, of how many it ran in), worst first, and exits 1 if there is any such test
-or a run left no readable report (a crashed or interrupted run), else 0.
+or a run left no readable report or ran no test (a crashed or interrupted run), else 0.
 """
 
 from __future__ import annotations
@@ -52,17 +52,18 @@ def main(paths: list[str]) -> int:
         except (OSError, ET.ParseError) as error:
             unreadable.append(f"{path}: {error}")
             continue
+        if not results:
+            unreadable.append(f"{path}: no test ran")
         for name, outcome in results.items():
             ran[name] += 1
             failed[name] += outcome in ("failed", "error")
     flaky = sorted((name for name in failed if failed[name]), key=lambda n: (-failed[n], n))
-    readable = len(paths) - len(unreadable)
-    print(f"=== {readable} run(s) read, {len(ran)} tests, {len(flaky)} failed in some run")
+    print(f"=== {len(paths)} run(s), {len(ran)} tests, {len(flaky)} failed in some run")
     for name in flaky:
         always = " (every run)" if failed[name] == ran[name] else ""
         print(f"{failed[name]}/{ran[name]} failed  {name}{always}")
     for line in unreadable:
-        print(f"no report: {line}")
+        print(f"no test results: {line}")
     return 1 if flaky or unreadable else 0
 
 
