@@ -6,7 +6,7 @@ import email.utils
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -66,13 +66,30 @@ def _int_header(headers: httpx.Headers, name: str) -> int | None:
         return None
 
 
-def parse_hints(headers: httpx.Headers, *, now: float | None = None) -> ServerHints:
-    """Read ``Retry-After`` and the ``X-RateLimit-*`` headers of a response."""
+RateLimitReset = Literal["epoch", "delta"]
+"""How an API states ``X-RateLimit-Reset``: ``epoch`` seconds (``1710924600``), or
+``delta``: seconds from now (``30``)."""
+
+
+def parse_hints(
+    headers: httpx.Headers, *, now: float | None = None, ratelimit_reset: RateLimitReset = "epoch"
+) -> ServerHints:
+    """Read ``Retry-After`` and the ``X-RateLimit-*`` headers of a response.
+
+    Args:
+        headers: The response's headers.
+        now: Epoch seconds the response came at (default: the wall clock), to
+            measure HTTP-date and ``delta`` values from.
+        ratelimit_reset: How the API states ``X-RateLimit-Reset``; the hints hold
+            epoch seconds either way.
+    """
     reset = headers.get("X-RateLimit-Reset")
     try:
         reset_at = float(reset) if reset is not None else None
     except ValueError:
         reset_at = None
+    if reset_at is not None and ratelimit_reset == "delta":
+        reset_at += time.time() if now is None else now
     return ServerHints(
         retry_after=parse_retry_after(headers.get("Retry-After"), now=now),
         ratelimit_limit=_int_header(headers, "X-RateLimit-Limit"),
