@@ -1,4 +1,4 @@
-"""The ``prefect-pollers`` command line: simulator, webhooks, poller, recovery."""
+"""The ``prefect-pollers`` command line: simulator, webhooks, poller, recovery, ledger."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from prefect_pollers.durable.cli import add_poller_command, run_poller_cli
+from prefect_pollers.ledger.cli import add_ledger_command, run_ledger_cli
 from prefect_pollers.recovery_cli import add_recovery_command, run_recovery_cli
 
 SERVER_EXTRA = "the {command} command needs its extra: pip install 'prefect-pollers[{extra}]'"
@@ -18,8 +19,13 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     add_recovery_command(commands)
     add_poller_command(commands)
+    add_ledger_command(commands)
     wanted = argv if argv is not None else sys.argv[1:]
-    if wanted[:1] not in (["recovery"], ["poller"]):  # the server commands need their extras
+    if wanted[:1] not in (
+        ["recovery"],
+        ["poller"],
+        ["ledger"],
+    ):  # the server commands need their extras
         try:
             from prefect_pollers.simulator.cli import add_simulator_command, run_simulator_cli
             from prefect_pollers.webhooks.cli import add_webhooks_command, run_webhooks_cli
@@ -35,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_recovery_cli(args)
     if args.command == "poller":
         return run_poller_cli(args)
+    if args.command == "ledger":
+        return run_ledger_cli(args)
     if args.command == "simulator":
         return run_simulator_cli(args)
     if args.command == "webhooks":

@@ -271,3 +271,26 @@ async def test_the_schema_is_created_once_and_upgrade_is_idempotent(ledger):
     again = Ledger(ledger.url)
     assert await again.upgrade() == 1
     await again.aclose()
+
+
+async def test_the_cli_shows_what_is_known_of_a_key_and_releases_it(tmp_path, monkeypatch, capsys):
+    from prefect_pollers.cli import main
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.setenv("PREFECT_POLLERS_LEDGER_URL", url)
+    ledger = Ledger(url)
+    provider = Provider()
+    provider.fail["p:1"] = TransientRequestError(
+        "timed out", provider="exona", idempotency_key="p:1", may_have_created=True
+    )
+    await run_batch(ledger, provider, batch(2))
+    await ledger.aclose()
+    cli = asyncio.to_thread  # the CLI runs its own event loop
+    assert await cli(main, ["ledger", "show", "p:0"]) == 0
+    assert "submitted: job job-" in capsys.readouterr().out
+    assert await cli(main, ["ledger", "show", "p:1"]) == 0
+    shown = capsys.readouterr().out
+    assert "uncertain" in shown and "timed out" in shown and "ledger release p:1" in shown
+    assert await cli(main, ["ledger", "release", "p:1"]) == 0
+    assert await cli(main, ["ledger", "show", "p:1"]) == 1
+    assert await cli(main, ["ledger", "prune", "--older-than", "30d"]) == 0

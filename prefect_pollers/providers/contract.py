@@ -5,7 +5,8 @@ status live in the JSON, which raw statuses end the job and how, where results
 live and how to cancel are declared. Every path into a JSON body is a JMESPath
 expression (so ``simulation_id || id`` reads the first present of two fields); a
 URL template takes ``{job_id}`` and the names of the job ref's context (e.g.
-APIXO's ``{model}``), or for the submit path the request's fields. Every provider
+APIXO's ``{model}``), or for the submit path the request's fields, each
+percent-encoded into one path segment. Every provider
 block declares one, and :class:`~prefect_pollers.client.JobApiClient` interprets
 it; only what is not data (e.g. APIXO's ``resultJson`` string) stays code, in the
 block's ``build_result``.
@@ -13,15 +14,17 @@ block's ``build_result``.
 
 from __future__ import annotations
 
+import base64
 import functools
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
+from urllib.parse import quote
 
 import jmespath
 from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from prefect_pollers.engine import (
     JobState,
@@ -31,6 +34,7 @@ from prefect_pollers.engine import (
     ServerHints,
     StatusMap,
 )
+from prefect_pollers.engine.http import RateLimitReset
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 _FIELD_PATH = re.compile(r"^[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*$")
@@ -67,7 +71,10 @@ def job_id_at(expression: str, body: Any) -> str | None:
 
 
 def fill(template: str, values: Mapping[str, Any]) -> str:
-    """``template`` with each ``{name}`` replaced by ``values[name]``.
+    """``template`` with each ``{name}`` replaced by ``values[name]``, percent-encoded.
+
+    A value is one path segment: ``/``, ``?``, ``#`` or a space in it cannot change
+    the URL's structure.
 
     Raises:
         ValueError: naming the placeholder that has no value.
@@ -77,9 +84,14 @@ def fill(template: str, values: Mapping[str, Any]) -> str:
         name = match.group(1)
         if name not in values or values[name] is None:
             raise ValueError(f"URL template {template!r} needs {{{name}}}, which has no value")
-        return str(values[name])
+        return quote(str(values[name]), safe="")
 
     return _PLACEHOLDER.sub(value, template)
+
+
+def template_names(template: str) -> list[str]:
+    """The names a URL template's ``{name}`` placeholders take, each once, in order."""
+    return list(dict.fromkeys(_PLACEHOLDER.findall(template)))
 
 
 class Endpoint(BaseModel):
@@ -112,6 +124,25 @@ def set_field(body: Any, path: str, value: Any) -> dict[str, Any]:
         node = child
     node[last] = value
     return result
+
+
+class BasicAuth(BaseModel):
+    """HTTP Basic credentials (RFC 7617), sent in the ``Authorization`` header.
+
+    Attributes:
+        username: The user name (an account id; not a secret).
+        password: The password. Never logged nor shown in a repr.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    username: str
+    password: SecretStr
+
+    def header_value(self) -> str:
+        """``Basic`` and the base64 of ``username:password``."""
+        pair = f"{self.username}:{self.password.get_secret_value()}"
+        return "Basic " + base64.b64encode(pair.encode()).decode("ascii")
 
 
 class CallbackSpec(BaseModel):
@@ -157,8 +188,11 @@ class JobApiContract(BaseModel):
     """How a job API looks on the wire.
 
     Attributes:
-        auth_header: The header that carries the API key.
+        auth_header: The header that carries the API key (none is sent for an
+            empty key).
         auth_scheme: Put before the key (``Bearer``); empty to send the key alone.
+        basic_auth: HTTP Basic credentials sent in ``Authorization``, if the API
+            takes a username and password.
         submit: The submit request; its path may name request fields (``{model}``).
         submit_body: JMESPath applied to the request's JSON to build the body
             (None: the request as it is).
@@ -186,12 +220,15 @@ class JobApiContract(BaseModel):
         submit_not_created_statuses: HTTP statuses the API documents answering a
             submit with without creating the job. Empty by default: a 502/503/504
             may come from a proxy whose upstream created it all the same.
+        ratelimit_reset: How the API states ``X-RateLimit-Reset``: epoch seconds
+            (``epoch``) or seconds from now (``delta``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     auth_header: str = "Authorization"
     auth_scheme: str = "Bearer"
+    basic_auth: BasicAuth | None = None
     submit: Endpoint
     submit_body: str | None = None
     submit_exclude: frozenset[str] = Field(default_factory=frozenset)
@@ -209,6 +246,7 @@ class JobApiContract(BaseModel):
     callback: CallbackSpec | None = None
     dedup_header: str | None = None
     submit_not_created_statuses: frozenset[int] = Field(default_factory=frozenset)
+    ratelimit_reset: RateLimitReset = "epoch"
 
     @field_validator(
         "submit_body",
@@ -232,8 +270,15 @@ class JobApiContract(BaseModel):
         return value
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
-        """The headers that authenticate a request made with ``api_key``."""
-        return {self.auth_header: f"{self.auth_scheme} {api_key}" if self.auth_scheme else api_key}
+        """The headers that authenticate a request made with ``api_key`` (and ``basic_auth``)."""
+        headers: dict[str, str] = {}
+        if api_key:
+            headers[self.auth_header] = (
+                f"{self.auth_scheme} {api_key}" if self.auth_scheme else api_key
+            )
+        if self.basic_auth is not None:
+            headers["Authorization"] = self.basic_auth.header_value()
+        return headers
 
     def submit_request(
         self, request: BaseModel, *, callback_url: str | None = None
@@ -257,6 +302,23 @@ class JobApiContract(BaseModel):
                 raise ValueError("this API declares no callbacks")
             body = set_field(body, self.callback.url_field, callback_url)
         return self.submit.method, fill(self.submit.path, data), body
+
+    def submit_path_problems(self, request: BaseModel) -> list[str]:
+        """Why ``request`` cannot fill the submit path: one line per field, none if it can."""
+        data = request.model_dump(mode="json")
+        problems = []
+        for name in template_names(self.submit.path):
+            value = data.get(name)
+            if value is None:
+                why = "missing"
+            elif isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                why = f"a {type(value).__name__}, not a string or a number"
+            elif value == "":
+                why = "empty"
+            else:
+                continue
+            problems.append(f"{name}: {why}; the submit path {self.submit.path!r} needs it")
+        return problems
 
     def callback_status(self, provider: str, job_id: str, body: Any) -> JobStatus:
         """The normalized status a callback body reports (for trusted signed callbacks).

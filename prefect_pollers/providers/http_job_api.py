@@ -5,24 +5,29 @@ JSON, and which raw status values mean succeeded / failed / cancelled / expired,
 are declared, not coded. Every path into a JSON body is a JMESPath expression
 (the ``jmespath`` package, as botocore uses); the submit body is one too, so a
 multiselect hash such as ``{task: {kind: kind, params: params}}`` reshapes the
-request. URL templates take ``{job_id}``.
+request. URL templates take ``{job_id}`` (the submit path: request fields), each
+value percent-encoded into one path segment.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from prefect_pollers.engine import JobRef, PollPolicy, StatusMap
+from prefect_pollers.engine import InvalidRequestError, JobRef, PollPolicy, StatusMap
+from prefect_pollers.engine.http import RateLimitReset
 from prefect_pollers.providers.base import JobResult
 from prefect_pollers.providers.callbacks import CallbackCredentials
 from prefect_pollers.providers.contract import (
+    BasicAuth,
     CallbackSpec,
     Endpoint,
     JobApiContract,
     compiled,
     search,
+    template_names,
 )
 
 _EXPRESSION_FIELDS = (
@@ -64,22 +69,32 @@ class HttpJobApi(CallbackCredentials[HttpJobResult]):
     Attributes:
         api_name: A short name for logs, errors, task run names and events.
         base_url: The API root.
+        api_key: The API key, sent in ``auth_header``; empty: none is sent (an API
+            that takes ``username`` and ``password``, or no credentials).
         auth_header: The header that carries the key.
         auth_scheme: Put before the key (``Bearer``); empty to send the key alone.
+        username / password: HTTP Basic credentials, sent in ``Authorization``
+            (with an ``api_key`` too, ``auth_header`` must be another header).
         submit_method: HTTP method of the submit request.
-        submit_path: Path of the submit request.
+        submit_path: Path of the submit request; ``{name}`` takes the request's
+            field ``name`` (a request without it is refused before anything is sent).
         submit_body: JMESPath applied to the request to build the body (None: as is).
+        submit_exclude: Request fields kept out of the body; without a
+            ``submit_body``, the fields ``submit_path`` names are kept out too.
         job_id_field: JMESPath to the job id in the submit response.
         status_url: Status URL template (relative to base_url), with ``{job_id}``.
         status_field: JMESPath to the raw status in a status response.
         phase_field: JMESPath to a phase, if the API has phases apart from its status.
         succeeded / failed / cancelled / expired: Raw status values of each outcome.
+        pending: Known values of a job not started yet (queued).
         running: Known non-terminal values (others count as running, warned once).
         error_code_field / error_message_field: JMESPaths to the failure's code and text.
         result_url: Result URL template with ``{job_id}``, if results live apart.
         result_field: JMESPath to the result in that response (or in the final status).
         cancel_method / cancel_url: The cancel request, if the API has one.
         policy: The poll policy of waits on this API.
+        ratelimit_reset: How the API states ``X-RateLimit-Reset``: ``epoch``
+            seconds (the default) or ``delta``, seconds from now.
         callback_url_field: Dotted path of the submit-body field that takes the
             callback URL, for an API that calls back when a job ends (with
             ``callback_base_url`` and ``webhook_secret`` set: callbacks on).
@@ -124,11 +139,18 @@ api = HttpJobApi.load("BLOCK_NAME")
 
     api_name: str = Field(default="http-job-api", pattern=r"^[a-z0-9][a-z0-9-]*$")
     base_url: str = Field(description="The API root URL.")
+    api_key: SecretStr = Field(
+        default=SecretStr(""),
+        description="The API key; empty for an API that takes a username and password.",
+    )
     auth_header: str = "Authorization"
     auth_scheme: str = "Bearer"
+    username: str | None = Field(default=None, description="HTTP Basic user name.")
+    password: SecretStr | None = Field(default=None, description="HTTP Basic password.")
     submit_method: str = "POST"
     submit_path: str = "jobs"
     submit_body: str | None = None
+    submit_exclude: list[str] = Field(default_factory=list)
     job_id_field: str = "id"
     status_url: str = "jobs/{job_id}"
     status_field: str = "status"
@@ -137,6 +159,7 @@ api = HttpJobApi.load("BLOCK_NAME")
     failed: list[str] = Field(default_factory=lambda: ["failed"])
     cancelled: list[str] = Field(default_factory=list)
     expired: list[str] = Field(default_factory=list)
+    pending: list[str] = Field(default_factory=list)
     running: list[str] = Field(default_factory=list)
     error_code_field: str | None = None
     error_message_field: str | None = None
@@ -145,6 +168,7 @@ api = HttpJobApi.load("BLOCK_NAME")
     cancel_method: str = "POST"
     cancel_url: str | None = None
     policy: PollPolicy = Field(default_factory=PollPolicy)
+    ratelimit_reset: RateLimitReset = "epoch"
     callback_url_field: str | None = None
     callback_job_id_field: str = "id"
     callback_status_body: str | None = None
@@ -159,9 +183,24 @@ api = HttpJobApi.load("BLOCK_NAME")
     @field_validator("status_url", "result_url", "cancel_url")
     @classmethod
     def _valid_template(cls, value: str | None) -> str | None:
-        if value is not None and "{job_id}" not in value:
-            raise ValueError(f"URL template {value!r} must contain {{job_id}}")
+        if value is not None and template_names(value) != ["job_id"]:
+            raise ValueError(f"URL template {value!r} must name {{job_id}} and nothing else")
         return value
+
+    @model_validator(mode="after")
+    def _one_way_per_header(self) -> HttpJobApi:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("HTTP Basic auth needs both username and password")
+        if (
+            self.username is not None
+            and self.api_key.get_secret_value()
+            and self.auth_header.lower() == "authorization"
+        ):
+            raise ValueError(
+                "api_key and username/password would both go in the Authorization header: "
+                "set auth_header to the header the API reads the key from, or leave api_key empty"
+            )
+        return self
 
     @property
     def provider(self) -> str:
@@ -173,8 +212,13 @@ api = HttpJobApi.load("BLOCK_NAME")
         return JobApiContract(
             auth_header=self.auth_header,
             auth_scheme=self.auth_scheme,
+            basic_auth=BasicAuth(username=self.username, password=self.password)
+            if self.username is not None and self.password is not None
+            else None,
             submit=Endpoint(method=self.submit_method, path=self.submit_path),
             submit_body=self.submit_body,
+            submit_exclude=frozenset(self.submit_exclude)
+            | frozenset([] if self.submit_body else template_names(self.submit_path)),
             submit_drop_nulls=False,
             job_id_field=self.job_id_field,
             status=Endpoint(path=self.status_url),
@@ -182,11 +226,13 @@ api = HttpJobApi.load("BLOCK_NAME")
             phase_field=self.phase_field,
             error_code_field=self.error_code_field,
             error_message_field=self.error_message_field,
+            ratelimit_reset=self.ratelimit_reset,
             status_map=StatusMap(
                 succeeded=frozenset(self.succeeded),
                 failed=frozenset(self.failed),
                 cancelled=frozenset(self.cancelled),
                 expired=frozenset(self.expired),
+                pending=frozenset(self.pending),
                 running=frozenset(self.running),
             ),
             result=Endpoint(path=self.result_url) if self.result_url else None,
@@ -202,6 +248,31 @@ api = HttpJobApi.load("BLOCK_NAME")
             if self.callback_url_field
             else None,
         )
+
+    def parse_request(self, request: BaseModel | dict[str, Any], *, where: str = "") -> BaseModel:
+        """Validate a request, and that it has every field ``submit_path`` names.
+
+        Raises:
+            InvalidRequestError: naming each missing or unusable path field (or the
+                request's invalid fields), before anything is sent.
+        """
+        parsed = super().parse_request(request, where=where)
+        problems = self.contract().submit_path_problems(parsed)
+        if problems:
+            raise InvalidRequestError(
+                f"invalid {self.provider} request{f' {where}' if where else ''}: "
+                + "; ".join(problems),
+                provider=self.provider,
+            )
+        return parsed
+
+    def pool_key(self) -> tuple[str, str]:
+        """The base key, with the password in its digest (a repr shows only asterisks)."""
+        kind, digest = super().pool_key()
+        if self.password is None:
+            return kind, digest
+        secret = digest + "\0" + self.password.get_secret_value()
+        return kind, hashlib.sha256(secret.encode()).hexdigest()[:24]
 
     def build_result(self, ref: JobRef, body: dict[str, Any]) -> HttpJobResult:
         """What ``result_field`` selects in the result (or final status) response."""

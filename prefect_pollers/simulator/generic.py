@@ -1,15 +1,20 @@
 """A made-up generic job API at ``/generic/v2``, shaped unlike the real providers.
 
 It exists so a declaratively configured client can be tested against something no
-provider class knows. ``X-Auth-Token`` auth; everything is wrapped in ``task``; the
-state is an object (``{"name", "reason"?}``); results live at ``/output``; tasks can
-be aborted. A kind containing "fail" ends in ``ERROR``. A task with a
+provider class knows. ``X-Auth-Token`` auth, or HTTP Basic auth with any user name
+and the key as password; everything is wrapped in ``task``; the state is an object
+(``{"name", "reason"?}``); results live at ``/output``; tasks can be aborted. A task
+is submitted to ``/tasks``, or to a named queue at ``/queues/{queue}/tasks`` (the
+name, any text percent-encoded into one segment, is echoed as ``task.queue``).
+A kind containing "fail" ends in ``ERROR``. A task with a
 ``callback_url`` (loopback only) gets its final task object posted there when it
 ends, Standard Webhooks-signed when the simulator has a ``callback_secret``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import random
 from typing import Any
 
@@ -41,21 +46,32 @@ class Generic(SendsCallbacks):
         """Submit, status, output and abort routes."""
         return [
             self.route("POST", "/tasks", "submit", self.create_task),
+            self.route("POST", "/queues/{queue}/tasks", "submit", self.create_task),
             self.route("GET", "/tasks/{uid}", "status", self.get_task),
             self.route("GET", "/tasks/{uid}/output", "result", self.get_output),
             self.route("POST", "/tasks/{uid}/abort", "cancel", self.abort_task),
         ]
 
     def authorized(self, request: Request) -> bool:
-        """``X-Auth-Token: <key>``."""
-        return request.headers.get("X-Auth-Token") == self.config.api_key
+        """``X-Auth-Token: <key>``, or ``Authorization: Basic`` of ``<any user>:<key>``."""
+        if request.headers.get("X-Auth-Token") == self.config.api_key:
+            return True
+        scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            pair = base64.b64decode(encoded, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        user, _, password = pair.partition(":")
+        return bool(user) and password == self.config.api_key
 
     def poll_interval(self) -> float:
         """The Retry-After sent with every status response."""
         return self.config.generic_retry_after
 
     async def create_task(self, request: Request) -> Reply:
-        """Queue a task."""
+        """Queue a task (in the queue the path names, if any)."""
         task = an_object(await json_object(request), "task", required=True)
         kind = non_empty_str(task, "kind", "task.")
         params = an_object(task, "params", "task.", required=True)
@@ -70,7 +86,7 @@ class Generic(SendsCallbacks):
             [("QUEUED", 0.2 * duration), ("WORKING", 0.8 * duration)],
             terminal,
             finishes=fate != "never",
-            data={"kind": kind, "params": params},
+            data={"kind": kind, "params": params, "queue": request.path_params.get("queue")},
         )
         if "callback_url" in task:
             await self.call_back(job, loopback_url(task, "callback_url", "task."))
@@ -111,4 +127,7 @@ class Generic(SendsCallbacks):
         state: dict[str, Any] = {"name": name}
         if name in REASONS:
             state["reason"] = REASONS[name]
-        return {"task": {"uid": job.id, "kind": job.data["kind"], "state": state}}
+        task = {"uid": job.id, "kind": job.data["kind"], "state": state}
+        if job.data.get("queue") is not None:
+            task["queue"] = job.data["queue"]
+        return {"task": task}
