@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import weakref
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from types import TracebackType
@@ -182,7 +181,7 @@ class JobApiClient(Generic[ResultT]):
                 resets only after ``until``.
         """
         clock = current_clock()
-        async with self._shared_request_slot(), self._slots:
+        async with self._slots:
             if not await self.gate.acquire(clock, until=until):
                 raise RateLimitedError(
                     "the rate-limit window is spent until after the wait's deadline",
@@ -196,22 +195,25 @@ class JobApiClient(Generic[ResultT]):
             pool = min(range(len(self._pools)), key=self._pool_in_flight.__getitem__)
             self._pool_in_flight[pool] += 1
             try:
-                reply = await request_json(
-                    self._pools[pool],
-                    method,
-                    path.lstrip("/"),
-                    provider=self.provider,
-                    job_id=job_id,
-                    json=json,
-                    headers=headers,
-                    polling=polling,
-                    creates=creates,
-                    idempotency_key=idempotency_key,
-                    secrets=tuple(filter(None, (self._api_key, self._webhook_secret))),
-                    now=clock.time(),
-                )
-                hints = reply.hints
-                return reply
+                # The shared slot last, just before sending: never held while this
+                # request waits for a local slot or through a rate-gate hold.
+                async with self._shared_request_slot():
+                    reply = await request_json(
+                        self._pools[pool],
+                        method,
+                        path.lstrip("/"),
+                        provider=self.provider,
+                        job_id=job_id,
+                        json=json,
+                        headers=headers,
+                        polling=polling,
+                        creates=creates,
+                        idempotency_key=idempotency_key,
+                        secrets=tuple(filter(None, (self._api_key, self._webhook_secret))),
+                        now=clock.time(),
+                    )
+                    hints = reply.hints
+                    return reply
             except PollerError as exc:
                 hints = exc.hints  # a refused response still tells the gate its budget
                 raise
@@ -476,10 +478,12 @@ def _first_problem(exc: ValueError) -> str:
     return str(exc)
 
 
-# pool key -> event loop -> client. Keyed by value, not by block instance, so copies of
+# event loop -> pool key -> client. Keyed by value, not by block instance, so copies of
 # one block (Prefect copies task parameters) share one pool and one rate budget; keyed
-# by loop because an httpx client is bound to the loop it was first used on.
-_shared: dict[tuple[str, str], weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]] = {}
+# by loop because an httpx client is bound to the loop it was first used on. Not weakly:
+# a client refers to its loop (its semaphores, events, connections), so a weak key
+# would never die; the clients of closed loops are let go at the next call instead.
+_shared: dict[asyncio.AbstractEventLoop, dict[tuple[str, str], Any]] = {}
 
 
 def shared_client(credentials: JobApiCredentials[ResultT]) -> JobApiClient[ResultT]:
@@ -487,19 +491,20 @@ def shared_client(credentials: JobApiCredentials[ResultT]) -> JobApiClient[Resul
 
     It lives as long as the loop; :func:`close_shared_clients` closes them early.
     """
-    per_loop = _shared.setdefault(credentials.pool_key(), weakref.WeakKeyDictionary())
     loop = asyncio.get_running_loop()
-    client: JobApiClient[ResultT] | None = per_loop.get(loop)
+    for closed in [other for other in _shared if other.is_closed()]:
+        # Nothing can close them now (that takes their loop); their leases expire.
+        del _shared[closed]
+    per_block = _shared.setdefault(loop, {})
+    key = credentials.pool_key()
+    client: JobApiClient[ResultT] | None = per_block.get(key)
     if client is None or client.is_closed:
         client = credentials.get_client()
-        per_loop[loop] = client
+        per_block[key] = client
     return client
 
 
 async def close_shared_clients() -> None:
     """Close every shared client of the running event loop."""
-    loop = asyncio.get_running_loop()
-    for per_loop in _shared.values():
-        client = per_loop.pop(loop, None)
-        if client is not None:
-            await client.aclose()
+    for client in _shared.pop(asyncio.get_running_loop(), {}).values():
+        await client.aclose()

@@ -17,8 +17,11 @@ are leased in chunks instead (:class:`LeasedSlots`): one
 out and takes back locally; a chunk goes back to the server once none of its
 slots is taken, and stops being reused after ``reuse_seconds`` so that other
 processes get their turn. Leases are renewed while held and expire on the
-server if this process dies. Acquiring is strict: a limit missing on the server
-is an error (:class:`SharedLimitMissingError`), never a silent pass.
+server if this process dies. A lease that could not be renewed for its duration
+(the Prefect API was down) is lost: the server may have freed its slots, so
+they are handed out no more, and the next slot comes from a fresh lease.
+Acquiring is strict: a limit missing on the server is an error
+(:class:`SharedLimitMissingError`), never a silent pass.
 """
 
 from __future__ import annotations
@@ -81,18 +84,28 @@ class SharedLimitMissingError(PollerError):
 
 @dataclass(eq=False)
 class Lease:
-    """A chunk of slots leased from the server."""
+    """A chunk of slots leased from the server.
+
+    Attributes:
+        expires: When the server may free it (monotonic seconds): its duration
+            after the last lease or renewal call that succeeded was sent.
+    """
 
     lease_id: UUID
     size: int
+    expires: float
     created: float = field(default_factory=time.monotonic)
     taken: int = 0
     granted: int = 0
     lost: bool = False
 
+    def live(self, now: float) -> bool:
+        """Whether the server surely still holds this lease's slots for this process."""
+        return not self.lost and now < self.expires
+
     def can_grant(self, now: float, reuse_seconds: float) -> bool:
         """Whether one more slot can be handed out from this lease."""
-        if self.lost or self.taken >= self.size:
+        if not self.live(now) or self.taken >= self.size:
             return False
         return self.granted < self.size or now - self.created < reuse_seconds
 
@@ -141,7 +154,8 @@ class LeasedSlots:
     @property
     def held(self) -> int:
         """Slots this process holds from the server (taken or not)."""
-        return sum(lease.size for lease in self._leases if not lease.lost)
+        now = time.monotonic()
+        return sum(lease.size for lease in self._leases if lease.live(now))
 
     @property
     def taken(self) -> int:
@@ -286,6 +300,7 @@ class LeasedSlots:
     async def _lease(self, slots: int) -> Lease | None:
         """Lease ``slots`` slots; None (after a pause) when the server has too few free."""
         client = await self._prefect()
+        sent = time.monotonic()
         try:
             response = await client.increment_concurrency_slots_with_lease(
                 names=[self.name],
@@ -300,7 +315,9 @@ class LeasedSlots:
             await asyncio.sleep(min(retry_after, MAX_RETRY_WAIT_S) * random.uniform(0.8, 1.2))
             return None
         body = response.json()
-        lease = Lease(lease_id=UUID(body["lease_id"]), size=slots)
+        lease = Lease(
+            lease_id=UUID(body["lease_id"]), size=slots, expires=sent + self.lease_seconds
+        )
         self.leases_acquired += 1
         if not any(limit["name"] == self.name for limit in body.get("limits", [])):
             await self._give_back(lease)
@@ -313,24 +330,44 @@ class LeasedSlots:
         return lease
 
     async def _renew(self) -> None:
-        """Renew every held lease every third of its duration, while any is held."""
+        """Renew every held lease every third of its duration, while any is held.
+
+        A lease not renewed for its duration is lost (fail closed): the server may
+        have given its slots to another process, so none is handed out again.
+        """
         while self._leases:
             await asyncio.sleep(self.lease_seconds / 3)
             client = await self._prefect()
             for lease in list(self._leases):
+                sent = time.monotonic()
+                if not lease.live(sent):
+                    if not lease.lost:
+                        lease.lost = True
+                        _log.warning(
+                            "a lease of %d %s slots could not be renewed for %.0f s: lost, "
+                            "its slots are handed out no more",
+                            lease.size,
+                            self.name,
+                            self.lease_seconds,
+                        )
+                    continue
                 try:
                     await client.renew_concurrency_lease(lease.lease_id, self.lease_seconds)
                 except httpx.HTTPStatusError as exc:
-                    if exc.response.status_code in (404, 410):
-                        lease.lost = True  # expired on the server: its slots are free there
-                        _log.warning(
-                            "a lease of %d %s slots expired on the server", lease.size, self.name
-                        )
+                    if exc.response.status_code not in (404, 410):
+                        _log.warning("could not renew a lease of %s slots: %s", self.name, exc)
+                        continue
+                    lease.lost = True  # expired on the server: its slots are free there
+                    _log.warning(
+                        "a lease of %d %s slots expired on the server", lease.size, self.name
+                    )
                 except (httpx.HTTPError, OSError) as exc:
                     _log.warning("could not renew a lease of %s slots: %s", self.name, exc)
+                else:
+                    lease.expires = sent + self.lease_seconds
 
     async def _give_back(self, lease: Lease) -> None:
-        if lease.lost:
+        if not lease.live(time.monotonic()):  # the server frees it (or has freed it)
             return
         try:
             client = await self._prefect()

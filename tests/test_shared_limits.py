@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 import uuid
+import weakref
+from types import SimpleNamespace
+from typing import Any
 
+import httpx
 import pytest
 from prefect.client.orchestration import get_client
 
+from prefect_pollers import ExonaCredentials
+from prefect_pollers import client as client_module
+from prefect_pollers.client import shared_client
 from prefect_pollers.shared_limits import LeasedSlots, SharedLimitMissingError
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -87,3 +95,122 @@ async def test_a_limit_deleted_on_the_server_is_an_error_not_a_pass():
     with pytest.raises(SharedLimitMissingError, match=name):
         await slots.acquire()
     await slots.aclose()
+
+
+class FakePrefect:
+    """The GCL calls of a Prefect client; renewals fail while ``down``."""
+
+    def __init__(self) -> None:
+        self.leased: list[uuid.UUID] = []
+        self.down = False
+
+    async def increment_concurrency_slots_with_lease(self, *, names, slots, **_):
+        self.leased.append(uuid.uuid4())
+        return httpx.Response(
+            200, json={"lease_id": str(self.leased[-1]), "limits": [{"name": names[0]}]}
+        )
+
+    async def renew_concurrency_lease(self, lease_id, lease_duration):
+        if self.down:
+            raise httpx.ConnectError("the API is down")
+
+    async def release_concurrency_slots_with_lease(self, lease_id):
+        pass
+
+    async def __aexit__(self, *exc_info):
+        pass
+
+
+def faked(slots: LeasedSlots) -> FakePrefect:
+    fake = FakePrefect()
+    slots._client = fake  # type: ignore[assignment]
+    slots._ensured = True
+    return fake
+
+
+async def test_a_lease_not_renewed_for_its_duration_is_lost_and_a_fresh_one_is_leased():
+    slots = LeasedSlots("test-lost", limit=4, chunk=2, lease_seconds=0.3)
+    fake = faked(slots)
+    first, second = await asyncio.gather(slots.acquire(), slots.acquire())
+    assert first is second and len(fake.leased) == 1  # one lease of two slots
+    slots.release(second)  # a free slot in a lease this process holds
+    fake.down = True  # renewals fail: the server frees the lease after its duration
+    await asyncio.sleep(0.4)
+    assert slots.held == 0  # not counted as held any more
+    third = await slots.acquire()  # not from the lost lease: a fresh one from the server
+    assert third is not first and len(fake.leased) == 2
+    slots.release(first)
+    slots.release(third)
+    fake.down = False
+    await slots.aclose()
+
+
+async def test_a_renewed_lease_keeps_handing_out_its_slots():
+    slots = LeasedSlots("test-renewed", limit=4, chunk=2, lease_seconds=0.3)
+    fake = faked(slots)
+    first, second = await asyncio.gather(slots.acquire(), slots.acquire())
+    slots.release(second)
+    await asyncio.sleep(0.4)  # renewed every 0.1 s
+    assert await slots.acquire() is first and len(fake.leased) == 1
+    slots.release(first)
+    slots.release(first)
+    await slots.aclose()
+
+
+class RecordingSlots:
+    """Shared request slots that note how many are held."""
+
+    hold_after = 0.0
+
+    def __init__(self, local: asyncio.Semaphore) -> None:
+        self.held = 0
+        self.local = local
+        self.local_taken_first: list[bool] = []
+
+    async def acquire(self) -> None:
+        self.local_taken_first.append(self.local.locked())
+        self.held += 1
+
+    def release(self, lease: None, delay: float = 0.0) -> None:
+        self.held -= 1
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_no_shared_request_slot_is_held_through_a_local_rate_gate_wait():
+    creds = ExonaCredentials(api_key="k", max_connections=1)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"id": "scan_1", "status": "queued"})
+
+    async with creds.get_client(transport=httpx.MockTransport(answer)) as client:
+        shared = RecordingSlots(client._slots)
+        client.shared = SimpleNamespace(requests=shared, aclose=shared.aclose)
+        held_in_gate: list[int] = []
+        gate_acquire = client.gate.acquire
+
+        async def acquire(clock, *, until=None):
+            held_in_gate.append(shared.held)
+            await asyncio.sleep(0.01)  # a rate-limit window's hold
+            return await gate_acquire(clock, until=until)
+
+        client.gate.acquire = acquire  # type: ignore[method-assign]
+        await asyncio.gather(*(client.request("GET", "scans/scan_1") for _ in range(3)))
+    assert held_in_gate == [0, 0, 0]
+    assert shared.local_taken_first == [True, True, True] and shared.held == 0
+
+
+def test_shared_clients_of_closed_event_loops_are_let_go():
+    async def use(key: str) -> weakref.ref[Any]:
+        client = shared_client(ExonaCredentials(api_key=key))
+        # What binds a client to its loop: a wait, e.g. for news of its rate gate.
+        await client.gate._wait_for_news(timeout=0.001)
+        return weakref.ref(client)
+
+    refs = [asyncio.run(use(f"key-{i}")) for i in range(5)]
+    asyncio.run(use("key-last"))  # a later loop drops what closed loops left
+    gc.collect()
+    assert [ref() for ref in refs] == [None] * 5
+    # Only the last loop's clients are left (until the next call), not one per loop.
+    assert sum(loop.is_closed() for loop in client_module._shared) == 1
