@@ -14,6 +14,7 @@ BENCHMARKS = (
     "scale_out",
     "callbacks",
     "durable",
+    "ledger",
 )
 
 
