@@ -7,7 +7,8 @@ expired), with the old and new state and phase in the payload: build automations
 on them. A job stuck in a phase past its policy's ``phase_deadlines`` emits
 ``prefect-pollers.job.stuck`` (its phase and the limit in the payload) as its wait
 ends, before the overall deadline. Each is kept in the
-:mod:`~prefect_pollers.event_outbox` until the server is known to hold it.
+:mod:`~prefect_pollers.event_outbox` until the server is known to hold it. Emitting
+is best effort (:mod:`~prefect_pollers.reporting`): it never fails a submit or a wait.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from prefect.logging import get_run_logger
 from prefect_pollers.engine import JobRef, JobStatus, PhaseDeadlineError
 from prefect_pollers.event_outbox import OUTBOX
 from prefect_pollers.providers.base import JobApiCredentials
+from prefect_pollers.reporting import best_effort
 
 EVENT_PREFIX = "prefect-pollers.job"
+_EVENTS = "the job events"
 
 
 def job_resource_id(provider: str, job_id: str) -> str:
@@ -62,20 +65,21 @@ def announce_submitted(
         ref.job_id,
         " (already terminal: no poll needed)" if ref.submitted_status else "",
     )
-    OUTBOX.add(
-        emit_event(
-            event=f"{EVENT_PREFIX}.submitted",
-            resource=_job_resource(ref.provider, ref.job_id),
-            payload={
-                "provider": ref.provider,
-                "job_id": ref.job_id,
-                "idempotency_key": ref.idempotency_key,
-                "context": ref.context,
-                "block_type_slug": block_type_slug(type(credentials)),
-                "block_document_name": credentials._block_document_name,
-            },
+    with best_effort(_EVENTS):
+        OUTBOX.add(
+            emit_event(
+                event=f"{EVENT_PREFIX}.submitted",
+                resource=_job_resource(ref.provider, ref.job_id),
+                payload={
+                    "provider": ref.provider,
+                    "job_id": ref.job_id,
+                    "idempotency_key": ref.idempotency_key,
+                    "context": ref.context,
+                    "block_type_slug": block_type_slug(type(credentials)),
+                    "block_document_name": credentials._block_document_name,
+                },
+            )
         )
-    )
 
 
 def related_flow_run(flow_run_id: str | None) -> list[dict[str, str]]:
@@ -102,24 +106,25 @@ def emit_state_change(
     """
     if old is not None and old.state is new.state:
         return
-    OUTBOX.add(
-        emit_event(
-            event=f"{EVENT_PREFIX}.{new.state.value}",
-            resource=_job_resource(provider, new.job_id),
-            related=related_flow_run(flow_run_id),
-            payload={
-                "provider": provider,
-                "job_id": new.job_id,
-                "old_state": old.state.value if old else None,
-                "new_state": new.state.value,
-                "old_phase": old.phase if old else None,
-                "new_phase": new.phase,
-                "raw_status": new.raw_status,
-                "error_code": new.error_code,
-                "error_message": new.error_message,
-            },
+    with best_effort(_EVENTS):
+        OUTBOX.add(
+            emit_event(
+                event=f"{EVENT_PREFIX}.{new.state.value}",
+                resource=_job_resource(provider, new.job_id),
+                related=related_flow_run(flow_run_id),
+                payload={
+                    "provider": provider,
+                    "job_id": new.job_id,
+                    "old_state": old.state.value if old else None,
+                    "new_state": new.state.value,
+                    "old_phase": old.phase if old else None,
+                    "new_phase": new.phase,
+                    "raw_status": new.raw_status,
+                    "error_code": new.error_code,
+                    "error_message": new.error_message,
+                },
+            )
         )
-    )
 
 
 CALLBACK_EVENT = f"{EVENT_PREFIX}.callback"
@@ -142,18 +147,19 @@ def emit_callback(
     gets it. It carries the token's nonce (not a secret) and, for blocks that trust
     signed callbacks, the callback's status; never the token or a signature.
     """
-    emit_event(
-        event=CALLBACK_EVENT,
-        resource=_job_resource(provider, job_id),
-        related=related_flow_run(flow_run),
-        payload={
-            "provider": provider,
-            "job_id": job_id,
-            "delivery_id": delivery_id,
-            "nonce": nonce,
-            "status": status.model_dump(mode="json") if status is not None else None,
-        },
-    )
+    with best_effort(_EVENTS):
+        emit_event(
+            event=CALLBACK_EVENT,
+            resource=_job_resource(provider, job_id),
+            related=related_flow_run(flow_run),
+            payload={
+                "provider": provider,
+                "job_id": job_id,
+                "delivery_id": delivery_id,
+                "nonce": nonce,
+                "status": status.model_dump(mode="json") if status is not None else None,
+            },
+        )
 
 
 @contextlib.contextmanager
@@ -163,19 +169,20 @@ def announcing_stuck(provider: str, *, flow_run_id: str | None = None) -> Iterat
         yield
     except PhaseDeadlineError as exc:
         status = exc.last_status
-        OUTBOX.add(
-            emit_event(
-                event=f"{EVENT_PREFIX}.stuck",
-                resource=_job_resource(provider, exc.job_id or ""),
-                related=related_flow_run(flow_run_id),
-                payload={
-                    "provider": provider,
-                    "job_id": exc.job_id,
-                    "phase": exc.phase,
-                    "phase_deadline_s": exc.limit,
-                    "state": status.state.value if status else None,
-                    "raw_status": status.raw_status if status else None,
-                },
+        with best_effort(_EVENTS):
+            OUTBOX.add(
+                emit_event(
+                    event=f"{EVENT_PREFIX}.stuck",
+                    resource=_job_resource(provider, exc.job_id or ""),
+                    related=related_flow_run(flow_run_id),
+                    payload={
+                        "provider": provider,
+                        "job_id": exc.job_id,
+                        "phase": exc.phase,
+                        "phase_deadline_s": exc.limit,
+                        "state": status.state.value if status else None,
+                        "raw_status": status.raw_status if status else None,
+                    },
+                )
             )
-        )
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import Enum
 from typing import Any, Generic
 
@@ -44,7 +45,7 @@ class Outcome(str, Enum):
     EXPIRED = "expired"
     TIMED_OUT = "timed_out"
     ERROR = "error"
-    """A request error: bad input, or the provider unreachable."""
+    """Anything else: a request error (bad input, the provider unreachable) or a bug."""
 
     def __str__(self) -> str:
         return self.value
@@ -66,6 +67,10 @@ _OUTCOME_OF_ERROR: tuple[tuple[type[PollerError], Outcome], ...] = (
 )
 
 
+MESSAGE_LIMIT = 500
+"""The longest error message an outcome built from an unexpected exception keeps."""
+
+
 class BatchOutcome(BaseModel, Generic[ResultT]):
     """What became of one job of a batch.
 
@@ -75,8 +80,8 @@ class BatchOutcome(BaseModel, Generic[ResultT]):
         outcome: What became of the job.
         job_id: The remote job id, when the job was submitted.
         result: The provider's result model, on success.
-        error: The typed error's message, otherwise.
-        error_type: The typed error's class name.
+        error: The error's message, otherwise (secrets masked).
+        error_type: The error's class name.
     """
 
     label: str
@@ -107,5 +112,30 @@ class BatchOutcome(BaseModel, Generic[ResultT]):
             outcome=Outcome.of_error(error),
             job_id=error.job_id,
             error=str(error),
+            error_type=type(error).__name__,
+        )
+
+    @classmethod
+    def of_exception(
+        cls, item: BatchItem, error: Exception, *, secrets: Sequence[str] = ()
+    ) -> BatchOutcome[ResultT]:
+        """The outcome of an item whose handling raised ``error``, whatever it is.
+
+        A typed :class:`PollerError` gives its own outcome (:meth:`failed`); anything
+        else (a ``ValueError`` from a URL template, a ``ValidationError``, a bug) is an
+        ``error`` naming the item, its message shortened and ``secrets`` masked.
+        """
+        if isinstance(error, PollerError):
+            return cls.failed(item, error)
+        message = str(error) or type(error).__name__
+        for secret in secrets:
+            message = message.replace(secret, "***")
+        if len(message) > MESSAGE_LIMIT:
+            message = message[: MESSAGE_LIMIT - 3] + "..."
+        return cls(
+            label=item.label,
+            key=item.key,
+            outcome=Outcome.ERROR,
+            error=f"item {item.label!r} (key {item.key}): {message}",
             error_type=type(error).__name__,
         )

@@ -1,4 +1,4 @@
-"""The progress artifact of a batch."""
+"""The progress artifact of a batch (best effort: it never fails the batch)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,16 @@ from uuid import UUID
 
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 
+from prefect_pollers.reporting import best_effort
+
 
 class BatchProgress:
     """A batch's progress artifact, updated every ~2% of the jobs.
 
     Updates go one at a time, each with the latest count, so that concurrent jobs
-    finishing cannot land an older count after a newer one.
+    finishing cannot land an older count after a newer one. A Prefect API error
+    while creating or updating it is logged once (:mod:`~prefect_pollers.reporting`)
+    and the batch goes on.
 
     Args:
         title: Shown in the artifact's description.
@@ -26,11 +30,16 @@ class BatchProgress:
         self.sent = 0
         self.lock = asyncio.Lock()
 
+    @property
+    def _what(self) -> str:
+        return f"the progress artifact of {self.title!r}"
+
     async def start(self) -> None:
-        """Create the artifact at 0%."""
-        self.artifact_id = await acreate_progress_artifact(
-            progress=0.0, description=f"{self.title}: 0 of {self.total} jobs finished"
-        )
+        """Create the artifact at 0% (none if the API refuses: the batch goes on)."""
+        with best_effort(self._what):
+            self.artifact_id = await acreate_progress_artifact(
+                progress=0.0, description=f"{self.title}: 0 of {self.total} jobs finished"
+            )
 
     def attach(self, artifact_id: UUID, done: int) -> None:
         """Continue an artifact made before (by this flow run's earlier process)."""
@@ -49,9 +58,10 @@ class BatchProgress:
             done = self.done
             if done <= self.sent or self.artifact_id is None:
                 return
-            await aupdate_progress_artifact(
-                self.artifact_id,
-                progress=100.0 * done / self.total,
-                description=f"{self.title}: {done} of {self.total} jobs finished",
-            )
-            self.sent = done
+            with best_effort(self._what):
+                await aupdate_progress_artifact(
+                    self.artifact_id,
+                    progress=100.0 * done / self.total,
+                    description=f"{self.title}: {done} of {self.total} jobs finished",
+                )
+                self.sent = done

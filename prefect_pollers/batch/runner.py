@@ -1,9 +1,10 @@
 """Fan a batch of jobs out with bounded concurrency, inside a flow.
 
 Two modes, both with at most ``concurrency`` jobs in flight as awaited coroutines
-under a semaphore (far cheaper than ``.submit()`` on a thread pool), a job's
-failure becoming its outcome's error instead of failing the batch, and a progress
-artifact that follows the batch:
+under a semaphore (far cheaper than ``.submit()`` on a thread pool), in the one
+per-item loop (:mod:`~prefect_pollers.batch.items`: anything a job raises becomes its
+outcome instead of failing the batch; an aborted batch cancels every sibling), and a
+progress artifact that follows the batch (best effort):
 
 - ``per-job``: each job is two task runs (``submit-...``, ``wait-...``), each
   visible in the UI.
@@ -25,11 +26,10 @@ caches under), so a retried task or flow re-attaches instead of submitting again
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -38,12 +38,12 @@ from prefect.logging import get_run_logger
 from prefect.results import get_result_store
 from prefect.tasks import exponential_backoff
 
+from prefect_pollers.batch.items import run_items, secrets_of
 from prefect_pollers.batch.models import BatchItem, BatchOutcome
 from prefect_pollers.batch.progress import BatchProgress
 from prefect_pollers.batch.submit import SubmitJournal
-from prefect_pollers.client import JobApiClient, shared_client
-from prefect_pollers.durable.handover import DurableWait, run_batch_durably
-from prefect_pollers.engine import InvalidRequestError, PollerError, PollPolicy
+from prefect_pollers.client import shared_client
+from prefect_pollers.engine import InvalidRequestError, JobRef, PollPolicy
 from prefect_pollers.event_outbox import reconcile_job_events
 from prefect_pollers.observed import observed_wait
 from prefect_pollers.providers.base import JobApiCredentials, ResultT
@@ -53,6 +53,28 @@ PER_JOB_LIMIT = 100
 """The largest batch that ``task_runs="auto"`` runs with a task run per job."""
 
 TaskRuns = Literal["auto", "per-job", "batched"]
+
+ItemWait = Callable[[BatchItem, JobRef], Awaitable[ResultT | None]]
+"""The wait of a submitted item: its result, or None when it was handed over elsewhere."""
+
+
+class DurableBatch(Protocol):
+    """A way for a batch's wait to leave its process: ``run_batch(durable=...)``'s hook.
+
+    :class:`~prefect_pollers.durable.DurableWait` is one; ``batch`` never imports
+    ``durable``, which builds on it.
+    """
+
+    async def run_batch(
+        self,
+        credentials: JobApiCredentials[ResultT],
+        items: Sequence[BatchItem],
+        *,
+        concurrency: int,
+        policy: PollPolicy | None,
+        title: str,
+    ) -> list[BatchOutcome[ResultT]]:
+        """Run the validated ``items``; one outcome per item, in their order."""
 
 
 def check_batch(items: Sequence[BatchItem], concurrency: int) -> None:
@@ -120,28 +142,36 @@ def _batch_run_name() -> str:
     return f"run-{getattr(credentials, 'provider', 'job')}-{len(parameters.get('items', []))}-jobs"
 
 
-async def _gather_bounded(
-    client: JobApiClient[ResultT],
+async def submit_and_wait(
+    credentials: JobApiCredentials[ResultT],
     items: Sequence[BatchItem],
+    *,
     concurrency: int,
-    title: str,
-    run_one: Callable[[BatchItem], Awaitable[ResultT]],
-) -> list[BatchOutcome[ResultT]]:
-    """Run every item, at most ``concurrency`` (and the block's shared limit) at a time."""
-    progress = BatchProgress(title, len(items))
-    await progress.start()
-    semaphore = asyncio.Semaphore(concurrency)
+    progress: BatchProgress | None,
+    wait: ItemWait[ResultT],
+) -> dict[str, BatchOutcome[ResultT]]:
+    """Submit each item (once: its ref recorded) and ``wait`` for it, in the per-item loop.
 
-    async def one(item: BatchItem) -> BatchOutcome[ResultT]:
-        async with semaphore, client.job_slot():
-            try:
-                outcome = BatchOutcome.succeeded(item, await run_one(item))
-            except PollerError as exc:
-                outcome = BatchOutcome.failed(item, exc)
-        await progress.finished_one()
-        return outcome
+    At most ``concurrency`` items (and the block's shared jobs-in-flight limit) at a
+    time, each holding its slot from submit to the end of its wait.
 
-    return list(await asyncio.gather(*(one(item) for item in items)))
+    Returns:
+        The outcome of every item not handed over, by key.
+    """
+    client = shared_client(credentials)
+    async with SubmitJournal(credentials, client, items, get_result_store()) as journal:
+
+        async def work(item: BatchItem) -> ResultT | None:
+            return await wait(item, await journal.submit(item))
+
+        return await run_items(
+            items,
+            work,
+            concurrency=concurrency,
+            slot=client.job_slot,
+            progress=progress,
+            secrets=secrets_of(credentials),
+        )
 
 
 @task(
@@ -174,13 +204,41 @@ async def run_batch_in_one_task(
     """
     logger = _InfoAsDebug(get_run_logger(), {})
     client = shared_client(credentials)
-    async with SubmitJournal(credentials, client, items, get_result_store()) as journal:
+    progress = BatchProgress(title, len(items))
+    await progress.start()
 
-        async def run_one(item: BatchItem) -> ResultT:
-            ref = await journal.submit(item)
-            return await observed_wait(credentials, ref, policy, logger=logger, client=client)
+    async def wait(item: BatchItem, ref: JobRef) -> ResultT:
+        return await observed_wait(credentials, ref, policy, logger=logger, client=client)
 
-        return await _gather_bounded(client, items, concurrency, title, run_one)
+    outcomes = await submit_and_wait(
+        credentials, items, concurrency=concurrency, progress=progress, wait=wait
+    )
+    return [outcomes[item.key] for item in items]
+
+
+async def _run_per_job(
+    credentials: JobApiCredentials[ResultT],
+    items: Sequence[BatchItem],
+    concurrency: int,
+    policy: PollPolicy | None,
+    title: str,
+) -> list[BatchOutcome[ResultT]]:
+    """Each item as its own submit and wait task runs, in the per-item loop."""
+    progress = BatchProgress(title, len(items))
+    await progress.start()
+
+    async def work(item: BatchItem) -> ResultT:
+        return await run_job(credentials, item.request, idempotency_key=item.key, policy=policy)
+
+    outcomes = await run_items(
+        items,
+        work,
+        concurrency=concurrency,
+        slot=shared_client(credentials).job_slot,
+        progress=progress,
+        secrets=secrets_of(credentials),
+    )
+    return [outcomes[item.key] for item in items]
 
 
 async def run_batch(
@@ -191,7 +249,7 @@ async def run_batch(
     policy: PollPolicy | None = None,
     title: str = "batch",
     task_runs: TaskRuns = "auto",
-    durable: DurableWait | None = None,
+    durable: DurableBatch | None = None,
 ) -> list[BatchOutcome[ResultT]]:
     """Run every item's job with at most ``concurrency`` in flight; never raises per job.
 
@@ -204,11 +262,12 @@ async def run_batch(
         task_runs: ``per-job`` (two task runs per job), ``batched`` (one task run
             for the whole batch: for thousands of jobs) or ``auto`` (per-job up to
             ``PER_JOB_LIMIT`` jobs, batched beyond).
-        durable: Hand the jobs still running after ``durable.handover_after`` s to
-            the poller service and suspend the flow run until they end
-            (:mod:`~prefect_pollers.durable`): for a deployment's run, on a saved
-            block. Every item is submitted (``concurrency`` bounds the submits and
-            the in-process waits), with no task run per job.
+        durable: E.g. ``DurableWait(handover_after=...)``: hand the jobs still
+            running after ``handover_after`` s to the poller service and suspend the
+            flow run until they end (:mod:`~prefect_pollers.durable`): for a
+            deployment's run, on a saved block. Every item is submitted
+            (``concurrency`` bounds the submits and the in-process waits), with no
+            task run per job.
 
     Returns:
         One outcome per item, in the items' order.
@@ -224,19 +283,13 @@ async def run_batch(
     check_batch(items, concurrency)
     parsed = parse_items(credentials, items)
     if durable is not None:
-        outcomes = await run_batch_durably(credentials, parsed, concurrency, policy, title, durable)
+        outcomes = await durable.run_batch(
+            credentials, parsed, concurrency=concurrency, policy=policy, title=title
+        )
     elif task_runs == "batched":
         outcomes = await run_batch_in_one_task(credentials, parsed, concurrency, policy, title)
     else:
-        outcomes = await _gather_bounded(
-            shared_client(credentials),
-            parsed,
-            concurrency,
-            title,
-            lambda item: run_job(
-                credentials, item.request, idempotency_key=item.key, policy=policy
-            ),
-        )
+        outcomes = await _run_per_job(credentials, parsed, concurrency, policy, title)
     await reconcile_job_events()  # events dropped while the Prefect API was down
     counts = Counter(outcome.outcome.value for outcome in outcomes)
     get_run_logger().info(
