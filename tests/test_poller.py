@@ -101,7 +101,7 @@ async def until(check, timeout: float = 30.0) -> None:
 async def test_jobs_are_waited_for_recorded_and_the_run_resumed(sim):
     run_id, handover = await suspended_run_with_jobs(sim, jobs=3)
     async with serving(PollerService(scan_interval=0.2, resume_grace=0.2)) as service:
-        await until(lambda: _is(service.resumed, [run_id]))
+        await until(lambda: _is(list(service.resumed), [run_id]))
     outcomes = await read_outcomes(durable_store(), run_id, handover.batch_id)
     assert {key: o.outcome for key, o in outcomes.items()} == {
         job.key: Outcome.SUCCEEDED for job in handover.jobs
@@ -122,7 +122,7 @@ async def test_a_poller_stopped_mid_wait_loses_nothing_and_polls_nothing_twice(s
     calls = dict(sim.state.stats()["exona"]["status_calls_per_job"])
 
     async with serving(PollerService(scan_interval=0.2, resume_grace=0.2)) as again:
-        await until(lambda: _is(again.resumed, [run_id]))
+        await until(lambda: _is(list(again.resumed), [run_id]))
     outcomes = await read_outcomes(store, run_id, handover.batch_id)
     assert set(outcomes) == {job.key for job in handover.jobs}
     after = sim.state.stats()["exona"]["status_calls_per_job"]
@@ -149,7 +149,7 @@ async def test_a_cancelled_run_is_dropped(sim):
         async with get_client() as client:
             await client.set_flow_run_state(UUID(run_id), Cancelled(), force=True)
         await until(lambda: _is_not_in(run_id, service.watching))
-    assert service.resumed == []
+    assert not service.resumed
 
 
 def test_a_shard_out_of_range_is_refused():

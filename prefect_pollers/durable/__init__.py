@@ -8,9 +8,6 @@
   event (the poller creates it when it starts).
 """
 
-# The batch runner imports the handover: import it first, so that either package can
-# be the first one imported.
-import prefect_pollers.batch  # noqa: F401  isort: skip
 from prefect_pollers.durable.handover import DurableWait
 from prefect_pollers.durable.poller import PollerService
 from prefect_pollers.durable.resume import ensure_resume_automation

@@ -13,22 +13,24 @@ outcomes without a poll.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from logging import Logger, LoggerAdapter
 from typing import Any
 
+import anyio
 from prefect.flow_runs import asuspend_flow_run
 from prefect.logging import get_run_logger
-from prefect.results import get_result_store
 from prefect.runtime import deployment, flow_run
 from pydantic import BaseModel, Field
 
+from prefect_pollers.batch.items import run_items, secrets_of
 from prefect_pollers.batch.models import BatchItem, BatchOutcome
 from prefect_pollers.batch.progress import BatchProgress
-from prefect_pollers.batch.submit import SubmitJournal
-from prefect_pollers.client import shared_client
+from prefect_pollers.batch.runner import submit_and_wait
+from prefect_pollers.client import JobApiClient
 from prefect_pollers.durable.records import (
     HandedOverJob,
     Handover,
@@ -39,13 +41,7 @@ from prefect_pollers.durable.records import (
     suspend_key,
     write_handover,
 )
-from prefect_pollers.engine import (
-    JobRef,
-    PhaseDeadlineError,
-    PollerError,
-    PollPolicy,
-    WaitTimeoutError,
-)
+from prefect_pollers.engine import Clock, JobRef, PollPolicy, current_clock, use_clock
 from prefect_pollers.observed import observed_wait
 from prefect_pollers.providers.base import JobApiCredentials, ResultT
 
@@ -61,10 +57,24 @@ class DurableWait(BaseModel):
     Attributes:
         handover_after: Seconds each job is waited for in process first. A job still
             running then is expected to run long and is handed over; 0 hands over
-            every job not already finished at submission.
+            every job not already finished at submission. Any value works with any
+            policy: a job whose next poll falls after it is handed over at once,
+            with that poll's time (the poller keeps the pace).
     """
 
     handover_after: float = Field(30.0, ge=0)
+
+    async def run_batch(
+        self,
+        credentials: JobApiCredentials[ResultT],
+        items: Sequence[BatchItem],
+        *,
+        concurrency: int,
+        policy: PollPolicy | None,
+        title: str,
+    ) -> list[BatchOutcome[ResultT]]:
+        """Run a validated batch durably (:func:`run_batch_durably`): ``run_batch``'s hook."""
+        return await run_batch_durably(credentials, items, concurrency, policy, title, self)
 
 
 def _require_deployment_run() -> str:
@@ -88,29 +98,95 @@ def _require_saved_block(credentials: JobApiCredentials[Any]) -> tuple[str, str]
     return slug, name
 
 
-async def _wait_briefly(
+@dataclass(frozen=True)
+class HandOver:
+    """A brief wait's verdict: hand the job over (it did not end in time).
+
+    Attributes:
+        next_poll_at: When the wait would have polled next (None: it never polled).
+    """
+
+    next_poll_at: datetime | None
+
+
+class _CutClock:
+    """The wait's clock, except that a sleep ending past ``cut_at`` ends the wait.
+
+    The wait only sleeps before a poll, so a sleep past the cut means its next poll
+    comes after the hand-over time: the wait stops there (its cancel scope is
+    cancelled), and that poll's time is kept for the poller.
+    """
+
+    def __init__(self, inner: Clock, cut_at: float, scope: anyio.CancelScope) -> None:
+        self.inner, self.cut_at, self.scope = inner, cut_at, scope
+        self.next_poll_at: float | None = None
+
+    def time(self) -> float:
+        """The wait's time."""
+        return self.inner.time()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep, unless the sleep ends past the cut: then end the wait."""
+        wake_at = self.inner.time() + max(0.0, seconds)
+        if wake_at > self.cut_at:
+            self.next_poll_at = wake_at
+            self.scope.cancel()
+            await anyio.sleep_forever()
+        await self.inner.sleep(seconds)
+
+
+async def wait_briefly(
     credentials: JobApiCredentials[ResultT],
-    item: BatchItem,
     ref: JobRef,
     policy: PollPolicy | None,
     handover_after: float,
-) -> BatchOutcome[ResultT] | None:
-    """The job's outcome if it ends within ``handover_after`` s; None to hand it over."""
-    logger = get_run_logger()
+    *,
+    logger: Logger | LoggerAdapter[Any],
+    client: JobApiClient[ResultT] | None = None,
+) -> ResultT | HandOver:
+    """The job's result if it ends within ``handover_after`` s; else a :class:`HandOver`.
+
+    The wait follows the job's own policy unchanged (no poll is added or moved):
+    it stops before the first poll that would come after ``handover_after`` s, and
+    that poll's time goes to the poller. A job that ends otherwise within the time
+    (failed, its own deadline passed) raises its typed error, as any wait does.
+    """
     if handover_after == 0 and ref.submitted_status is None:
-        return None
-    chosen = credentials.effective_policy(ref, policy)
-    age = (datetime.now(timezone.utc) - ref.submitted_at).total_seconds()
-    brief = chosen
-    if chosen.deadline is None or age + handover_after < chosen.deadline:
-        brief = chosen.with_(deadline=max(age + handover_after, 1e-3))
-    try:
-        result = await observed_wait(credentials, ref, brief, logger=logger)
-    except WaitTimeoutError as exc:
-        if brief is chosen or isinstance(exc, PhaseDeadlineError):
-            raise  # the job's own deadline: an outcome
-        return None
-    return BatchOutcome.succeeded(item, result)
+        return HandOver(next_poll_at=None)
+    inner = current_clock()
+    with anyio.CancelScope() as scope:
+        cut = _CutClock(inner, inner.time() + handover_after, scope)
+        with use_clock(cut):
+            return await observed_wait(credentials, ref, policy, logger=logger, client=client)
+    at = cut.next_poll_at
+    return HandOver(None if at is None else datetime.fromtimestamp(at, timezone.utc))
+
+
+async def wait_handed_over(
+    credentials: JobApiCredentials[ResultT],
+    job: HandedOverJob,
+    policy: PollPolicy | None,
+    *,
+    logger: Logger | LoggerAdapter[Any],
+    flow_run_id: str | None = None,
+    client: JobApiClient[ResultT] | None = None,
+) -> ResultT:
+    """Wait for a handed-over job at the pace the flow left it: no poll before its next one.
+
+    Args:
+        credentials: The provider's credentials block.
+        job: The handed-over job.
+        policy: The poll policy (the provider's preset if None).
+        logger: Where its state changes are logged.
+        flow_run_id: The flow run its events relate to, when waited for outside it.
+        client: The client to poll with (the block's shared client if None).
+    """
+    if job.next_poll_at is not None:
+        clock = current_clock()
+        await clock.sleep(job.next_poll_at.timestamp() - clock.time())
+    return await observed_wait(
+        credentials, job.ref, policy, logger=logger, flow_run_id=flow_run_id, client=client
+    )
 
 
 def _suspend_timeout(handover: Handover, credentials: JobApiCredentials[Any]) -> int | None:
@@ -161,28 +237,22 @@ async def run_batch_durably(
 
     progress = BatchProgress(title, len(items))
     await progress.start()
-    semaphore = asyncio.Semaphore(concurrency)
-    finished: dict[str, BatchOutcome[ResultT]] = {}
     running: dict[str, HandedOverJob] = {}
 
-    async def one(item: BatchItem) -> None:
-        async with semaphore:
-            try:
-                ref = await journal.submit(item)
-                outcome = await _wait_briefly(
-                    credentials, item, ref, policy, durable.handover_after
-                )
-            except PollerError as exc:
-                outcome = BatchOutcome.failed(item, exc)
-            if outcome is None:
-                running[item.key] = HandedOverJob(key=item.key, label=item.label, ref=ref)
-                return
-            finished[item.key] = outcome
-        await progress.finished_one()
+    async def wait(item: BatchItem, ref: JobRef) -> ResultT | None:
+        verdict = await wait_briefly(
+            credentials, ref, policy, durable.handover_after, logger=logger
+        )
+        if not isinstance(verdict, HandOver):
+            return verdict
+        running[item.key] = HandedOverJob(
+            key=item.key, label=item.label, ref=ref, next_poll_at=verdict.next_poll_at
+        )
+        return None
 
-    client = shared_client(credentials)
-    async with SubmitJournal(credentials, client, items, get_result_store()) as journal:
-        await asyncio.gather(*(one(item) for item in items))
+    finished = await submit_and_wait(
+        credentials, items, concurrency=concurrency, progress=progress, wait=wait
+    )
     if not running:
         return [finished[item.key] for item in items]
     handover = Handover(
@@ -198,6 +268,14 @@ async def run_batch_durably(
     )
     await write_handover(store, handover)
     return await _after_handover(credentials, items, handover, dict(finished), title)
+
+
+def waiting_for(handover: Handover, provider: str, waiting: int) -> str:
+    """What a suspended run waits for, as its log and state message say it."""
+    return (
+        f"{handover.title}: waiting for {waiting} {provider} jobs handed over to the "
+        f"poller service (prefect-pollers poller)"
+    )
 
 
 async def _after_handover(
@@ -217,10 +295,8 @@ async def _after_handover(
     ids = ", ".join(job.ref.job_id for job in waiting[:NAMED_JOBS])
     more = f" and {len(waiting) - NAMED_JOBS} more" if len(waiting) > NAMED_JOBS else ""
     logger.info(
-        "%s: %d %s jobs handed over to the poller service (%s%s); suspending the flow run",
-        title,
-        len(waiting),
-        credentials.provider,
+        "%s (%s%s); suspending the flow run",
+        waiting_for(handover, credentials.provider, len(waiting)),
         ids,
         more,
     )
@@ -233,17 +309,13 @@ async def _after_handover(
         title,
         len(waiting),
     )
+    jobs = {job.key: job for job in waiting}
 
-    by_key = {item.key: item for item in items}
+    async def wait(item: BatchItem) -> ResultT:
+        return await wait_handed_over(credentials, jobs[item.key], handover.policy, logger=logger)
 
-    async def one(job: HandedOverJob) -> BatchOutcome[Any]:
-        item = by_key[job.key]
-        try:
-            result = await observed_wait(credentials, job.ref, handover.policy, logger=logger)
-        except PollerError as exc:
-            return BatchOutcome.failed(item, exc)
-        return BatchOutcome.succeeded(item, result)
-
-    waited = await asyncio.gather(*(one(job) for job in waiting))
-    recorded.update({outcome.key: outcome for outcome in waited})
+    waited = await run_items(
+        [item for item in items if item.key in jobs], wait, secrets=secrets_of(credentials)
+    )
+    recorded.update(waited)
     return [recorded[item.key] for item in items]

@@ -13,7 +13,10 @@ Nothing lives only here: a poller killed and started again finds the suspended r
 and their handovers, skips the outcomes already recorded, and resumes runs whose
 outcomes are all recorded (their resume event may have been lost). A run that is
 cancelled while suspended has its remote jobs cancelled (where the provider has a
-cancel endpoint) and is dropped; a run resumed by someone else is dropped too.
+cancel endpoint), says so in its own log, and is dropped; a run resumed by someone
+else is dropped too. A run whose wait fails (e.g. its block was deleted) is tried
+again after a growing pause, with one warning per failure, not a traceback per scan.
+Progress artifacts and events are best effort: they never fail a scan.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+import anyio
 from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -34,12 +39,14 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateName,
 )
 from prefect.client.schemas.objects import StateType
+from prefect.logging.loggers import flow_run_logger
 
+from prefect_pollers.batch.items import run_items, secrets_of
 from prefect_pollers.batch.models import BatchItem, BatchOutcome
 from prefect_pollers.batch.progress import BatchProgress
 from prefect_pollers.client import shared_client
+from prefect_pollers.durable.handover import wait_handed_over
 from prefect_pollers.durable.records import (
-    HandedOverJob,
     Handover,
     durable_store,
     read_handovers,
@@ -50,14 +57,18 @@ from prefect_pollers.durable.records import (
 from prefect_pollers.durable.resume import announce_done, resume_directly
 from prefect_pollers.engine import PollerError
 from prefect_pollers.event_outbox import reconcile_job_events
-from prefect_pollers.observed import observed_wait
 from prefect_pollers.providers.base import JobApiCredentials
+from prefect_pollers.reporting import best_effort
 
 LOGGER = logging.getLogger("prefect_pollers.poller")
 SUSPENDED = "Suspended"
 PAGE = 200
 RECORD_EVERY_S = 1.0
 """How often a run's outcomes are written while its jobs end (at most)."""
+RESUMED_KEPT = 1_000
+"""How many resumed flow runs :attr:`PollerService.resumed` remembers (the latest)."""
+MAX_RETRY_PAUSE_S = 600.0
+"""The longest pause before a run whose wait failed is tried again."""
 
 
 def shard_of(flow_run_id: str, shards: int) -> int:
@@ -68,6 +79,14 @@ def shard_of(flow_run_id: str, shards: int) -> int:
 class _RunLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         return f"flow run {self.extra['flow_run_id'] if self.extra else '?'}: {msg}", kwargs
+
+
+@dataclass
+class _Failure:
+    """A run whose wait failed: how often in a row, and when to try it again."""
+
+    count: int
+    retry_at: float
 
 
 @dataclass
@@ -109,8 +128,9 @@ class PollerService:
         self.resume_grace = resume_grace
         self.store = durable_store()
         self._watches: dict[str, _Watch] = {}
-        self.resumed: list[str] = []
-        """Flow runs this poller resumed (and finished with), oldest first."""
+        self._failures: dict[str, _Failure] = {}
+        self.resumed: deque[str] = deque(maxlen=RESUMED_KEPT)
+        """The latest flow runs this poller resumed (and finished with), oldest first."""
 
     def owns(self, flow_run_id: str) -> bool:
         """Whether this poller's shard holds ``flow_run_id``'s jobs."""
@@ -171,7 +191,13 @@ class PollerService:
             if watch.task is not None and watch.task.done():
                 # finished (resumed) or failed: a run still suspended is looked at again
                 self._watches.pop(flow_run_id)
+        for flow_run_id in set(self._failures) - suspended:
+            del self._failures[flow_run_id]  # it left its suspension: nothing to retry
+        now = asyncio.get_running_loop().time()
         for flow_run_id in suspended - set(self._watches):
+            failure = self._failures.get(flow_run_id)
+            if failure is not None and now < failure.retry_at:
+                continue  # its wait failed: tried again after its pause
             handovers = await read_handovers(self.store, flow_run_id)
             if not handovers:
                 continue  # suspended by something else
@@ -202,28 +228,45 @@ class PollerService:
             )
 
     async def _cancel_jobs(self, watch: _Watch) -> None:
+        """Cancel a cancelled run's remote jobs; say in the run's own log what became of each."""
+        run_log = flow_run_logger(flow_run_id=UUID(watch.flow_run_id))
         for handover in watch.handovers:
             recorded = await read_outcomes(self.store, watch.flow_run_id, handover.batch_id)
             credentials = await self._credentials(watch, handover)
             client = shared_client(credentials)
+            cancelled: list[str] = []
+            running: list[str] = []
             for job in handover.jobs:
                 if job.key in recorded:
                     continue
                 try:
-                    cancelled = await client.cancel(job.ref)
+                    (cancelled if await client.cancel(job.ref) else running).append(job.ref.job_id)
                 except PollerError as exc:
-                    LOGGER.warning(
-                        "could not cancel %s job %s: %s", job.ref.provider, job.ref.job_id, exc
+                    run_log.warning(
+                        "%s: could not cancel %s job %s (%s); it may keep running",
+                        handover.title,
+                        job.ref.provider,
+                        job.ref.job_id,
+                        exc,
                     )
-                    continue
-                LOGGER.info(
-                    "flow run %s was cancelled: %s job %s %s",
-                    watch.flow_run_id,
-                    job.ref.provider,
-                    job.ref.job_id,
-                    "cancelled"
-                    if cancelled
-                    else "keeps running (the provider documents no cancel endpoint)",
+            if cancelled:
+                run_log.info(
+                    "%s: the run was cancelled while suspended: %d %s jobs cancelled with "
+                    "the provider: %s",
+                    handover.title,
+                    len(cancelled),
+                    credentials.provider,
+                    ", ".join(cancelled),
+                )
+            if running:
+                run_log.warning(
+                    "%s: the run was cancelled while suspended: %d %s jobs keep running "
+                    "(%s documents no cancel endpoint): %s",
+                    handover.title,
+                    len(running),
+                    credentials.provider,
+                    credentials.provider,
+                    ", ".join(running),
                 )
 
     async def _credentials(self, watch: _Watch, handover: Handover) -> JobApiCredentials[Any]:
@@ -242,7 +285,9 @@ class PollerService:
             for handover in watch.handovers:
                 jobs += await self._wait_for_batch(watch, handover, logger)
             watch.recorded = True
-            await reconcile_job_events()
+            self._failures.pop(watch.flow_run_id, None)
+            with best_effort("the job events"):
+                await reconcile_job_events()
             announce_done(watch.flow_run_id, jobs)
             logger.info("every outcome recorded: resume event emitted")
             await asyncio.sleep(self.resume_grace)
@@ -254,8 +299,23 @@ class PollerService:
             self.resumed.append(watch.flow_run_id)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            logger.exception("waiting for its jobs failed; the next scan tries again")
+        except Exception as exc:  # one run's failure never stops the service
+            self._failed(watch.flow_run_id, exc, logger)
+
+    def _failed(
+        self, flow_run_id: str, error: Exception, logger: logging.LoggerAdapter[Any]
+    ) -> None:
+        """Back off from a run whose wait failed (a deleted block fails every time)."""
+        count = self._failures[flow_run_id].count + 1 if flow_run_id in self._failures else 1
+        pause = min(self.scan_interval * 2.0**count, MAX_RETRY_PAUSE_S)
+        self._failures[flow_run_id] = _Failure(count, asyncio.get_running_loop().time() + pause)
+        logger.warning(
+            "waiting for its jobs failed (%s: %s; %d in a row); trying again in %.3g s",
+            type(error).__name__,
+            error,
+            count,
+            pause,
+        )
 
     async def _wait_for_batch(
         self, watch: _Watch, handover: Handover, logger: logging.LoggerAdapter[Any]
@@ -267,45 +327,47 @@ class PollerService:
             return len(handover.jobs)
         credentials = await self._credentials(watch, handover)
         logger.info("waiting for %d %s jobs", len(pending), credentials.provider)
-        changed = asyncio.Event()
+        changed = anyio.Event()
         progress = BatchProgress(handover.title, handover.total)
         if handover.progress_artifact_id is not None:
             progress.attach(handover.progress_artifact_id, len(handover.finished) + len(recorded))
+        jobs = {job.key: job for job in pending}
 
-        async def one(job: HandedOverJob) -> None:
-            item = BatchItem(label=job.label, key=job.key, request=None)
-            try:
-                result = await observed_wait(
-                    credentials,
-                    job.ref,
-                    handover.policy,
-                    logger=logger,
-                    flow_run_id=watch.flow_run_id,
-                )
-                outcome: BatchOutcome[Any] = BatchOutcome.succeeded(item, result)
-            except PollerError as exc:
-                outcome = BatchOutcome.failed(item, exc)
-            recorded[job.key] = outcome
+        async def wait(item: BatchItem) -> Any:
+            return await wait_handed_over(
+                credentials,
+                jobs[item.key],
+                handover.policy,
+                logger=logger,
+                flow_run_id=watch.flow_run_id,
+            )
+
+        def record(outcome: BatchOutcome[Any]) -> None:
+            recorded[outcome.key] = outcome
             changed.set()
 
-        async def flush() -> None:
-            snapshot = dict(recorded)
-            await write_outcomes(self.store, watch.flow_run_id, handover.batch_id, snapshot)
-            if progress.artifact_id is not None:
-                await progress.finished(len(handover.finished) + len(snapshot) - progress.done)
-
         async def record_as_they_come() -> None:
+            nonlocal changed
             while True:
                 await changed.wait()
-                changed.clear()
-                await flush()
-                await asyncio.sleep(RECORD_EVERY_S)
+                changed = anyio.Event()
+                await self._write(watch, handover, recorded)
+                await anyio.sleep(RECORD_EVERY_S)
 
-        recorder = asyncio.create_task(record_as_they_come())
-        try:
-            await asyncio.gather(*(one(job) for job in pending))
-        finally:
-            recorder.cancel()
-            await asyncio.gather(recorder, return_exceptions=True)
-        await flush()
+        async with anyio.create_task_group() as group:
+            group.start_soon(record_as_they_come)
+            await run_items(
+                [BatchItem(label=job.label, key=job.key, request=None) for job in pending],
+                wait,
+                progress=progress if progress.artifact_id is not None else None,
+                on_outcome=record,
+                secrets=secrets_of(credentials),
+            )
+            group.cancel_scope.cancel()
+        await self._write(watch, handover, recorded)
         return len(handover.jobs)
+
+    async def _write(
+        self, watch: _Watch, handover: Handover, recorded: dict[str, BatchOutcome[Any]]
+    ) -> None:
+        await write_outcomes(self.store, watch.flow_run_id, handover.batch_id, dict(recorded))

@@ -21,6 +21,7 @@ from prefect.flow_runs import aresume_flow_run
 
 from prefect_pollers.automations import save_automation
 from prefect_pollers.events import related_flow_run
+from prefect_pollers.reporting import best_effort
 
 RESUME_EVENT = "prefect-pollers.wait.done"
 RESUME_AUTOMATION = "prefect-pollers: resume flow runs whose handed-over jobs ended"
@@ -57,16 +58,17 @@ async def ensure_resume_automation() -> UUID:
 
 
 def announce_done(flow_run_id: str, jobs: int) -> None:
-    """Emit the event the resume automation acts on."""
-    emit_event(
-        event=RESUME_EVENT,
-        resource={
-            "prefect.resource.id": wait_resource_id(flow_run_id),
-            "prefect.resource.name": f"durable wait of flow run {flow_run_id}",
-        },
-        related=related_flow_run(flow_run_id),
-        payload={"flow_run_id": flow_run_id, "jobs": jobs},
-    )
+    """Emit the event the resume automation acts on (best effort: the API resume follows)."""
+    with best_effort("the resume events"):
+        emit_event(
+            event=RESUME_EVENT,
+            resource={
+                "prefect.resource.id": wait_resource_id(flow_run_id),
+                "prefect.resource.name": f"durable wait of flow run {flow_run_id}",
+            },
+            related=related_flow_run(flow_run_id),
+            payload={"flow_run_id": flow_run_id, "jobs": jobs},
+        )
 
 
 async def resume_directly(flow_run_id: str, pause_keys: set[str]) -> bool:
