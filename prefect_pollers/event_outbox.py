@@ -4,11 +4,15 @@ Prefect's events client is best-effort: while the API is unreachable it gives up
 an event after its reconnection attempts and drops it (with an ERROR log). The job
 events of this process (``prefect-pollers.job.*``) are kept here as they are emitted;
 :func:`reconcile_job_events` (run at the end of every batch) asks the server which
-of them it holds and sends the missing ones again, with their own times and payloads
-plus ``resent_of`` (the lost event's id) under a new id: the server ignores an id it
-saw in the last 5 minutes even when it lost the event (a client that reconnects
-resends its unconfirmed events before the restarted server stores anything), so the
-same id would be dropped again. The resent copies are checked in turn.
+of them it holds and sends the missing ones again, exactly as they were emitted: same
+id, time and payload. The server keeps one event per id (its event writer skips an
+id it has stored, and its triggers skip an id they have processed), so an event
+sent again whose first copy arrives after all is stored and acted on once: a job's
+end never fires an automation twice. The events sent again are checked in turn;
+the server may drop an id it saw in the last 5 minutes even if it lost that event,
+so those still missing after ``RESEND_ROUNDS`` are kept for the next reconciliation,
+counted (:attr:`EventOutbox.unconfirmed`) and logged at WARNING in the flow run's
+log: never dropped silently.
 
 To stay cheap when nothing went wrong, it checks only the events old enough to have
 been stored (``SETTLE_S``, past the event persister's flush interval), one count
@@ -20,7 +24,6 @@ event kept) it waits for the rest to settle and checks, and resends, every event
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -28,12 +31,15 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
 from prefect.events import Event
 from prefect.events.filters import EventFilter, EventIDFilter, EventOccurredFilter
 from prefect.events.worker import EventsWorker
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
 
 SETTLE_S = 10.0
 """Seconds after which an event sent while the API was up is stored (flush: 5 s)."""
@@ -85,12 +91,20 @@ class EventOutbox:
 
     Args:
         settle_s: How old an event must be to be checked.
+
+    Attributes:
+        unconfirmed: Job events the last reconciliation could not confirm on the
+            server: still missing after it sent them again, or not checked (the
+            API did not answer), or dropped unchecked since the one before (more
+            than ``MAX_KEPT`` kept). The ones not dropped are kept for the next.
     """
 
     def __init__(self, *, settle_s: float = SETTLE_S) -> None:
         self._settle_s = settle_s
         self._lock = threading.Lock()
         self._events: OrderedDict[UUID, _Kept] = OrderedDict()
+        self._dropped = 0
+        self.unconfirmed = 0
 
     def __len__(self) -> int:
         with self._lock:
@@ -109,15 +123,27 @@ class EventOutbox:
             self._events[event.id] = kept
             while len(self._events) > MAX_KEPT:
                 self._events.popitem(last=False)
+                self._dropped += 1
 
     async def reconcile(self, *, timeout_s: float = CHECK_TIMEOUT_S) -> int:
-        """Send again the kept events the server does not hold; returns how many.
+        """Send again the kept events the server does not hold; returns how many were sent.
 
-        Raises nothing: when the API stays unreachable past ``timeout_s`` the events
-        are kept for a later call, with one warning.
+        Raises nothing: the events it cannot confirm (the API stays unreachable
+        past ``timeout_s``, or they are still missing after ``RESEND_ROUNDS``) are
+        kept for a later call, counted in :attr:`unconfirmed` and logged at WARNING.
         """
         with self._lock:
             kept = list(self._events.values())
+            dropped, self._dropped = self._dropped, 0
+        logger = _logger()
+        if dropped:
+            logger.warning(
+                "%d job events were dropped unchecked: more than %d were waiting for the "
+                "Prefect API to confirm them",
+                dropped,
+                MAX_KEPT,
+            )
+        self.unconfirmed = dropped
         if not kept:
             return 0
         settled = [k for k in kept if time.monotonic() - k.at >= self._settle_s]
@@ -131,33 +157,42 @@ class EventOutbox:
             await asyncio.sleep(max(0.0, newest + self._settle_s - time.monotonic()))
             missing = await _missing(kept, timeout_s)
         except _Unreachable as exc:
-            _log.warning(
+            self.unconfirmed += len(kept)
+            logger.warning(
                 "%d job events could not be checked against the Prefect API (%s); "
                 "kept for the next reconciliation",
                 len(kept),
                 exc,
             )
             return 0
-        self._forget(kept)
         resent = 0
         for _ in range(RESEND_ROUNDS):
             if not missing:
                 break
-            copies = [_copy(k) for k in missing]
             worker = EventsWorker.instance()
-            for copy in copies:
-                worker.send(copy)
-            resent += len(copies)
-            _log.warning(
+            for event in missing:
+                worker.send(Event.model_validate_json(event.data))
+            resent += len(missing)
+            logger.warning(
                 "%d job events the Prefect API had not received (it was unreachable) "
                 "were sent again",
-                len(copies),
+                len(missing),
             )
             await asyncio.sleep(self._settle_s)
             try:
-                missing = await _missing([_Kept.of(copy) for copy in copies], timeout_s)
+                missing = await _missing(missing, timeout_s)
             except _Unreachable:
                 break
+        still_missing = {k.id for k in missing}
+        self._forget([k for k in kept if k.id not in still_missing])
+        if missing:
+            self.unconfirmed += len(missing)
+            logger.warning(
+                "%d job events are still not on the Prefect server after being sent again "
+                "%d times; kept for the next reconciliation",
+                len(missing),
+                RESEND_ROUNDS,
+            )
         return resent
 
     def _forget(self, kept: Sequence[_Kept]) -> None:
@@ -166,12 +201,12 @@ class EventOutbox:
                 self._events.pop(k.id, None)
 
 
-def _copy(kept: _Kept) -> Event:
-    """The kept event under a new id, its payload naming the id it replaces."""
-    data = json.loads(kept.data)
-    del data["id"]
-    data["payload"] = {**data.get("payload", {}), "resent_of": str(kept.id)}
-    return Event.model_validate(data)
+def _logger() -> logging.Logger | logging.LoggerAdapter[Any]:
+    """The current run's logger (a batch's log), else this module's."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return _log
 
 
 class _Unreachable(Exception):
@@ -233,3 +268,12 @@ async def reconcile_job_events() -> int:
     ``submit_job``/``wait_for_job`` directly. Returns how many events were sent again.
     """
     return await OUTBOX.reconcile()
+
+
+def unconfirmed_job_events() -> int:
+    """Job events of this process the last reconciliation could not confirm on the server.
+
+    See :attr:`EventOutbox.unconfirmed`; a batch's progress can show it after
+    :func:`reconcile_job_events`.
+    """
+    return OUTBOX.unconfirmed

@@ -1,0 +1,80 @@
+"""Outbox: a lost job event is sent again under its own id; held once, never lost silently."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.events import Event
+from prefect.events.filters import EventFilter, EventResourceFilter
+from prefect.events.worker import EventsWorker
+
+from prefect_pollers import event_outbox
+from prefect_pollers.event_outbox import EventOutbox
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+SETTLE_S = 0.5
+FLUSH_S = 7.0  # past the event persister's flush interval (5 s)
+
+
+def job_end() -> Event:
+    job = uuid.uuid4().hex[:8]
+    return Event(
+        event="prefect-pollers.job.succeeded",
+        resource={"prefect.resource.id": f"prefect-pollers.job.test.{job}"},
+        payload={"provider": "test", "job_id": job},
+    )
+
+
+async def stored(event: Event) -> list[Event]:
+    """The events the server holds on ``event``'s resource."""
+    resource = EventResourceFilter(id=[event.resource.id])
+    async with get_client() as client:
+        page = await client.read_events(filter=EventFilter(resource=resource), limit=50)
+    return list(page.events)
+
+
+async def test_an_end_sent_again_is_held_once_even_when_the_lost_one_arrives_after_all():
+    outbox = EventOutbox(settle_s=SETTLE_S)
+    end = job_end()
+    outbox.add(end)  # emitted while the API was down: not on the server
+    await asyncio.sleep(SETTLE_S)
+    assert await outbox.reconcile() >= 1
+    # The events client sends its own copy late (it had it buffered, unconfirmed).
+    EventsWorker.instance().send(end)
+    await asyncio.sleep(FLUSH_S)
+    held = await stored(end)
+    assert [event.id for event in held] == [end.id]
+    await outbox.reconcile()  # if the rounds were too quick for the server, now it is held
+    assert outbox.unconfirmed == 0 and len(outbox) == 0
+
+
+async def test_events_still_missing_after_the_resends_are_counted_and_kept(monkeypatch, caplog):
+    class Unreachable:
+        def send(self, event: Event) -> None:
+            """The API is still down: the events client drops it."""
+
+    monkeypatch.setattr(EventsWorker, "instance", classmethod(lambda cls: Unreachable()))
+    outbox = EventOutbox(settle_s=0.05)
+    end = job_end()
+    outbox.add(end)
+    await asyncio.sleep(0.05)
+    with caplog.at_level(logging.WARNING, logger="prefect_pollers.events"):
+        assert await outbox.reconcile() == event_outbox.RESEND_ROUNDS
+    assert outbox.unconfirmed == 1 and len(outbox) == 1  # kept for the next reconciliation
+    assert caplog.records[-1].levelno == logging.WARNING
+    assert await stored(end) == []
+
+
+async def test_events_dropped_from_a_full_outbox_are_counted(monkeypatch):
+    monkeypatch.setattr(event_outbox, "MAX_KEPT", 2)
+    outbox = EventOutbox(settle_s=60)  # none old enough to be checked
+    for _ in range(3):
+        outbox.add(job_end())
+    await outbox.reconcile()
+    assert outbox.unconfirmed == 1 and len(outbox) == 2
+    await outbox.reconcile()
+    assert outbox.unconfirmed == 0  # counted once, by the reconciliation after the drop
