@@ -152,6 +152,30 @@ async def test_a_cancelled_run_is_dropped(sim):
     assert not service.resumed
 
 
+async def test_a_failing_progress_artifact_never_fails_the_wait(sim):
+    run_id, handover = await suspended_run_with_jobs(sim, jobs=2)
+    missing = handover.model_copy(update={"progress_artifact_id": uuid.uuid4()})
+    await write_handover(durable_store(), missing)  # its artifact updates are refused
+    async with serving(PollerService(scan_interval=0.2, resume_grace=0.2)) as service:
+        await until(lambda: _is(list(service.resumed), [run_id]))
+    assert len(await read_outcomes(durable_store(), run_id, handover.batch_id)) == 2
+
+
+async def test_a_run_whose_block_was_deleted_backs_off(sim):
+    run_id, handover = await suspended_run_with_jobs(sim, jobs=1)
+    async with get_client() as client:
+        block = await client.read_block_document_by_name(
+            handover.block_document_name, handover.block_type_slug
+        )
+        await client.delete_block_document(block.id)
+    service = PollerService(scan_interval=0.2)
+    async with serving(service):
+        await until(lambda: _is_in(run_id, service._failures))
+        await asyncio.sleep(1.0)  # five scans: retried after 0.4 s, then 0.8 s, not each scan
+        assert service._failures[run_id].count <= 3
+    assert await state_name(run_id) == "Suspended"
+
+
 def test_a_shard_out_of_range_is_refused():
     with pytest.raises(ValueError, match="shard 2/2"):
         PollerService(shard=2, shards=2)

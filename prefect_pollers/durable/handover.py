@@ -9,6 +9,11 @@ process exits; its infrastructure is released. When the poller has recorded ever
 outcome it resumes the run, which re-runs from the top: the submits find their
 recorded refs (nothing is submitted again) and this wait returns the recorded
 outcomes without a poll.
+
+Two lines of a suspension are Prefect's own, not ours: its async flow engine logs
+``Finished in state Suspended(...)`` at ERROR for every state but Completed
+(``prefect/flow_engine.py``, 3.8), and ``asuspend_flow_run`` takes no state message.
+Our INFO line just before says what the run waits for (:func:`waiting_for`).
 """
 
 from __future__ import annotations
