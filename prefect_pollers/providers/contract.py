@@ -94,6 +94,23 @@ def template_names(template: str) -> list[str]:
     return list(dict.fromkeys(_PLACEHOLDER.findall(template)))
 
 
+def path_field_problems(template: str, data: Mapping[str, Any]) -> list[str]:
+    """Why ``data`` (a request's JSON) cannot fill ``template``: one line per field."""
+    problems = []
+    for name in template_names(template):
+        value = data.get(name)
+        if value is None:
+            why = "missing"
+        elif isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            why = f"a {type(value).__name__}, not a string or a number"
+        elif value == "":
+            why = "empty"
+        else:
+            continue
+        problems.append(f"{name}: {why}; the submit path {template!r} needs it")
+    return problems
+
+
 class Endpoint(BaseModel):
     """One request of the contract: a method and a URL template (relative to base_url)."""
 
@@ -302,23 +319,6 @@ class JobApiContract(BaseModel):
                 raise ValueError("this API declares no callbacks")
             body = set_field(body, self.callback.url_field, callback_url)
         return self.submit.method, fill(self.submit.path, data), body
-
-    def submit_path_problems(self, request: BaseModel) -> list[str]:
-        """Why ``request`` cannot fill the submit path: one line per field, none if it can."""
-        data = request.model_dump(mode="json")
-        problems = []
-        for name in template_names(self.submit.path):
-            value = data.get(name)
-            if value is None:
-                why = "missing"
-            elif isinstance(value, bool) or not isinstance(value, (str, int, float)):
-                why = f"a {type(value).__name__}, not a string or a number"
-            elif value == "":
-                why = "empty"
-            else:
-                continue
-            problems.append(f"{name}: {why}; the submit path {self.submit.path!r} needs it")
-        return problems
 
     def callback_status(self, provider: str, job_id: str, body: Any) -> JobStatus:
         """The normalized status a callback body reports (for trusted signed callbacks).

@@ -26,6 +26,7 @@ from prefect_pollers.providers.contract import (
     Endpoint,
     JobApiContract,
     compiled,
+    path_field_problems,
     search,
     template_names,
 )
@@ -257,7 +258,7 @@ api = HttpJobApi.load("BLOCK_NAME")
                 request's invalid fields), before anything is sent.
         """
         parsed = super().parse_request(request, where=where)
-        problems = self.contract().submit_path_problems(parsed)
+        problems = path_field_problems(self.submit_path, parsed.model_dump(mode="json"))
         if problems:
             raise InvalidRequestError(
                 f"invalid {self.provider} request{f' {where}' if where else ''}: "
