@@ -41,9 +41,9 @@ _TERMINAL_EVENTS = {f"{EVENT_PREFIX}.{state.value}" for state in JobState if sta
 def tracked(credentials: JobApiCredentials[Any], ref: JobRef) -> Iterator[None]:
     """Register a wait in flight for the current flow run while it runs.
 
-    The registration ends when the wait ends with an outcome (a result or a typed
-    error), not when it is interrupted: an interrupted wait is what a
-    cancellation hook must find.
+    The registration ends when the wait ends with an outcome (a result or any
+    error), not when it is interrupted (cancelled, or a signal): an interrupted
+    wait is what a cancellation hook must find.
     """
     run_id = current_flow_run.get_id()
     if run_id is None:
@@ -51,12 +51,15 @@ def tracked(credentials: JobApiCredentials[Any], ref: JobRef) -> Iterator[None]:
         return
     jobs = _in_flight.setdefault(run_id, {})
     jobs[(ref.provider, ref.job_id)] = (credentials, ref)
+    interrupted = False
     try:
         yield
-    except PollerError:
-        _forget(run_id, ref)
+    except BaseException as exc:
+        interrupted = not isinstance(exc, Exception)
         raise
-    _forget(run_id, ref)
+    finally:
+        if not interrupted:
+            _forget(run_id, ref)
 
 
 def _forget(run_id: str, ref: JobRef) -> None:

@@ -10,7 +10,7 @@ import pytest
 from prefect import flow
 
 from flows.generic_jobs import simulator_generic_api
-from prefect_pollers import ExonaCredentials, PollPolicy, cancellation, run_job
+from prefect_pollers import ExonaCredentials, JobRef, PollPolicy, cancellation, run_job
 from prefect_pollers.cancellation import cancel_remote_jobs
 from prefect_pollers.simulator import SimulatorConfig
 from tests.constants import SIM_SCALE
@@ -119,3 +119,23 @@ async def test_finished_waits_leave_nothing_to_cancel(sim):
 
     await quick()
     assert cancellation._in_flight == {}
+
+
+@pytest.mark.parametrize("error", [ValueError("a bug"), KeyError("job_id")])
+def test_a_wait_ended_by_any_error_is_forgotten(monkeypatch, error):
+    monkeypatch.setattr(cancellation.current_flow_run, "get_id", lambda: "run-errors")
+    ref = JobRef(provider="exona", job_id="scan_1")
+    with pytest.raises(type(error)), cancellation.tracked(ExonaCredentials(api_key="k"), ref):
+        raise error
+    assert "run-errors" not in cancellation._in_flight
+
+
+def test_an_interrupted_wait_stays_for_the_cancellation_hook(monkeypatch):
+    monkeypatch.setattr(cancellation.current_flow_run, "get_id", lambda: "run-interrupted")
+    ref = JobRef(provider="exona", job_id="scan_2")
+    with (
+        pytest.raises(asyncio.CancelledError),
+        cancellation.tracked(ExonaCredentials(api_key="k"), ref),
+    ):
+        raise asyncio.CancelledError
+    assert list(cancellation._in_flight.pop("run-interrupted")) == [("exona", "scan_2")]
