@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 from prefect.settings import PREFECT_API_URL
 
+# Every test starts a benchmark's process (and some a server, a worker, flow runs).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).parents[1]
 
 

@@ -80,6 +80,7 @@ async def test_cancellation_hook_cancels_jobs_in_flight_in_this_process(sim, cap
     assert messages.count("cancelled with the provider") == 3
 
 
+@pytest.mark.slow  # 11 s
 async def test_cancellation_hook_in_another_process_finds_jobs_through_events(sim, caplog):
     generic, exona = blocks(sim)
     suffix = uuid.uuid4().hex[:8]
@@ -101,6 +102,7 @@ async def test_cancellation_hook_in_another_process_finds_jobs_through_events(si
     assert "keeps running" in " ".join(r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.slow  # 7 s
 async def test_an_interrupted_flow_without_cancellation_cancels_nothing(sim):
     generic, exona = blocks(sim)
     running = await start_waiting_flow(sim, generic, exona)

@@ -67,6 +67,7 @@ async def test_generation_grid(sim):
     assert "nano-banana" in await table("grid-test")
 
 
+@pytest.mark.slow  # 8 s
 async def test_execution_batch_within_rate_limit(sim):
     sim.state.config = SimulatorConfig(
         time_scale=SIM_SCALE, seed=2, rate_limit=30, rate_window_s=30

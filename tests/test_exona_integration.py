@@ -58,6 +58,7 @@ async def test_run_job_returns_typed_result_and_respects_retry_after(sim):
     assert 1 <= stats["status_calls"] <= 15
 
 
+@pytest.mark.slow  # 67 s
 async def test_same_idempotency_key_never_submits_twice_across_flow_runs(sim):
     key = f"acme-{uuid.uuid4()}"
 
@@ -179,6 +180,7 @@ async def test_state_changes_emit_prefect_events(sim, monkeypatch):
     assert events[1]["payload"]["old_state"] is None
 
 
+@pytest.mark.slow  # 7 s
 def test_tasks_work_from_a_sync_flow(sim):
     @flow
     def sync_flow():
@@ -189,6 +191,7 @@ def test_tasks_work_from_a_sync_flow(sim):
     assert result.overall_risk_level and exona_stats(sim)["submits"] == 1
 
 
+@pytest.mark.slow  # 5 s
 async def test_task_runs_are_named_by_provider_and_job_id(sim):
     key = f"named-{uuid.uuid4()}"
 
@@ -203,6 +206,7 @@ async def test_task_runs_are_named_by_provider_and_job_id(sim):
     assert f"wait-exona-{result.scan_id}" in names and f"submit-exona-{key}" in names
 
 
+@pytest.mark.slow  # 9 s
 async def test_batch_scans_flow_over_the_sample_csv(sim):
     csv_path = Path(__file__).parents[1] / "flows" / "data" / "companies.csv"
     key = f"batch-{uuid.uuid4().hex[:8]}"
@@ -229,6 +233,7 @@ async def test_batch_scans_flow_over_the_sample_csv(sim):
     assert "Ghost Holdings" in str(artifacts[0].data) and "sim-key" not in str(artifacts[0].data)
 
 
+@pytest.mark.slow  # 15 s
 async def test_batched_mode_runs_the_batch_in_one_task_run_and_reattaches(sim):
     companies = [
         {"company_name": f"Co {i}", "company_website": f"https://co{i}.test"} for i in range(30)
@@ -252,6 +257,7 @@ async def test_batched_mode_runs_the_batch_in_one_task_run_and_reattaches(sim):
     assert stats["max_jobs_in_flight"] <= 10
 
 
+@pytest.mark.slow  # 9 s
 async def test_batch_scans_keeps_going_with_a_list_and_cache_hits(sim):
     companies = [ACME, {"company_name": "Zenith ML", "company_website": "https://zenith.ml"}]
     first = await batch_scans(
@@ -308,6 +314,7 @@ async def test_progress_artifact_ends_at_100_percent_however_jobs_interleave(sim
     assert [a.data for a in artifacts if a.type == "progress"] == [100.0]
 
 
+@pytest.mark.slow  # 5-7 s each
 @pytest.mark.parametrize("task_runs", ["per-job", "batched"])
 async def test_a_job_stuck_in_a_phase_ends_its_wait_and_emits_stuck(sim, monkeypatch, task_runs):
     """Scans that never finish, with a 2-minute deadline on the ``analyzing`` phase."""

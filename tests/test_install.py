@@ -10,6 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: pytest's own dependency
@@ -54,6 +56,7 @@ def import_without(blocked: list[str], *modules: str) -> subprocess.CompletedPro
     )
 
 
+@pytest.mark.slow  # 16 s: a subprocess imports Prefect
 def test_package_imports_without_server_stacks():
     """The simulator's uvicorn and FastAPI are not needed to use the collection.
 

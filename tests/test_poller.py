@@ -98,6 +98,7 @@ async def until(check, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.slow  # 9 s
 async def test_jobs_are_waited_for_recorded_and_the_run_resumed(sim):
     run_id, handover = await suspended_run_with_jobs(sim, jobs=3)
     async with serving(PollerService(scan_interval=0.2, resume_grace=0.2)) as service:
@@ -111,6 +112,7 @@ async def test_jobs_are_waited_for_recorded_and_the_run_resumed(sim):
     assert sim.state.stats()["exona"]["unobserved_terminal_jobs"] == 0
 
 
+@pytest.mark.slow  # 11 s
 async def test_a_poller_stopped_mid_wait_loses_nothing_and_polls_nothing_twice(sim):
     sim.state.config = SimulatorConfig(time_scale=SIM_SCALE, seed=3, exona_duration=(20, 400))
     run_id, handover = await suspended_run_with_jobs(sim, jobs=6)
@@ -131,6 +133,7 @@ async def test_a_poller_stopped_mid_wait_loses_nothing_and_polls_nothing_twice(s
     assert sim.state.stats()["exona"]["duplicate_submits"] == 0
 
 
+@pytest.mark.slow  # 7 s
 async def test_a_poller_takes_only_the_runs_of_its_shard(sim):
     run_id, _ = await suspended_run_with_jobs(sim, jobs=1)
     other = 1 - shard_of(run_id, 2)
@@ -141,6 +144,7 @@ async def test_a_poller_takes_only_the_runs_of_its_shard(sim):
     assert await state_name(run_id) == "Suspended"
 
 
+@pytest.mark.slow  # 11 s
 async def test_a_cancelled_run_is_dropped(sim):
     sim.state.config = SimulatorConfig(time_scale=SIM_SCALE, seed=3, never_finish_rate=1.0)
     run_id, _ = await suspended_run_with_jobs(sim, jobs=2)

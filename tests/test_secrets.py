@@ -243,6 +243,7 @@ def accept_sentinel(sim) -> None:
     )
 
 
+@pytest.mark.slow  # 6-12 s per provider
 @pytest.mark.parametrize("provider", list(FLOWS))
 async def test_example_flow_leaves_the_key_nowhere(sim, hay, caplog, provider):
     accept_sentinel(sim)
@@ -297,6 +298,7 @@ async def test_a_failing_flow_and_its_exception_leave_the_key_nowhere(sim, hay, 
     assert hay.where(SENTINEL) == []
 
 
+@pytest.mark.slow  # 5 s
 async def test_a_saved_block_and_its_document_leave_the_key_nowhere(sim, hay, caplog):
     accept_sentinel(sim)
     name = f"secrets-{uuid.uuid4().hex[:8]}"
@@ -348,6 +350,7 @@ async def test_a_provider_echoing_the_key_in_its_error_does_not_leak_it(hay, cap
 WEBHOOK_SENTINEL = "whk_SENTINEL_" + "4d2b" * 8  # a capability-token key of 45 characters
 
 
+@pytest.mark.slow  # 5 s
 async def test_callbacks_leave_the_webhook_secret_and_tokens_nowhere(sim, hay, caplog, monkeypatch):
     """The generation flow in callback mode, its callbacks through a receiver in this
     process (events on): neither the secret nor any token is in anything it left."""

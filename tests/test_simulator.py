@@ -303,6 +303,7 @@ def test_cli_reports_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
     assert "cannot bind" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # 12 s: a subprocess serves
 def test_python_dash_m_serves_until_interrupted() -> None:
     process = subprocess.Popen(
         [
