@@ -268,6 +268,14 @@ class PollerService:
                     credentials.provider,
                     ", ".join(running),
                 )
+            LOGGER.info(
+                "flow run %s was cancelled: %d %s jobs cancelled, %d keep running "
+                "(no cancel endpoint); named in the run's own log",
+                watch.flow_run_id,
+                len(cancelled),
+                credentials.provider,
+                len(running),
+            )
 
     async def _credentials(self, watch: _Watch, handover: Handover) -> JobApiCredentials[Any]:
         name = handover.block_name
