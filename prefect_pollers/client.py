@@ -31,6 +31,7 @@ from prefect_pollers.engine import (
     PollerError,
     PollPolicy,
     RateLimitedError,
+    TransientRequestError,
     Wakeup,
     current_clock,
     request_json,
@@ -102,7 +103,11 @@ class JobApiClient(Generic[ResultT]):
                 base_url=credentials.base_url.rstrip("/") + "/",
                 headers={"Accept": "application/json", **self.contract.auth_headers(self._api_key)},
                 timeout=credentials.timeout_s,
-                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+                limits=httpx.Limits(
+                    max_connections=size,
+                    max_keepalive_connections=size,
+                    keepalive_expiry=credentials.keepalive_expiry_s,
+                ),
                 transport=transport,
             )
             for size in sizes
@@ -175,6 +180,11 @@ class JobApiClient(Generic[ResultT]):
             until: Epoch seconds after which the answer is of no use (a wait's
                 deadline): the rate gate does not hold the request past it.
 
+        A request that fails on a reused keep-alive connection before any response
+        (the server had closed it as idle) is re-sent once, at once, on a fresh
+        connection: always for a status, result or cancel request; for a submit only
+        when the provider deduplicates on the idempotency key it carries.
+
         Raises:
             PollerError: a typed error for every failure (see ``request_json``);
                 ``RateLimitedError`` without sending when the rate-limit window
@@ -194,26 +204,40 @@ class JobApiClient(Generic[ResultT]):
             hints = None
             pool = min(range(len(self._pools)), key=self._pool_in_flight.__getitem__)
             self._pool_in_flight[pool] += 1
+            resend_stale = not creates or self.resends_submit(idempotency_key)
             try:
                 # The shared slot last, just before sending: never held while this
                 # request waits for a local slot or through a rate-gate hold.
                 async with self._shared_request_slot():
-                    reply = await request_json(
-                        self._pools[pool],
-                        method,
-                        path.lstrip("/"),
-                        provider=self.provider,
-                        job_id=job_id,
-                        json=json,
-                        headers=headers,
-                        polling=polling,
-                        creates=creates,
-                        idempotency_key=idempotency_key,
-                        secrets=tuple(filter(None, (self._api_key, self._webhook_secret))),
-                        now=clock.time(),
-                    )
-                    hints = reply.hints
-                    return reply
+                    for attempt in (1, 2):
+                        try:
+                            reply = await request_json(
+                                self._pools[pool],
+                                method,
+                                path.lstrip("/"),
+                                provider=self.provider,
+                                job_id=job_id,
+                                json=json,
+                                headers=headers,
+                                polling=polling,
+                                creates=creates,
+                                idempotency_key=idempotency_key,
+                                not_created_statuses=self.contract.submit_not_created_statuses,
+                                secrets=tuple(filter(None, (self._api_key, self._webhook_secret))),
+                                now=clock.time(),
+                            )
+                        except TransientRequestError as exc:
+                            if attempt == 1 and exc.stale_connection and resend_stale:
+                                _log.debug(
+                                    "%s %s met a stale keep-alive connection; re-sending it once",
+                                    self.provider,
+                                    exc.path,
+                                )
+                                continue
+                            raise
+                        hints = reply.hints
+                        return reply
+                    raise AssertionError("unreachable")  # pragma: no cover
             except PollerError as exc:
                 hints = exc.hints  # a refused response still tells the gate its budget
                 raise
@@ -248,42 +272,60 @@ class JobApiClient(Generic[ResultT]):
     ) -> JobRef:
         """Submit one job and return its ref: the one retry layer of submits.
 
-        A failure is retried (``SUBMIT_ATTEMPTS`` in all, 1 s, 2 s, 4 s apart times the
-        block's ``policy_scale``, or as long as ``Retry-After`` says) only when it is
-        retryable and surely created
-        no job (``not error.may_have_created``); any other failure is raised at once,
-        saying whether the job may exist.
+        A retryable failure is retried (``SUBMIT_ATTEMPTS`` in all, 1 s, 2 s, 4 s apart
+        times the block's ``policy_scale``, or as long as ``Retry-After`` says) when it
+        surely created no job (``not error.may_have_created``), or when re-sending is
+        safe all the same: the provider's contract declares a header it deduplicates
+        submits on (``dedup_header``) and the submit carries a key in it. Any other
+        failure is raised at once, saying whether the job may exist and naming the
+        key and the ledger command that shows it.
 
         Args:
             request: The provider's request model (validated once: a model is used
                 as it is) or a dict of its fields.
-            idempotency_key: Sent in the block's ``idempotency_header``, kept on
-                the ref and named in errors.
+            idempotency_key: Sent in the block's ``idempotency_header`` (and in the
+                contract's ``dedup_header``), kept on the ref and named in errors.
             flow_run_id: The submitting flow run, named in the callback URL (when
                 the block's callbacks are on) so its callback events relate to it.
         """
         parsed = self.credentials.parse_request(request)
         callback = self._callback_for(parsed, flow_run_id)
         clock = current_clock()
+        resend = self.resends_submit(idempotency_key)
         for attempt in range(1, SUBMIT_ATTEMPTS + 1):
             try:
                 return await self._submit_once(parsed, idempotency_key, callback)
             except PollerError as exc:
-                if not exc.retryable or exc.may_have_created or attempt == SUBMIT_ATTEMPTS:
+                safe = not exc.may_have_created or resend
+                if not exc.retryable or not safe or attempt == SUBMIT_ATTEMPTS:
                     raise
                 delay = getattr(exc, "retry_after", None) or (
                     SUBMIT_BACKOFF_S * 2.0 ** (attempt - 1) * self.credentials.policy_scale
                 )
+                why = (
+                    "the provider deduplicates on the idempotency key: re-sending it"
+                    if exc.may_have_created
+                    else "nothing was created"
+                )
                 _log.warning(
-                    "%s submit failed (%s); nothing was created, retrying in %.3g s (%d of %d)",
+                    "%s submit failed (%s); %s, retrying in %.3g s (%d of %d)",
                     self.provider,
                     exc.message,
+                    why,
                     delay,
                     attempt,
                     SUBMIT_ATTEMPTS,
                 )
                 await clock.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def resends_submit(self, idempotency_key: str | None) -> bool:
+        """Whether a submit under ``idempotency_key`` may be re-sent after its answer was lost.
+
+        Only when the contract declares a header the provider deduplicates submits on
+        (``dedup_header``) and there is a key to send in it.
+        """
+        return bool(idempotency_key) and self.contract.dedup_header is not None
 
     def _callback_for(
         self, request: BaseModel, flow_run_id: str | None
@@ -316,14 +358,18 @@ class JobApiClient(Generic[ResultT]):
         method, path, body = self.contract.submit_request(
             request, callback_url=callback[1] if callback else None
         )
-        header = self.credentials.idempotency_header
+        headers: dict[str, str] = {}
+        if idempotency_key:
+            for header in (self.credentials.idempotency_header, self.contract.dedup_header):
+                if header:
+                    headers[header] = idempotency_key
         reply = await self.request(
             method,
             path,
             json=body,
             creates=True,
             idempotency_key=idempotency_key,
-            headers={header: idempotency_key} if idempotency_key and header else None,
+            headers=headers or None,
         )
         job_id = job_id_at(self.contract.job_id_field, reply.body)
         if job_id is None:

@@ -118,14 +118,16 @@ def status_path(creds: JobApiCredentials, ref: JobRef) -> str:
 # kind -> (error type, HTTP status the message names, whether the job may have been created)
 SUBMIT_FAULTS: dict[str, tuple[type[PollerError], int | None, bool]] = {
     "http_500": (TransientRequestError, 500, True),
-    "http_502": (TransientRequestError, 502, False),
-    "http_503": (TransientRequestError, 503, False),
+    # A 502/503 may come from a proxy whose upstream created the job: no seed provider
+    # declares otherwise (JobApiContract.submit_not_created_statuses).
+    "http_502": (TransientRequestError, 502, True),
+    "http_503": (TransientRequestError, 503, True),
     "reset": (TransientRequestError, None, True),
     "reset_after_create": (TransientRequestError, None, True),
     "slow": (TransientRequestError, None, True),
     "burst_429": (RateLimitedError, 429, False),
     "malformed_json": (MalformedResponseError, 200, True),
-    "html": (TransientRequestError, 502, False),
+    "html": (TransientRequestError, 502, True),
     "empty": (MalformedResponseError, 200, True),
 }
 RESULT_FAULTS: dict[str, tuple[type[PollerError], int | None]] = {

@@ -10,6 +10,7 @@ statuses and provider messages with the key masked.
 
 from __future__ import annotations
 
+import shlex
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -61,11 +62,7 @@ class PollerError(Exception):
         if advice is not None:
             self.advice = advice
         elif may_have_created:
-            key = f" (idempotency key {idempotency_key!r})" if idempotency_key else ""
-            self.advice = (
-                f"The job may have been created all the same{key}: look for it at the "
-                "provider before submitting again, or it may run twice"
-            )
+            self.advice = may_have_created_advice(idempotency_key)
         super().__init__(self._text())
 
     def _text(self) -> str:
@@ -84,6 +81,26 @@ class PollerError(Exception):
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickling (Prefect's result storage) keeps every attribute, not just args.
         return (_rebuild, (type(self), self.__dict__.copy()))
+
+
+def may_have_created_advice(idempotency_key: str | None) -> str:
+    """What to do after a submit that may have created its job all the same.
+
+    Args:
+        idempotency_key: The submit's key, named with the ledger command that
+            shows what is recorded under it.
+    """
+    if not idempotency_key:
+        return (
+            "The job may have been created all the same: look for it at the provider "
+            "before submitting again, or it may run twice"
+        )
+    return (
+        f"The job may have been created all the same (idempotency key {idempotency_key!r}): "
+        f"run `prefect-pollers ledger show {shlex.quote(idempotency_key)}` to see what is "
+        "recorded under the key, and look for the job at the provider before submitting "
+        "again, or it may run twice"
+    )
 
 
 def _rebuild(cls: type[PollerError], state: dict[str, Any]) -> PollerError:
@@ -134,9 +151,14 @@ class TransientRequestError(PollerError):
         retry_after: Seconds the server asked us to wait, if it said.
         request_sent: False when the request surely never reached the server
             (connection refused, or held back on our side).
+        stale_connection: True when it failed on a reused keep-alive connection
+            before any byte of a response: most likely the server had closed the
+            connection as idle and never read the request (the client re-sends such
+            a request once, at once, where re-sending is safe).
     """
 
     retryable = True
+    stale_connection: bool = False
 
     def __init__(
         self,
@@ -144,10 +166,12 @@ class TransientRequestError(PollerError):
         *,
         retry_after: float | None = None,
         request_sent: bool = True,
+        stale_connection: bool = False,
         **where: Any,
     ) -> None:
         self.retry_after = retry_after
         self.request_sent = request_sent
+        self.stale_connection = stale_connection
         super().__init__(message, **where)
 
 

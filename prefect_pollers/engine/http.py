@@ -98,6 +98,52 @@ def parse_hints(
     )
 
 
+STALE_CONNECTION_ERRORS: tuple[type[httpx.TransportError], ...] = (
+    httpx.RemoteProtocolError,
+    httpx.ReadError,
+    httpx.WriteError,
+)
+"""Failures that, before any response byte on a reused connection, mean it was stale.
+
+httpcore suppresses a ``WriteError`` while sending and then reads: a server that had
+closed the idle connection gives ``RemoteProtocolError`` ("Server disconnected without
+sending a response") or, after a reset, ``ReadError``.
+"""
+
+
+class ConnectionTrace:
+    """httpcore's trace events of one request: was its connection reused, did a response start.
+
+    Passed as the request's ``trace`` extension. Transports that are not httpcore's
+    pool (``MockTransport``, ``ASGITransport``) emit no events: then nothing is known
+    and no failure counts as a stale connection.
+    """
+
+    __slots__ = ("new_connection", "response_started", "traced")
+
+    def __init__(self) -> None:
+        self.traced = False
+        self.new_connection = False
+        self.response_started = False
+
+    async def __call__(self, name: str, info: dict[str, Any]) -> None:
+        """Record one event (``connection.connect_tcp.started``, ...)."""
+        self.traced = True
+        if name.startswith("connection.connect_"):
+            self.new_connection = True
+        elif name.endswith("receive_response_headers.complete"):
+            self.response_started = True
+
+    def stale(self, exc: Exception) -> bool:
+        """Whether ``exc`` met a reused connection before any response header arrived."""
+        return (
+            isinstance(exc, STALE_CONNECTION_ERRORS)
+            and self.traced
+            and not self.new_connection
+            and not self.response_started
+        )
+
+
 def _provider_message(response: httpx.Response, secrets: Sequence[str]) -> str:
     """The error message a provider put in a failed response, shortened, secrets masked."""
     message = _raw_provider_message(response)
@@ -136,6 +182,7 @@ async def request_json(
     polling: bool = False,
     creates: bool = False,
     idempotency_key: str | None = None,
+    not_created_statuses: frozenset[int] = frozenset(),
     secrets: Sequence[str] = (),
     now: float | None = None,
 ) -> JsonReply:
@@ -151,9 +198,12 @@ async def request_json(
         headers: Extra headers (auth is set on the client).
         polling: True for status calls: a 404 then means the job is unknown.
         creates: True for a submit: an error after which the job may exist all the
-            same (a timeout, a dropped connection, a 5xx other than 502/503, an
-            unreadable 2xx body) then says so (``may_have_created``).
+            same (a timeout, a dropped connection, a 5xx, an unreadable 2xx body)
+            then says so (``may_have_created``).
         idempotency_key: The submit's idempotency key, named in its errors.
+        not_created_statuses: HTTP statuses the provider documents answering a
+            submit with without creating the job (a proxy in front of it promises
+            nothing: by default every 5xx may have created it).
         secrets: Strings (API keys) masked in provider messages quoted in errors.
         now: Epoch seconds for HTTP-date ``Retry-After`` headers.
 
@@ -162,10 +212,15 @@ async def request_json(
         BadRequestError: on 400/409/422 (and 404 outside polling).
         JobNotFoundError: on 404 while polling.
         RateLimitedError: on 429.
-        TransientRequestError: on network errors, timeouts, 408, 425 and 5xx.
+        TransientRequestError: on network errors, timeouts, 408, 425 and 5xx;
+            ``stale_connection`` when a reused keep-alive connection failed before
+            any response.
         MalformedResponseError: when a 2xx body is not a JSON object.
     """
-    request = client.build_request(method, url, json=json, headers=headers)
+    trace = ConnectionTrace()
+    request = client.build_request(
+        method, url, json=json, headers=headers, extensions={"trace": trace}
+    )
     path = request.url.path
     where: dict[str, Any] = {
         "provider": provider,
@@ -184,14 +239,21 @@ async def request_json(
             f"{type(exc).__name__}: the request timed out", may_have_created=creates, **where
         ) from None
     except httpx.TransportError as exc:
+        stale = trace.stale(exc)
+        note = " (on a reused keep-alive connection, before any response)" if stale else ""
         raise TransientRequestError(
-            f"{type(exc).__name__}: {exc}", may_have_created=creates, **where
+            f"{type(exc).__name__}: {exc}{note}",
+            may_have_created=creates,
+            stale_connection=stale,
+            **where,
         ) from None
     hints = parse_hints(response.headers, now=now)
     status = response.status_code
     where.update(http_status=status, hints=hints)
     if status >= 400:
-        raise _http_error(status, _provider_message(response, secrets), polling, creates, where)
+        message = _provider_message(response, secrets)
+        created = creates and status not in not_created_statuses
+        raise _http_error(status, message, polling, created, where)
     try:
         body = response.json()
     except ValueError:
@@ -216,11 +278,12 @@ def _http_error(
     if status == 429:
         return RateLimitedError(f"rate limited: {message}", retry_after=hints.retry_after, **where)
     if status in (408, 425) or status >= 500:
-        # 502 and 503 come from a proxy or an overloaded server that took nothing in.
+        # A 502/503/504 may come from a proxy whose upstream created the job all the
+        # same: only the provider's contract says otherwise (``not_created_statuses``).
         return TransientRequestError(
             f"server error: {message}",
             retry_after=hints.retry_after,
-            may_have_created=creates and status not in (502, 503),
+            may_have_created=creates,
             **where,
         )
     error_type: type[PollerError] = BadRequestError

@@ -124,6 +124,11 @@ APIXO_CONTRACT = JobApiContract(
         job_id_field="taskId || data.taskId",
         status_body="data && @ || {data: @}",
     ),
+    # The guide's generateTask call sends no idempotency header and says nothing of
+    # duplicates (its network retries are for status checks): a lost submit answer
+    # stays "may have created".
+    dedup_header=None,
+    submit_not_created_statuses=frozenset(),
 )
 """APIXO's documented contract, with our choices for the status path, where the
 create response puts the id, the non-terminal state names and the callback."""

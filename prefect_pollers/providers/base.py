@@ -51,6 +51,11 @@ class JobApiCredentials(Block, ABC, Generic[ResultT]):
         timeout_s: Seconds before one HTTP request times out.
         max_connections: Connections of the pooled client, so requests in flight;
             more wait their turn (httpx's pool costs grow with its size).
+        keepalive_expiry_s: Seconds an idle connection is kept for reuse. Below
+            the 5 s idle timeout of common servers (uvicorn, Node), so the client
+            drops a connection before the server does; a request that meets a
+            connection the server closed all the same is re-sent once, at once,
+            where that is safe.
         policy_scale: Multiplies every poll policy's durations (1 for a real API, the
             simulator's time scale for a simulator).
         shared_limits: Limits that hold across processes and machines (jobs in
@@ -71,6 +76,12 @@ class JobApiCredentials(Block, ABC, Generic[ResultT]):
         default=50,
         ge=1,
         description="Connections (and so requests in flight) of the pooled client.",
+    )
+    keepalive_expiry_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="Seconds an idle connection is kept for reuse; below the server's idle "
+        "timeout (5 s for uvicorn and Node), so that the client closes it first.",
     )
     idempotency_header: str | None = Field(
         default="Idempotency-Key",

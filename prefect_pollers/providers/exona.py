@@ -106,6 +106,11 @@ EXONA_CONTRACT = JobApiContract(
         failed=frozenset({"failed"}),
         pending=frozenset({"queued", "pending"}),
     ),
+    # The guide's POST /scans sends no idempotency header and says nothing of
+    # duplicates (its max_age_days cache answers a finished scan again, not a running
+    # one): a lost submit answer stays "may have created".
+    dedup_header=None,
+    submit_not_created_statuses=frozenset(),
 )
 """Exona's documented contract (a submit response that is already ``completed`` is a
 cache hit: the wait then makes no poll)."""

@@ -104,6 +104,15 @@ class HttpJobApi(CallbackCredentials[HttpJobResult]):
             status response (for ``trust_signed_callbacks``; None: it is one).
         callback_scheme: ``standard-webhooks`` (the default here) or
             ``capability-url``.
+        deduplicates_submits: The API documents that a submit re-sent with the
+            same ``idempotency_header`` value creates no second job: a submit whose
+            answer was lost is then re-sent under the same key. Off by default (an
+            unknown API promises nothing): such a submit ends in an error saying the
+            job may exist.
+        submit_not_created_statuses: HTTP statuses (e.g. 503) the API documents
+            answering a submit with without creating the job, so they are retried.
+            Empty by default: a 502/503/504 may come from a proxy whose upstream
+            created the job all the same.
 
     Example:
         ```python
@@ -173,6 +182,16 @@ api = HttpJobApi.load("BLOCK_NAME")
     callback_url_field: str | None = None
     callback_job_id_field: str = "id"
     callback_status_body: str | None = None
+    deduplicates_submits: bool = Field(
+        default=False,
+        description="The API documents that a submit re-sent with the same idempotency_header "
+        "value creates no second job (then a submit whose answer was lost is re-sent).",
+    )
+    submit_not_created_statuses: list[int] = Field(
+        default_factory=list,
+        description="HTTP statuses the API documents answering a submit with without "
+        "creating the job (a proxy's 502/503/504 promises nothing: empty by default).",
+    )
 
     @field_validator(*_EXPRESSION_FIELDS)
     @classmethod
@@ -248,6 +267,8 @@ api = HttpJobApi.load("BLOCK_NAME")
             )
             if self.callback_url_field
             else None,
+            dedup_header=self.idempotency_header if self.deduplicates_submits else None,
+            submit_not_created_statuses=frozenset(self.submit_not_created_statuses),
         )
 
     def parse_request(self, request: BaseModel | dict[str, Any], *, where: str = "") -> BaseModel:

@@ -79,6 +79,10 @@ MODELROUTE_CONTRACT = JobApiContract(
         running=frozenset({"RUNNING"}),
     ),
     result=Endpoint(path="executions/{job_id}/result"),
+    # The guide documents no create request, so no idempotency header and no 5xx that
+    # surely created nothing: a lost submit answer stays "may have created".
+    dedup_header=None,
+    submit_not_created_statuses=frozenset(),
 )
 """ModelRoute's documented contract, with our choice for creating an execution."""
 

@@ -91,6 +91,10 @@ TWYN_CONTRACT = JobApiContract(
         failed=frozenset({"FAILED"}),
         running=frozenset({CONFIG, SIMULATION, ANALYSIS}),
     ),
+    # The guide documents no create request at all, so no idempotency header and no
+    # 5xx that surely created nothing: a lost submit answer stays "may have created".
+    dedup_header=None,
+    submit_not_created_statuses=frozenset(),
 )
 """Twyn's documented contract, with our choice for creating a simulation
 (``POST /simulations``, id in ``simulation_id`` or ``id``)."""
