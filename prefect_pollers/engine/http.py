@@ -129,7 +129,7 @@ class ConnectionTrace:
     async def __call__(self, name: str, info: dict[str, Any]) -> None:
         """Record one event (``connection.connect_tcp.started``, ...)."""
         self.traced = True
-        if name.startswith("connection.connect_"):
+        if ".connect_" in name:  # connection.connect_tcp / _unix_socket, socks.connect_tcp
             self.new_connection = True
         elif name.endswith("receive_response_headers.complete"):
             self.response_started = True
