@@ -53,7 +53,7 @@ from tests.processes import (
 )
 
 # A real `prefect server start`, a process worker, deployment runs: about a minute.
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("e2e-stack")]
 
 HEARTBEAT_S = 30  # the deployments' PREFECT_FLOWS_HEARTBEAT_FREQUENCY (prefect.yaml)
 SILENCE_S = 40

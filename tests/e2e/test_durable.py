@@ -26,7 +26,7 @@ from prefect_pollers.simulator import SimulatorConfig
 from tests.e2e.conftest import TERMINAL, TIME_SCALE, Stack
 from tests.processes import Process, api_client, descendants, poll
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("e2e-stack")]
 
 SWEEP = "scenario-sweep/durable-sweep"
 SIMULATIONS = 6  # the deployment's 3 scenarios x 2 durations

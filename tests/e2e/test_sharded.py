@@ -30,7 +30,7 @@ from tests.e2e.conftest import POOL, TIME_SCALE, Stack
 from tests.e2e.test_durable import run_deployment, until_state
 from tests.processes import PREFECT, Process, api_client
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("e2e-stack")]
 
 PARENT = "batch-scans/sharded-portfolio"
 COMPANIES = 20
