@@ -91,6 +91,19 @@ class JobApiClient(Generic[ResultT]):
             credentials.webhook_secret if isinstance(credentials, CallbackCredentials) else None
         )
         self._webhook_secret = secret.get_secret_value() if secret is not None else ""
+        basic = self.contract.basic_auth
+        # Masked wherever a provider's message is quoted: every secret the requests carry.
+        self._secrets = tuple(
+            filter(
+                None,
+                (
+                    self._api_key,
+                    self._webhook_secret,
+                    basic.password.get_secret_value() if basic else "",
+                    basic.header_value().split()[1] if basic else "",
+                ),
+            )
+        )
         # httpcore looks at every connection of a pool for every request it sends, so
         # its cost per request grows with the pool (a third of a busy loop at 50
         # connections): the connections are split into small pools, and a request
@@ -223,8 +236,9 @@ class JobApiClient(Generic[ResultT]):
                                 creates=creates,
                                 idempotency_key=idempotency_key,
                                 not_created_statuses=self.contract.submit_not_created_statuses,
-                                secrets=tuple(filter(None, (self._api_key, self._webhook_secret))),
+                                secrets=self._secrets,
                                 now=clock.time(),
+                                ratelimit_reset=self.contract.ratelimit_reset,
                             )
                         except TransientRequestError as exc:
                             if attempt == 1 and exc.stale_connection and resend_stale:
@@ -345,7 +359,8 @@ class JobApiClient(Generic[ResultT]):
             binding = CallbackBinding(flow_run=segment)
             return binding, callback_url(base_url, self.provider, flow_run_id)
         nonce = new_nonce()
-        token = capability_token(self._webhook_secret, self.provider, segment, nonce)
+        expires_at = credentials.callback_token_expiry(request)
+        token = capability_token(self._webhook_secret, self.provider, segment, nonce, expires_at)
         binding = CallbackBinding(flow_run=segment, nonce=nonce)
         return binding, callback_url(base_url, self.provider, flow_run_id, token)
 

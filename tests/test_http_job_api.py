@@ -275,11 +275,6 @@ def test_the_block_declares_the_reset_form_in_its_contract():
         generic(ratelimit_reset="minutes")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the client to pass contract.ratelimit_reset through request_json to "
-    "parse_hints (client.py, engine/http.py request_json: not this change's files)",
-)
 async def test_a_delta_reset_holds_the_next_request_until_the_window_resets(clock):
     headers = {"X-RateLimit-Limit": "5", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "30"}
     seen, transport = recording(

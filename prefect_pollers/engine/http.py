@@ -185,6 +185,7 @@ async def request_json(
     not_created_statuses: frozenset[int] = frozenset(),
     secrets: Sequence[str] = (),
     now: float | None = None,
+    ratelimit_reset: RateLimitReset = "epoch",
 ) -> JsonReply:
     """Send one request and return its JSON body, or raise a typed error.
 
@@ -206,6 +207,7 @@ async def request_json(
             nothing: by default every 5xx may have created it).
         secrets: Strings (API keys) masked in provider messages quoted in errors.
         now: Epoch seconds for HTTP-date ``Retry-After`` headers.
+        ratelimit_reset: How the API states ``X-RateLimit-Reset`` (epoch or delta).
 
     Raises:
         AuthenticationError: on 401/403.
@@ -247,7 +249,7 @@ async def request_json(
             stale_connection=stale,
             **where,
         ) from None
-    hints = parse_hints(response.headers, now=now)
+    hints = parse_hints(response.headers, now=now, ratelimit_reset=ratelimit_reset)
     status = response.status_code
     where.update(http_status=status, hints=hints)
     if status >= 400:

@@ -65,7 +65,7 @@ def endpoint_of(credentials: JobApiCredentials[Any]) -> str:
 
 def provider_deduplicates(credentials: JobApiCredentials[Any]) -> bool:
     """Whether the provider creates one job per idempotency header, however often sent."""
-    return bool(getattr(credentials.contract(), "deduplicates_idempotency_key", False))
+    return credentials.contract().dedup_header is not None
 
 
 @dataclass
