@@ -80,6 +80,32 @@ def server_env(database_url: str) -> dict[str, str]:
     }
 
 
+def create_database(url: str, name: str) -> str:
+    """Create database ``name`` beside the one ``url`` names (if absent); its URL.
+
+    The ledger of prefect-pollers lives in a database of its own (``pollers_ledger``)
+    on the PostgreSQL that serves Prefect.
+    """
+    import asyncio
+
+    import asyncpg
+
+    base, _, _ = url.rpartition("/")
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+
+    async def create() -> None:
+        connection = await asyncpg.connect(dsn)
+        try:
+            found = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+            if not found:
+                await connection.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await connection.close()
+
+    asyncio.run(create())
+    return f"{base}/{name}"
+
+
 def _owner() -> dict[str, Any]:
     """``subprocess`` arguments that run PostgreSQL's programs as a user it accepts."""
     if os.geteuid() != 0:

@@ -57,9 +57,31 @@ class Provider:
         return send
 
 
-@pytest.fixture
-async def ledger(tmp_path):
-    ledger = Ledger(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A PostgreSQL for this module (Debian's package, `make postgresql`), stopped after it."""
+    from deployments.postgres import local_postgres
+
+    with local_postgres(durable=False) as url:
+        yield url
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.e2e)],
+)
+async def ledger(request, tmp_path):
+    """A new, empty ledger: a SQLite file, or a database of its own on PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
+    else:
+        from deployments.postgres import create_database
+
+        base = request.getfixturevalue("postgres_url")
+        url = await asyncio.to_thread(create_database, base, f"ledger_{next(_databases)}")
+    ledger = Ledger(url)
     yield ledger
     await ledger.aclose()
 

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from prefect.client.schemas.objects import StateType
 
-from deployments.postgres import local_postgres, server_env
+from deployments.postgres import create_database, local_postgres, server_env
 from prefect_pollers.simulator import SimulatorConfig, SimulatorState, running_simulator
 from tests.processes import PREFECT, Process, free_port, subprocess_env, wait_healthy
 
@@ -113,6 +113,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     frequent_yaml = frequent_copy(workdir)
     with ExitStack() as cleanup, ThreadPoolExecutor(3) as threads:
         database_url = cleanup.enter_context(local_postgres(durable=False))  # stopped last
+        # The ledger on the same PostgreSQL, in a database of its own, as in production.
+        env["PREFECT_POLLERS_LEDGER_URL"] = create_database(database_url, "pollers_ledger")
         server = Process(
             "server",
             [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
