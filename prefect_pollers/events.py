@@ -139,13 +139,16 @@ def emit_callback(
     delivery_id: str,
     nonce: str | None,
     status: JobStatus | None,
+    attestation: str | None = None,
 ) -> None:
     """Emit ``prefect-pollers.job.callback`` for a verified callback.
 
     The event is on the job's resource and related to the flow run named in the
     callback URL, so the waiting process (subscribed to its flow run's callbacks)
     gets it. It carries the token's nonce (not a secret) and, for blocks that trust
-    signed callbacks, the callback's status; never the token or a signature.
+    signed callbacks, the callback's status with the receiver's attestation (a MAC
+    under a key derived from the webhook secret: a wait ends on no status without
+    it); never the token, the secret or a signature.
     """
     with best_effort(_EVENTS):
         emit_event(
@@ -158,6 +161,7 @@ def emit_callback(
                 "delivery_id": delivery_id,
                 "nonce": nonce,
                 "status": status.model_dump(mode="json") if status is not None else None,
+                "attestation": attestation,
             },
         )
 

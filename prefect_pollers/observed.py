@@ -42,7 +42,7 @@ async def observed_wait(
         PollerError: the typed error of a job that did not succeed.
     """
     with tracked(credentials, ref), announcing_stuck(ref.provider, flow_run_id=flow_run_id):
-        async with callback_wakeup(ref) as wakeup:
+        async with callback_wakeup(ref, credentials=credentials) as wakeup:
             return await (client or shared_client(credentials)).wait_for_result(
                 ref,
                 policy,

@@ -6,11 +6,13 @@ the receiver wakes the wait through the inbox (no Prefect here: events off).
 
 import asyncio
 import secrets
+import tempfile
 
 import pytest
 
 from prefect_pollers import ApixoCredentials, HttpJobApi, PollPolicy
 from prefect_pollers.engine import JobState
+from prefect_pollers.ledger.replays import LedgerReplays
 from prefect_pollers.providers.registry import GENERIC_SIMULATOR_API
 from prefect_pollers.serving import BackgroundServer, bind_socket
 from prefect_pollers.simulator import SimulatorConfig
@@ -62,7 +64,10 @@ class Receiver:
 
     def __init__(self, url, *blocks):
         self.inbox = CallbackInbox()
-        self.app = create_webhook_app(blocks, inbox=self.inbox, emit_events=False)
+        ledger = "sqlite+aiosqlite:///" + tempfile.mkdtemp() + "/ledger.db"
+        self.app = create_webhook_app(
+            blocks, inbox=self.inbox, emit_events=False, replays=LedgerReplays(ledger)
+        )
         host, port = url.removeprefix("http://").split(":")
         self.server = BackgroundServer(self.app, host, int(port))
 
@@ -85,7 +90,7 @@ async def run_jobs(block, inbox, requests, policy=None):
 
         async def one(request):
             ref = await client.submit(request)
-            wakeup = inbox.register(ref)
+            wakeup = inbox.register(ref, block.attestation_key())
             try:
                 return ref, await client.wait(ref, policy, wakeup=wakeup)
             finally:

@@ -53,6 +53,18 @@ submits = sa.Table(
 )
 """One row per provider endpoint and idempotency key: the truth about its submit."""
 
+webhook_seen = sa.Table(
+    "pollers_webhook_seen",
+    metadata,
+    sa.Column("provider", sa.String(64), primary_key=True),
+    sa.Column("webhook_id", sa.Text, primary_key=True),
+    sa.Column("seen_at", sa.Float, nullable=False),
+    sa.Column("keep_until", sa.Float, nullable=False),
+    sa.Index("ix_pollers_webhook_seen_keep_until", "keep_until"),
+)
+"""The webhook receiver's replay memory: each callback's delivery id, per provider,
+kept until a replay of it could no longer pass verification (shared by replicas)."""
+
 MIGRATIONS: dict[int, list[str]] = {}
 """SQL that takes the schema from version ``n - 1`` to ``n`` (none yet past 1)."""
 

@@ -9,17 +9,25 @@ slow ``callback_safety_interval`` until the callback wakes it.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import math
+import time
 from abc import ABC
 from typing import Any
 
 import standardwebhooks
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
+from prefect_pollers.engine import JobRef
 from prefect_pollers.providers.base import JobApiCredentials, ResultT
 from prefect_pollers.providers.contract import CallbackScheme, CallbackSpec
 
 MIN_CAPABILITY_SECRET_CHARS = 32
 """The shortest webhook secret accepted for capability tokens (their MAC key)."""
+TOKEN_GRACE_S = 300.0
+"""How long after its job's deadline a capability token is still accepted (late posts)."""
+_ATTESTATION_CONTEXT = b"prefect-pollers/callback-attestation/v1"
 
 
 class CallbackCredentials(JobApiCredentials[ResultT], ABC):
@@ -34,7 +42,10 @@ class CallbackCredentials(JobApiCredentials[ResultT], ABC):
             ``standard-webhooks``, the provider's signing secret (``whsec_...``).
         callback_scheme: Overrides the API's documented scheme.
         trust_signed_callbacks: End a wait on a signed callback's own status,
-            without the confirming status call (Standard Webhooks only).
+            without the confirming status call (Standard Webhooks only). The status
+            reaches a wait in another process only in an event the receiver
+            attested with a key derived from ``webhook_secret``
+            (:meth:`attestation_key`): whoever can write events cannot end a wait.
     """
 
     callback_base_url: str | None = Field(
@@ -94,3 +105,34 @@ class CallbackCredentials(JobApiCredentials[ResultT], ABC):
     def wants_callback(self, request: BaseModel) -> bool:
         """Every request, when callbacks are on."""
         return self.callback_spec() is not None
+
+    def callback_token_expiry(self, request: BaseModel, now: float | None = None) -> int | None:
+        """When the capability token of a job submitted now expires (epoch seconds).
+
+        The job's deadline under the provider's preset for ``request`` (scaled like
+        every policy) plus :data:`TOKEN_GRACE_S`; None when that preset has no deadline.
+        """
+        ref = JobRef(
+            provider=self.provider, job_id="-", context=self.contract().context_of(request)
+        )
+        deadline = self.effective_policy(ref).deadline
+        if deadline is None:
+            return None
+        return math.ceil((time.time() if now is None else now) + deadline + TOKEN_GRACE_S)
+
+    def attestation_key(self) -> bytes | None:
+        """The key a receiver attests trusted callback statuses with (None: not trusted).
+
+        Derived from ``webhook_secret`` (never the secret itself), and only when the
+        block trusts signed callbacks.
+        """
+        spec = self.callback_spec()
+        if (
+            not self.trust_signed_callbacks
+            or spec is None
+            or spec.scheme != "standard-webhooks"
+            or self.webhook_secret is None
+        ):
+            return None
+        secret = self.webhook_secret.get_secret_value().encode()
+        return hmac.new(secret, _ATTESTATION_CONTEXT, hashlib.sha256).digest()

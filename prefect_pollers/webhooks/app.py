@@ -1,11 +1,14 @@
 """The webhook receiver: an ASGI app that verifies callbacks and ends the waits they name.
 
 ``POST /hooks/{provider}/{flow run id or -}[/{token}]``: the body is read up to a
-size limit, verified (:mod:`prefect_pollers.webhooks.verify`), then delivered to
-the waits of this process (:data:`~prefect_pollers.webhooks.inbox.INBOX`) and, for
-waits in other processes, emitted as a ``prefect-pollers.job.callback`` event on
-the job's resource, related to the flow run. Anything wrong is answered with a 4xx
-and one log line without secrets, never a crash. ``GET /health`` gives counters.
+size limit and within a time limit, verified (:mod:`prefect_pollers.webhooks.verify`),
+its delivery id claimed in the replay memory (:mod:`prefect_pollers.ledger.replays`),
+then delivered to the waits of this process
+(:data:`~prefect_pollers.webhooks.inbox.INBOX`) and, for waits in other processes,
+emitted as a ``prefect-pollers.job.callback`` event on the job's resource, related
+to the flow run. Anything wrong is answered with a 4xx (503 when the replay memory
+cannot be reached) and one log line without secrets, never a crash. ``GET /health``
+gives counters.
 
 Run it with ``prefect-pollers webhooks serve``, or mount :func:`create_webhook_app`
 in your own ASGI app. Needs the ``webhooks`` extra (starlette, uvicorn).
@@ -13,6 +16,7 @@ in your own ASGI app. Needs the ``webhooks`` extra (starlette, uvicorn).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections import Counter
@@ -25,13 +29,16 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from prefect_pollers.events import emit_callback
+from prefect_pollers.ledger.replays import LedgerReplays
 from prefect_pollers.providers.base import JobApiCredentials
-from prefect_pollers.webhooks.inbox import INBOX, CallbackInbox, Delivery
+from prefect_pollers.webhooks.inbox import INBOX, CallbackInbox
 from prefect_pollers.webhooks.urls import NO_FLOW_RUN
 from prefect_pollers.webhooks.verify import CallbackVerifier, Rejection, VerifiedCallback
 
 MAX_BODY_BYTES = 256 * 1024
 """The largest callback body accepted (413 beyond)."""
+BODY_TIMEOUT_S = 10.0
+"""The most seconds a client may take to send a body (408 beyond)."""
 
 _log = logging.getLogger("prefect_pollers.webhooks")
 
@@ -64,6 +71,13 @@ class ReceiverStats:
             }
 
 
+async def _read_body_within(request: Request, limit: int, timeout_s: float) -> bytes:
+    try:
+        return await asyncio.wait_for(_read_body(request, limit), timeout_s)
+    except asyncio.TimeoutError:
+        raise Rejection(408, f"the body was not received within {timeout_s:g} s") from None
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -87,8 +101,13 @@ def create_webhook_app(
     inbox: CallbackInbox = INBOX,
     emit_events: bool = True,
     max_body_bytes: int = MAX_BODY_BYTES,
+    body_timeout_s: float = BODY_TIMEOUT_S,
+    replays: LedgerReplays | None = None,
 ) -> Starlette:
     """The receiver of ``blocks``' callbacks.
+
+    Serve it with :func:`~prefect_pollers.serving.uvicorn_server`, which also times
+    out clients that are slow to send their request's headers.
 
     Args:
         blocks: One block per provider whose callbacks it receives (callbacks on,
@@ -97,20 +116,36 @@ def create_webhook_app(
         emit_events: Also emit each callback as a Prefect event, for waits in other
             processes (needs a Prefect API).
         max_body_bytes: The largest body accepted.
+        body_timeout_s: The most seconds a client may take to send the body.
+        replays: The replay memory (None: the ledger of the settings).
 
     Raises:
         ValueError: see :class:`CallbackVerifier`.
     """
     verifier = CallbackVerifier(blocks)
+    memory = replays or LedgerReplays()
     stats = ReceiverStats()
+
+    async def claim(callback: VerifiedCallback) -> None:
+        delivery = callback.delivery
+        try:
+            claimed = await memory.claim(
+                delivery.provider, delivery.delivery_id, callback.remember_until
+            )
+        except Exception as exc:  # the ledger is down: the provider retries later
+            _log.error("the replay memory (ledger) failed: %s", type(exc).__name__)
+            raise Rejection(503, "the replay memory is unavailable; retry later") from None
+        if not claimed:
+            raise Rejection(409, "replayed callback (its delivery id was seen)")
 
     async def receive(request: Request) -> JSONResponse:
         provider = request.path_params["provider"]
         flow_run = request.path_params["flow_run"]
         token = request.path_params.get("token")
         try:
-            body = await _read_body(request, max_body_bytes)
+            body = await _read_body_within(request, max_body_bytes, body_timeout_s)
             callback = verifier.verify(provider, flow_run, token, request.headers, body)
+            await claim(callback)
         except Rejection as rejection:
             known = provider if provider in verifier.providers else "unknown provider"
             _log.warning(
@@ -118,11 +153,12 @@ def create_webhook_app(
             )
             stats.count(rejected=rejection.reason)
             return JSONResponse({"error": rejection.reason}, rejection.status)
-        result = inbox.deliver(_delivery(callback))
+        delivery = callback.delivery
+        result = inbox.deliver(delivery)
         if emit_events:
             _emit(callback)
         stats.count(delivery=result)
-        _log.debug("callback for %s job %s: %s", callback.provider, callback.job_id, result)
+        _log.debug("callback for %s job %s: %s", delivery.provider, delivery.job_id, result)
         return JSONResponse({"accepted": True}, 200)
 
     async def health(request: Request) -> JSONResponse:
@@ -139,22 +175,14 @@ def create_webhook_app(
     return app
 
 
-def _delivery(callback: VerifiedCallback) -> Delivery:
-    return Delivery(
-        provider=callback.provider,
-        job_id=callback.job_id,
-        delivery_id=callback.delivery_id,
-        nonce=callback.nonce,
-        status=callback.status,
-    )
-
-
 def _emit(callback: VerifiedCallback) -> None:
+    delivery = callback.delivery
     emit_callback(
-        provider=callback.provider,
-        job_id=callback.job_id,
+        provider=delivery.provider,
+        job_id=delivery.job_id,
         flow_run=None if callback.flow_run == NO_FLOW_RUN else callback.flow_run,
-        delivery_id=callback.delivery_id,
-        nonce=callback.nonce,
-        status=callback.status,
+        delivery_id=delivery.delivery_id,
+        nonce=delivery.nonce,
+        status=delivery.status,
+        attestation=delivery.attestation,
     )

@@ -13,12 +13,13 @@ from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL
 
 from prefect_pollers.providers.base import JobApiCredentials
-from prefect_pollers.serving import bind_or_report, uvicorn_server
-from prefect_pollers.webhooks.app import MAX_BODY_BYTES, create_webhook_app
+from prefect_pollers.serving import HEADER_TIMEOUT_S, bind_or_report, uvicorn_server
+from prefect_pollers.webhooks.app import BODY_TIMEOUT_S, MAX_BODY_BYTES, create_webhook_app
 
 DESCRIPTION = (
     "Serve the webhook receiver: verify callbacks for the given saved blocks and end the "
-    "waits they name (through Prefect events for waits in other processes)."
+    "waits they name (through Prefect events for waits in other processes). Replays are "
+    "refused across restarts and replicas through the ledger (PREFECT_POLLERS_LEDGER_URL)."
 )
 
 
@@ -39,6 +40,20 @@ def add_webhooks_command(subparsers: argparse._SubParsersAction[argparse.Argumen
     )
     serve.add_argument(
         "--max-body-bytes", type=int, default=MAX_BODY_BYTES, help="largest body accepted"
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        default=HEADER_TIMEOUT_S,
+        metavar="SECONDS",
+        help="close a connection whose request headers take longer",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        default=BODY_TIMEOUT_S,
+        metavar="SECONDS",
+        help="answer 408 to a request whose body takes longer",
     )
     serve.add_argument(
         "--log-level",
@@ -75,7 +90,9 @@ def run_webhooks_cli(args: argparse.Namespace) -> int:
         return 2
     try:
         app = create_webhook_app(
-            asyncio.run(_load_blocks(args.blocks)), max_body_bytes=args.max_body_bytes
+            asyncio.run(_load_blocks(args.blocks)),
+            max_body_bytes=args.max_body_bytes,
+            body_timeout_s=args.body_timeout,
         )
     except ValueError as exc:
         print(f"webhooks: {exc}", file=sys.stderr)
@@ -89,7 +106,13 @@ def run_webhooks_cli(args: argparse.Namespace) -> int:
     )
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            uvicorn_server(app, log_level=args.log_level, embedded=False).run(sockets=[sock])
+            server = uvicorn_server(
+                app,
+                log_level=args.log_level,
+                embedded=False,
+                header_timeout_s=args.header_timeout,
+            )
+            server.run(sockets=[sock])
     finally:
         sock.close()
     return 0

@@ -4,18 +4,28 @@ A wait registers its job and gets a :class:`~prefect_pollers.engine.Wakeup`; a
 verified callback, received by a receiver in this process or from Prefect's event
 stream, is delivered here and wakes it. A callback for a job no wait has registered
 yet (it arrived before the submit response, or between a retried task's runs) is
-kept for a while and wakes the wait as soon as it registers: none is lost. One
-callback delivered twice (directly and through the event stream, or duplicated by
-the provider) wakes a wait once.
+kept for a while and wakes the wait as soon as it registers: none is lost. It is
+kept under its job *and* its token's nonce, so another job's callback naming the
+same job cannot displace it. One callback delivered twice (directly and through the
+event stream, or duplicated by the provider) wakes a wait once.
+
+A callback wakes a wait; it ends one only with a status the wait trusts: its block
+trusts signed callbacks (it registers with the block's attestation key) and the
+receiver attested the status with that key. Anyone can write an event; no one
+without the block's webhook secret can attest one.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from prefect_pollers.engine import JobRef, JobStatus, Wakeup
@@ -29,6 +39,8 @@ MAX_SEEN = 100_000
 
 DeliveryResult = Literal["woken", "kept", "duplicate", "mismatched"]
 
+_Kept = tuple[str, str, str | None]  # provider, job id, nonce
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -39,7 +51,10 @@ class Delivery:
         job_id: The job the callback names.
         delivery_id: Unique per callback (the ``webhook-id``, or a digest).
         nonce: The capability token's nonce (None for a signed callback).
-        status: The callback's own status, when its block trusts signed callbacks.
+        status: The callback's own status, when the receiver's block trusts signed
+            callbacks; a wait takes it only when :attr:`attestation` is valid under
+            the wait's own key (:meth:`trusted_status`).
+        attestation: The receiver's MAC of this callback (see :meth:`attest`).
     """
 
     provider: str
@@ -47,6 +62,43 @@ class Delivery:
     delivery_id: str
     nonce: str | None = None
     status: JobStatus | None = None
+    attestation: str | None = field(default=None, repr=False)
+
+    def _mac(self, key: bytes) -> str:
+        claim = {
+            "provider": self.provider,
+            "job_id": self.job_id,
+            "delivery_id": self.delivery_id,
+            "nonce": self.nonce,
+            "status": self.status.model_dump(mode="json") if self.status else None,
+        }
+        message = json.dumps(claim, sort_keys=True, separators=(",", ":")).encode()
+        digest = hmac.new(key, message, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    def attest(self, key: bytes) -> Delivery:
+        """This callback with the receiver's attestation under ``key``.
+
+        Args:
+            key: The block's attestation key
+                (:meth:`~prefect_pollers.providers.callbacks.CallbackCredentials.attestation_key`).
+        """
+        return Delivery(
+            self.provider, self.job_id, self.delivery_id, self.nonce, self.status, self._mac(key)
+        )
+
+    def trusted_status(self, key: bytes | None) -> JobStatus | None:
+        """The status a wait with attestation key ``key`` may end on (None: confirm by a poll)."""
+        if key is None or self.status is None or self.attestation is None:
+            return None
+        return self.status if hmac.compare_digest(self._mac(key), self.attestation) else None
+
+
+@dataclass(frozen=True)
+class _Wait:
+    nonce: str | None
+    key: bytes | None = field(repr=False)
+    wakeup: Wakeup
 
 
 class CallbackInbox:
@@ -69,30 +121,33 @@ class CallbackInbox:
         self._max_kept = max_kept
         self._now = now
         self._lock = threading.Lock()
-        self._waits: dict[tuple[str, str], list[tuple[str | None, Wakeup]]] = {}
-        self._kept: OrderedDict[tuple[str, str], tuple[float, Delivery]] = OrderedDict()
+        self._waits: dict[tuple[str, str], list[_Wait]] = {}
+        self._kept: OrderedDict[_Kept, tuple[float, Delivery]] = OrderedDict()
         self._seen: OrderedDict[str, None] = OrderedDict()
 
-    def register(self, ref: JobRef) -> Wakeup:
+    def register(self, ref: JobRef, trust: bytes | None = None) -> Wakeup:
         """A wake-up for ``ref``'s wait; already set if its callback came first.
 
         Call it on the wait's event loop.
+
+        Args:
+            ref: The job.
+            trust: The attestation key of its block when the block trusts signed
+                callbacks: the wait then ends on a status attested with it.
         """
-        wakeup = Wakeup()
-        nonce = ref.callback.nonce if ref.callback else None
-        key = (ref.provider, ref.job_id)
+        wait = _Wait(ref.callback.nonce if ref.callback else None, trust, Wakeup())
         with self._lock:
-            self._waits.setdefault(key, []).append((nonce, wakeup))
-            kept = self._kept.pop(key, None)
-        if kept is not None and self._matches(nonce, kept[1]):
-            wakeup.set(kept[1].status)
-        return wakeup
+            self._waits.setdefault((ref.provider, ref.job_id), []).append(wait)
+            kept = self._kept.pop((ref.provider, ref.job_id, wait.nonce), None)
+        if kept is not None:
+            wait.wakeup.set(kept[1].trusted_status(trust))
+        return wait.wakeup
 
     def unregister(self, ref: JobRef, wakeup: Wakeup) -> None:
         """Forget a wait (its job ended, or the wait stopped)."""
         key = (ref.provider, ref.job_id)
         with self._lock:
-            waits = [entry for entry in self._waits.get(key, []) if entry[1] is not wakeup]
+            waits = [wait for wait in self._waits.get(key, []) if wait.wakeup is not wakeup]
             if waits:
                 self._waits[key] = waits
             else:
@@ -114,11 +169,13 @@ class CallbackInbox:
                 self._seen.popitem(last=False)
             waits = list(self._waits.get(key, []))
             if not waits:
-                self._keep(key, delivery)
+                self._keep((*key, delivery.nonce), delivery)
                 return "kept"
-        woken = [wakeup for nonce, wakeup in waits if self._matches(nonce, delivery)]
-        for wakeup in woken:
-            wakeup.set(delivery.status)
+        # A capability-URL wait is woken only by its own token; a signed-scheme wait
+        # by any verified callback that names its job.
+        woken = [wait for wait in waits if wait.nonce is None or wait.nonce == delivery.nonce]
+        for wait in woken:
+            wait.wakeup.set(delivery.trusted_status(wait.key))
         return "woken" if woken else "mismatched"
 
     def waiting(self) -> int:
@@ -126,7 +183,7 @@ class CallbackInbox:
         with self._lock:
             return len(self._waits)
 
-    def _keep(self, key: tuple[str, str], delivery: Delivery) -> None:
+    def _keep(self, key: _Kept, delivery: Delivery) -> None:
         now = self._now()
         self._kept[key] = (now, delivery)
         self._kept.move_to_end(key)
@@ -135,12 +192,6 @@ class CallbackInbox:
             or next(iter(self._kept.values()))[0] < now - self._keep_s
         ):
             self._kept.popitem(last=False)
-
-    @staticmethod
-    def _matches(nonce: str | None, delivery: Delivery) -> bool:
-        # A capability-URL wait is woken only by its own token; a signed-scheme wait
-        # by any verified callback that names its job.
-        return nonce is None or delivery.nonce == nonce
 
 
 INBOX = CallbackInbox()

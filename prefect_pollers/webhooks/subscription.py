@@ -27,11 +27,12 @@ from prefect.events.filters import (
     EventRelatedFilter,
     EventResourceFilter,
 )
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from prefect_pollers.engine import JobRef, JobStatus, Wakeup
 from prefect_pollers.events import CALLBACK_EVENT, EVENT_PREFIX
 from prefect_pollers.providers.base import JobApiCredentials
+from prefect_pollers.providers.callbacks import CallbackCredentials
 from prefect_pollers.webhooks.inbox import INBOX, CallbackInbox, Delivery
 from prefect_pollers.webhooks.urls import NO_FLOW_RUN, flow_run_segment
 
@@ -46,20 +47,30 @@ _log = logging.getLogger("prefect_pollers.webhooks")
 
 
 def delivery_from_event(event: Event) -> Delivery | None:
-    """The callback a ``prefect-pollers.job.callback`` event carries (None if malformed)."""
+    """The callback a ``prefect-pollers.job.callback`` event carries (None if malformed).
+
+    Its status and attestation are kept as they came: a wait ends on the status
+    only if the attestation is valid under its own block's key
+    (:meth:`~prefect_pollers.webhooks.inbox.Delivery.trusted_status`).
+    """
     payload: dict[str, Any] = event.payload
     provider, job_id = payload.get("provider"), payload.get("job_id")
     delivery_id = payload.get("delivery_id")
     if not all(isinstance(v, str) and v for v in (provider, job_id, delivery_id)):
         return None
-    nonce = payload.get("nonce")
-    status = payload.get("status")
+    nonce, status = payload.get("nonce"), payload.get("status")
+    attestation = payload.get("attestation")
+    try:
+        parsed = JobStatus.model_validate(status) if isinstance(status, dict) else None
+    except ValidationError:
+        parsed = None
     return Delivery(
         provider=str(provider),
         job_id=str(job_id),
         delivery_id=str(delivery_id),
         nonce=nonce if isinstance(nonce, str) else None,
-        status=JobStatus.model_validate(status) if isinstance(status, dict) else None,
+        status=parsed,
+        attestation=attestation if isinstance(attestation, str) else None,
     )
 
 
@@ -181,17 +192,23 @@ async def subscribed(
 
 @contextlib.asynccontextmanager
 async def callback_wakeup(
-    ref: JobRef, inbox: CallbackInbox = INBOX
+    ref: JobRef,
+    inbox: CallbackInbox = INBOX,
+    *,
+    credentials: JobApiCredentials[Any] | None = None,
 ) -> AsyncIterator[Wakeup | None]:
     """The wake-up of ``ref``'s wait while it runs (None when it has no callback).
 
     The job is registered in the inbox (a callback that came first wakes it at
-    once) and its flow run's event subscription is held open.
+    once) and its flow run's event subscription is held open. A callback ends the
+    wait on its own status only when ``credentials`` trusts signed callbacks and the
+    receiver attested the status with its key; otherwise the wait confirms by a poll.
     """
     if ref.callback is None:
         yield None
         return
-    wakeup = inbox.register(ref)
+    trust = credentials.attestation_key() if isinstance(credentials, CallbackCredentials) else None
+    wakeup = inbox.register(ref, trust)
     try:
         async with subscribed(ref.provider, ref.callback.flow_run, inbox):
             yield wakeup

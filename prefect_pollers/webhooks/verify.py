@@ -6,37 +6,34 @@ Two schemes (:data:`~prefect_pollers.providers.contract.CallbackScheme`):
   ``webhook-signature`` headers, an HMAC-SHA256 over id, timestamp and body under the
   block's secret, checked by the maintained ``standardwebhooks`` package (timestamps
   outside ±5 minutes are refused there);
-- ``capability-url``: the per-job token in the URL, checked in constant time
-  (:mod:`prefect_pollers.webhooks.urls`).
+- ``capability-url``: the per-job token in the URL, checked in constant time, and
+  refused after its expiry (:mod:`prefect_pollers.webhooks.urls`).
 
-Then the body must be a JSON object naming a job, and a delivery id (the
-``webhook-id``, or a digest of the token and body) seen in the last
-``replay_window_s`` is refused as a replay. A refusal is a :class:`Rejection`: an
-HTTP status and a reason that names no secret.
+Then the body must be a JSON object naming a job. Its delivery id (the
+``webhook-id``, or a digest of the token and body) is what the receiver's replay
+memory claims, per provider (:mod:`prefect_pollers.ledger.replays`). A refusal is a
+:class:`Rejection`: an HTTP status and a reason that names no secret.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import standardwebhooks
 
-from prefect_pollers.engine import JobStatus, PollerError
+from prefect_pollers.engine import PollerError
 from prefect_pollers.providers.base import JobApiCredentials
 from prefect_pollers.providers.callbacks import CallbackCredentials
-from prefect_pollers.webhooks.urls import token_nonce, valid_flow_run_segment
+from prefect_pollers.webhooks.inbox import Delivery
+from prefect_pollers.webhooks.urls import token_claim, valid_flow_run_segment
 
 REPLAY_WINDOW_S = 900.0
-"""How long a delivery id is remembered (longer than the ±5 min timestamp tolerance)."""
-MAX_REMEMBERED = 200_000
-"""The most delivery ids remembered."""
+"""How long a delivery id is remembered at least (longer than the ±5 min tolerance)."""
 
 
 class Rejection(Exception):
@@ -55,32 +52,28 @@ class Rejection(Exception):
 
 @dataclass(frozen=True)
 class VerifiedCallback:
-    """A callback that passed every check.
+    """A callback that passed every check (replays aside).
 
     Attributes:
-        provider: The provider's short name.
         flow_run: The flow-run segment of its URL (a flow run id, or ``-``).
-        job_id: The job it names.
-        delivery_id: Its ``webhook-id``, or a digest of its token and body.
-        nonce: The capability token's nonce (None for a signed callback).
-        status: Its own status, when the block trusts signed callbacks.
+        delivery: What is delivered to waits (attested, when its block trusts
+            signed callbacks and it carries a status).
+        remember_until: Until when (epoch seconds) its delivery id must be
+            remembered to refuse a replay: past the signature's timestamp tolerance,
+            or the capability token's expiry.
     """
 
-    provider: str
     flow_run: str
-    job_id: str
-    delivery_id: str
-    nonce: str | None
-    status: JobStatus | None
+    delivery: Delivery
+    remember_until: float
 
 
 class CallbackVerifier:
-    """Checks callbacks for a set of blocks; remembers delivery ids to refuse replays.
+    """Checks callbacks for a set of blocks (one per provider name).
 
     Args:
-        blocks: The blocks whose callbacks are received (one per provider name).
-        replay_window_s: How long a delivery id is remembered.
-        now: Monotonic seconds (tests pass their own).
+        blocks: The blocks whose callbacks are received.
+        now: Epoch seconds (tests pass their own): token expiries are wall-clock times.
 
     Raises:
         ValueError: two blocks of one provider name, or a block with callbacks off.
@@ -90,8 +83,7 @@ class CallbackVerifier:
         self,
         blocks: Sequence[JobApiCredentials[Any]],
         *,
-        replay_window_s: float = REPLAY_WINDOW_S,
-        now: Callable[[], float] = time.monotonic,
+        now: Callable[[], float] = time.time,
     ) -> None:
         self._blocks: dict[str, CallbackCredentials[Any]] = {}
         for block in blocks:
@@ -103,15 +95,12 @@ class CallbackVerifier:
                     "webhook_secret on the block)"
                 )
             self._blocks[block.provider] = block
-        self._replay_window_s = replay_window_s
         self._now = now
-        self._seen: OrderedDict[str, float] = OrderedDict()
-        self._lock = threading.Lock()
 
     @property
     def providers(self) -> list[str]:
-        """The providers whose callbacks are received."""
-        return list(self._blocks)
+        """The provider names whose callbacks are received."""
+        return sorted(self._blocks)
 
     def verify(
         self,
@@ -121,7 +110,11 @@ class CallbackVerifier:
         headers: Mapping[str, str],
         body: bytes,
     ) -> VerifiedCallback:
-        """Check one callback; raise :class:`Rejection` for anything wrong with it."""
+        """Check one callback; raise :class:`Rejection` for anything wrong with it.
+
+        Replays are not checked here: the caller claims :attr:`VerifiedCallback.delivery_id`
+        in its replay memory (:class:`~prefect_pollers.ledger.replays.LedgerReplays`).
+        """
         block = self._blocks.get(provider)
         if block is None or not valid_flow_run_segment(flow_run):
             raise Rejection(404, "unknown callback URL")
@@ -129,11 +122,18 @@ class CallbackVerifier:
         if spec is None or block.webhook_secret is None:  # checked when built
             raise Rejection(404, "unknown callback URL")
         secret = block.webhook_secret.get_secret_value()
+        now = self._now()
         nonce = None
+        remember_until = now + REPLAY_WINDOW_S
         if spec.scheme == "capability-url":
-            nonce = token_nonce(secret, provider, flow_run, token) if token else None
-            if nonce is None:
+            claim = token_claim(secret, provider, flow_run, token) if token else None
+            if claim is None:
                 raise Rejection(404, "unknown callback token")
+            if claim.expires_at is not None:
+                if now > claim.expires_at:
+                    raise Rejection(410, "the callback token expired with its job's deadline")
+                remember_until = max(remember_until, claim.expires_at)
+            nonce = claim.nonce
         else:
             if token is not None:
                 raise Rejection(404, "unknown callback URL")
@@ -151,26 +151,16 @@ class CallbackVerifier:
             delivery_id = "webhook-id:" + _header(headers, "webhook-id")
         else:
             delivery_id = "sha256:" + hashlib.sha256(f"{token}\0".encode() + body).hexdigest()
-        self._remember(delivery_id)
-        status = None
-        if block.trust_signed_callbacks and spec.scheme == "standard-webhooks":
+        delivery = Delivery(provider, job_id, delivery_id, nonce)
+        key = block.attestation_key()
+        if key is not None:
             try:
                 status = block.contract().callback_status(provider, job_id, parsed)
             except PollerError:
                 status = None  # no readable status: the wait confirms with a poll
-        return VerifiedCallback(provider, flow_run, job_id, delivery_id, nonce, status)
-
-    def _remember(self, delivery_id: str) -> None:
-        now = self._now()
-        with self._lock:
-            while self._seen and (
-                len(self._seen) >= MAX_REMEMBERED
-                or next(iter(self._seen.values())) < now - self._replay_window_s
-            ):
-                self._seen.popitem(last=False)
-            if delivery_id in self._seen:
-                raise Rejection(409, "replayed callback (its delivery id was seen)")
-            self._seen[delivery_id] = now
+            if status is not None:
+                delivery = replace(delivery, status=status).attest(key)
+        return VerifiedCallback(flow_run, delivery, remember_until)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str:
