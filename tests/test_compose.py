@@ -182,3 +182,16 @@ def test_the_image_installs_the_package_with_the_receiver_s_extra() -> None:
         assert (DEPLOYMENTS / build["context"] / build["dockerfile"]).resolve() == (
             DEPLOYMENTS / "Dockerfile"
         ), name
+
+
+def test_the_workers_and_the_poller_share_a_ledger_database_on_postgres() -> None:
+    found = services()
+    postgres = found["postgres"]
+    assert "./postgres-init:/docker-entrypoint-initdb.d:ro" in postgres["volumes"]
+    init = (DEPLOYMENTS / "postgres-init" / "10-pollers-ledger.sql").read_text()
+    assert "CREATE DATABASE pollers_ledger" in init
+    urls = {
+        found[name]["environment"]["PREFECT_POLLERS_LEDGER_URL"] for name in ("worker", "poller")
+    }
+    password = postgres["environment"]["POSTGRES_PASSWORD"]
+    assert urls == {f"postgresql://prefect:{password}@postgres:5432/pollers_ledger"}
