@@ -9,6 +9,7 @@ runs are resumed through the API: the path taken when the resume event is lost.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,17 +19,21 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.states import Cancelled, Suspended
 
-from prefect_pollers import ExonaCredentials, Outcome, PollPolicy, shared_client
+from flows.generic_jobs import simulator_generic_api
+from prefect_pollers import BatchItem, BatchOutcome, ExonaCredentials, Outcome, PollPolicy
+from prefect_pollers.client import shared_client
 from prefect_pollers.durable.poller import PollerService, shard_of
 from prefect_pollers.durable.records import (
     HandedOverJob,
     Handover,
     batch_id,
-    durable_store,
+    durable_records,
     read_outcomes,
     suspend_key,
     write_handover,
+    write_outcomes,
 )
+from prefect_pollers.ledger.durable_rows import open_handover_runs
 from prefect_pollers.simulator import SimulatorConfig
 from tests.constants import SIM_SCALE
 
@@ -36,14 +41,18 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 POLICY = PollPolicy(interval=1, deadline=600)
 
 
-async def suspended_run_with_jobs(sim, jobs: int) -> tuple[str, Handover]:
-    """A deployment's flow run, Suspended, whose ``jobs`` Exona scans are handed over."""
+async def suspended_run_with_jobs(sim, jobs: int, generic: bool = False) -> tuple[str, Handover]:
+    """A deployment's flow run, Suspended, whose ``jobs`` Exona scans (or generic jobs,
+    which have a cancel endpoint) are handed over."""
     name = f"durable-{uuid.uuid4().hex[:8]}"
-    credentials = ExonaCredentials(
-        api_key="sim-key", base_url=sim.base_url("exona"), policy_scale=SIM_SCALE
-    )
-    await credentials.save(name)
-    credentials = await ExonaCredentials.aload(name)
+    if generic:
+        block = simulator_generic_api(sim.base_url("generic"), "sim-key", policy_scale=SIM_SCALE)
+    else:
+        block = ExonaCredentials(
+            api_key="sim-key", base_url=sim.base_url("exona"), policy_scale=SIM_SCALE
+        )
+    await block.save(name)
+    credentials = await type(block).aload(name)
     keys = [f"{name}:{i}" for i in range(jobs)]
     batch = batch_id(keys)
     async with get_client() as client:
@@ -57,7 +66,9 @@ async def suspended_run_with_jobs(sim, jobs: int) -> tuple[str, Handover]:
     refs = [
         await client_.submit(
             credentials.parse_request(
-                {"company_name": f"Co {i}", "company_website": f"https://d{i}.example"}
+                {"kind": "render", "params": {"i": i}}
+                if generic
+                else {"company_name": f"Co {i}", "company_website": f"https://d{i}.example"}
             ),
             idempotency_key=key,
         )
@@ -66,12 +77,12 @@ async def suspended_run_with_jobs(sim, jobs: int) -> tuple[str, Handover]:
     handover = Handover(
         flow_run_id=str(run.id),
         batch_id=batch,
-        block_type_slug="exona-credentials",
+        block_type_slug=type(block).get_block_type_slug(),
         block_document_name=name,
         policy=POLICY,
         jobs=[HandedOverJob(key=k, label=k, ref=ref) for k, ref in zip(keys, refs, strict=True)],
     )
-    await write_handover(durable_store(), handover)
+    await write_handover(durable_records(), handover)
     return str(run.id), handover
 
 
@@ -102,8 +113,8 @@ async def until(check, timeout: float = 30.0) -> None:
 async def test_jobs_are_waited_for_recorded_and_the_run_resumed(sim):
     run_id, handover = await suspended_run_with_jobs(sim, jobs=3)
     async with serving(PollerService(scan_interval=0.2, resume_grace=0.2)) as service:
-        await until(lambda: _is(list(service.resumed), [run_id]))
-    outcomes = await read_outcomes(durable_store(), run_id, handover.batch_id)
+        await until(lambda: _is_in(run_id, service.resumed))
+    outcomes = await read_outcomes(durable_records(), run_id, handover.batch_id)
     assert {key: o.outcome for key, o in outcomes.items()} == {
         job.key: Outcome.SUCCEEDED for job in handover.jobs
     }
@@ -116,7 +127,7 @@ async def test_jobs_are_waited_for_recorded_and_the_run_resumed(sim):
 async def test_a_poller_stopped_mid_wait_loses_nothing_and_polls_nothing_twice(sim):
     sim.state.config = SimulatorConfig(time_scale=SIM_SCALE, seed=3, exona_duration=(20, 400))
     run_id, handover = await suspended_run_with_jobs(sim, jobs=6)
-    store = durable_store()
+    store = durable_records()
     async with serving(PollerService(scan_interval=0.2, resume_grace=0.2)):
         await until(lambda: _has_outcomes(store, run_id, handover.batch_id, at_least=1))
     first = await read_outcomes(store, run_id, handover.batch_id)
@@ -124,7 +135,7 @@ async def test_a_poller_stopped_mid_wait_loses_nothing_and_polls_nothing_twice(s
     calls = dict(sim.state.stats()["exona"]["status_calls_per_job"])
 
     async with serving(PollerService(scan_interval=0.2, resume_grace=0.2)) as again:
-        await until(lambda: _is(list(again.resumed), [run_id]))
+        await until(lambda: _is_in(run_id, again.resumed))
     outcomes = await read_outcomes(store, run_id, handover.batch_id)
     assert set(outcomes) == {job.key for job in handover.jobs}
     after = sim.state.stats()["exona"]["status_calls_per_job"]
@@ -153,16 +164,35 @@ async def test_a_cancelled_run_is_dropped(sim):
         async with get_client() as client:
             await client.set_flow_run_state(UUID(run_id), Cancelled(), force=True)
         await until(lambda: _is_not_in(run_id, service.watching))
-    assert not service.resumed
+    assert run_id not in service.resumed
+
+
+@pytest.mark.slow  # 8 s
+async def test_a_run_cancelled_while_no_poller_watched_gets_its_pending_jobs_cancelled(sim):
+    sim.state.config = SimulatorConfig(time_scale=SIM_SCALE, seed=3, never_finish_rate=1.0)
+    run_id, handover = await suspended_run_with_jobs(sim, jobs=3, generic=True)
+    done = handover.jobs[0]  # its outcome is recorded: nothing to cancel
+    item = BatchItem(label=done.label, key=done.key, request=None)
+    outcome = BatchOutcome.of_exception(item, RuntimeError("ended"))
+    await write_outcomes(durable_records(), run_id, handover.batch_id, {done.key: outcome})
+    async with get_client() as client:  # cancelled with no poller running
+        await client.set_flow_run_state(UUID(run_id), Cancelled(), force=True)
+    assert run_id in await open_handover_runs(durable_records().ledger)
+
+    async with serving(PollerService(scan_interval=0.2)) as service:
+        await until(lambda: _is_not_in(run_id, open_handover_runs(durable_records().ledger)))
+        assert run_id not in service.watching and run_id not in service.resumed
+    generic = sim.state.stats()["generic"]
+    assert generic["cancels"] == 2  # the two jobs without an outcome, found from the ledger
 
 
 async def test_a_failing_progress_artifact_never_fails_the_wait(sim):
     run_id, handover = await suspended_run_with_jobs(sim, jobs=2)
     missing = handover.model_copy(update={"progress_artifact_id": uuid.uuid4()})
-    await write_handover(durable_store(), missing)  # its artifact updates are refused
+    await write_handover(durable_records(), missing)  # its artifact updates are refused
     async with serving(PollerService(scan_interval=0.2, resume_grace=0.2)) as service:
-        await until(lambda: _is(list(service.resumed), [run_id]))
-    assert len(await read_outcomes(durable_store(), run_id, handover.batch_id)) == 2
+        await until(lambda: _is_in(run_id, service.resumed))
+    assert len(await read_outcomes(durable_records(), run_id, handover.batch_id)) == 2
 
 
 async def test_a_run_whose_block_was_deleted_backs_off(sim):
@@ -185,15 +215,13 @@ def test_a_shard_out_of_range_is_refused():
         PollerService(shard=2, shards=2)
 
 
-async def _is(value, expected) -> bool:
-    return value == expected
-
-
 async def _is_in(item, collection) -> bool:
     return item in collection
 
 
 async def _is_not_in(item, collection) -> bool:
+    if inspect.isawaitable(collection):
+        collection = await collection
     return item not in collection
 
 
@@ -202,8 +230,8 @@ async def _has_outcomes(store, run_id: str, batch: str, at_least: int) -> bool:
 
 
 def test_recorded_outcomes_come_back_typed_and_refuse_what_is_no_result_model():
-    from prefect_pollers import BatchItem, BatchOutcome, ExonaScanResult
     from prefect_pollers.durable.records import dump_outcome, load_outcome
+    from prefect_pollers.providers.exona import ExonaScanResult
 
     result = ExonaScanResult.model_validate(
         {"job_id": "scan_1", "company_name": "Co", "company_website": "https://co.example"}

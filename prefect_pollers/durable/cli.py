@@ -13,11 +13,16 @@ from prefect.settings import PREFECT_API_URL
 from prefect_pollers.client import close_shared_clients
 from prefect_pollers.durable.poller import LOGGER, PollerService
 from prefect_pollers.durable.resume import ensure_resume_automation
+from prefect_pollers.ledger.leases import HEARTBEAT_S, SHARDS
 
 DESCRIPTION = (
     "Wait for the jobs that suspended flow runs handed over (run_batch(durable=...)) and "
-    "resume each run when its jobs have ended. Run one per shard beside your workers; it "
-    "needs PREFECT_API_URL and the workers' result storage."
+    "resume each run when its jobs have ended. Start one or more beside your workers: "
+    "pollers share the flow runs by leasing shards in the ledger, and a stopped poller's "
+    "shards move to the others within two heartbeats. It needs PREFECT_API_URL and the "
+    "workers' ledger: PREFECT_POLLERS_LEDGER_URL (default: a SQLite file under "
+    "PREFECT_HOME, for one machine; for pollers and workers on several machines set it to "
+    "one PostgreSQL URL everywhere)."
 )
 
 
@@ -38,9 +43,23 @@ def add_poller_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     poller.add_argument(
         "--shard",
         type=_shard,
-        default=(0, 1),
+        default=None,
         metavar="I/N",
-        help="this poller's shard of N (flow runs by a digest of their id; default 0/1)",
+        help="a static shard instead of leases: this poller takes shard I of N (flow runs "
+        "by a digest of their id) and nobody takes over when it stops",
+    )
+    poller.add_argument(
+        "--shards",
+        type=int,
+        default=SHARDS,
+        help=f"how many shards pollers lease (the same on every poller; default {SHARDS})",
+    )
+    poller.add_argument(
+        "--heartbeat",
+        type=float,
+        default=HEARTBEAT_S,
+        help="seconds between two lease heartbeats; a stopped poller's shards move within "
+        f"twice that (default {HEARTBEAT_S:g})",
     )
     poller.add_argument(
         "--scan-interval", type=float, default=5.0, help="seconds between looks for work"
@@ -61,10 +80,11 @@ def add_poller_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
 async def _serve(args: argparse.Namespace) -> None:
     if not args.no_automation:
         await ensure_resume_automation()
-    shard, shards = args.shard
+    shard, shards = args.shard if args.shard is not None else (None, args.shards)
     service = PollerService(
         shard=shard,
         shards=shards,
+        heartbeat=args.heartbeat,
         scan_interval=args.scan_interval,
         resume_grace=0.0 if args.no_automation else args.resume_grace,
     )

@@ -3,12 +3,20 @@
 A durable batch submits every item (bounded by ``concurrency``, each ref recorded as
 in any batch), waits in process for up to ``DurableWait.handover_after`` seconds, and
 hands the jobs still running (expected to run long) to the poller service: it records
-a :class:`~prefect_pollers.durable.records.Handover` and suspends the flow run with
-a key stable for the batch and a timeout from the policy's deadline. The flow-run
-process exits; its infrastructure is released. When the poller has recorded every
+a :class:`~prefect_pollers.durable.records.Handover` (a ledger row) and suspends the
+flow run with a key stable for the batch and **no timeout**. The flow-run process
+exits; its infrastructure is released. When the poller has recorded every
 outcome it resumes the run, which re-runs from the top: the submits find their
 recorded refs (nothing is submitted again) and this wait returns the recorded
 outcomes without a poll.
+
+Why no suspend timeout: Prefect fails a suspended run whose timeout has passed, and
+refuses to resume it, even when the poller has recorded every outcome (it was down
+for longer, say). The deadlines are the poller's instead: each job's wait ends at its
+policy's deadline, counted from its submission (a poller started late records the
+timeout outcome at its first look), and the run is resumed with that outcome. A run
+whose policy has no deadline waits as long as its jobs run; cancel it to give up
+(its remote jobs are then cancelled, see :mod:`prefect_pollers.durable.poller`).
 
 Two lines of a suspension are Prefect's own, not ours: its async flow engine logs
 ``Finished in state Suspended(...)`` at ERROR for every state but Completed
@@ -18,7 +26,6 @@ Our INFO line just before says what the run waits for (:func:`waiting_for`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -40,7 +47,7 @@ from prefect_pollers.durable.records import (
     HandedOverJob,
     Handover,
     batch_id,
-    durable_store,
+    durable_records,
     read_handover,
     read_outcomes,
     suspend_key,
@@ -50,8 +57,6 @@ from prefect_pollers.engine import Clock, JobRef, PollPolicy, current_clock, use
 from prefect_pollers.observed import observed_wait
 from prefect_pollers.providers.base import JobApiCredentials, ResultT
 
-SUSPEND_TIMEOUT_MARGIN_S = 600
-"""Added to the latest job deadline: the poller records the timeout outcome first."""
 NAMED_JOBS = 10
 """How many job ids the handover's log line names."""
 
@@ -194,17 +199,6 @@ async def wait_handed_over(
     )
 
 
-def _suspend_timeout(handover: Handover, credentials: JobApiCredentials[Any]) -> int | None:
-    ends = []
-    for job in handover.jobs:
-        deadline = credentials.effective_policy(job.ref, handover.policy).deadline
-        if deadline is None:
-            return None
-        ends.append(job.ref.submitted_at.timestamp() + deadline)
-    now = datetime.now(timezone.utc).timestamp()
-    return math.ceil(max(ends) - now) + SUSPEND_TIMEOUT_MARGIN_S
-
-
 async def run_batch_durably(
     credentials: JobApiCredentials[ResultT],
     items: Sequence[BatchItem],
@@ -223,10 +217,10 @@ async def run_batch_durably(
     slug, name = _require_saved_block(credentials)
     logger = get_run_logger()
     batch = batch_id([item.key for item in items])
-    store = durable_store()
-    handover = await read_handover(store, flow_run_id, batch)
+    records = durable_records()
+    handover = await read_handover(records, flow_run_id, batch)
     if handover is not None:
-        recorded = {**handover.finished, **await read_outcomes(store, flow_run_id, batch)}
+        recorded = {**handover.finished, **await read_outcomes(records, flow_run_id, batch)}
         if all(item.key in recorded for item in items):
             if handover.progress_artifact_id is not None:
                 progress = BatchProgress(title, len(items))
@@ -271,7 +265,7 @@ async def run_batch_durably(
         title=title,
         progress_artifact_id=progress.artifact_id,
     )
-    await write_handover(store, handover)
+    await write_handover(records, handover)
     return await _after_handover(credentials, items, handover, dict(finished), title)
 
 
@@ -305,10 +299,7 @@ async def _after_handover(
         ids,
         more,
     )
-    await asuspend_flow_run(
-        key=suspend_key(handover.batch_id),
-        timeout=_suspend_timeout(handover, credentials),
-    )
+    await asuspend_flow_run(key=suspend_key(handover.batch_id), timeout=None)  # see the module
     logger.warning(
         "%s: resumed before the poller service recorded %d outcomes: waiting for them here",
         title,

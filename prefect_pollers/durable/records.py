@@ -1,14 +1,17 @@
 """What a durable wait hands over, and what the poller service hands back.
 
-Both are JSON records (a poller or flow of a later version reads them, new fields
-taking their defaults) in Prefect's default result storage (``~/.prefect/storage``,
-or the block named by ``PREFECT_DEFAULT_RESULT_STORAGE_BLOCK``), under keys made
-from the flow run id and the batch: the storage the submitted refs are recorded in,
-so what re-attaching a retried run needs, a poller needs too, and nothing else.
-Prefect Variables would be discoverable through the API but hold at most 5,000
-characters (a batch of refs is larger); events are dropped while the API is down.
-The poller finds its work from Prefect (suspended flow runs) and reads these
-records: it keeps no state of its own.
+Both live in the ledger (:mod:`prefect_pollers.ledger.durable_rows`), as rows of JSON
+(a poller or flow of a later version reads them, new fields taking their defaults):
+one handover per flow run and batch, one outcome per item key, each written in one
+transaction as it arrives and never rewritten, so that a crash between two writes
+loses nothing already written. The ledger is the one the submits are recorded in
+(``PREFECT_POLLERS_LEDGER_URL``): what re-attaching a retried run needs, a poller
+needs too. The poller finds its work from Prefect (suspended flow runs) and from the
+open handovers; it keeps no state of its own.
+
+prefect-pollers 0.1 kept them as documents in Prefect's result storage: those are
+still read when a batch has no rows (a run it suspended resumes), and the poller
+copies them into rows when it takes such a run up. They are never written.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
@@ -25,6 +29,8 @@ from pydantic import BaseModel, Field
 
 from prefect_pollers.batch.models import BatchOutcome
 from prefect_pollers.engine import JobRef, PollPolicy
+from prefect_pollers.ledger import durable_rows
+from prefect_pollers.ledger.store import Ledger, current_ledger
 
 KEY_PREFIX = "prefect-pollers-durable"
 
@@ -94,12 +100,26 @@ def batch_id(keys: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
 
 
-def durable_store() -> ResultStore:
-    """The store of handovers and outcomes: Prefect's default result storage.
+@dataclass(frozen=True)
+class DurableRecords:
+    """Where durable batches are recorded.
 
-    Not cached in memory: another process (the poller, the resumed flow) writes them.
+    Attributes:
+        ledger: The ledger: handovers and outcomes as rows.
+        legacy: Prefect's result storage, where 0.1 kept them (read only).
     """
-    return ResultStore(cache_result_in_memory=False)
+
+    ledger: Ledger
+    legacy: ResultStore
+
+
+def durable_records(url: str | None = None) -> DurableRecords:
+    """The records of the ledger at ``url`` (the setting by default), for this event loop.
+
+    Results are not cached in memory: another process (the poller, the resumed flow)
+    writes them.
+    """
+    return DurableRecords(current_ledger(url), ResultStore(cache_result_in_memory=False))
 
 
 def suspend_key(batch: str) -> str:
@@ -108,17 +128,17 @@ def suspend_key(batch: str) -> str:
 
 
 def handover_key(flow_run_id: str, batch: str) -> str:
-    """Where a flow run's batch records its handover."""
+    """Where 0.1 recorded a flow run's batch's handover."""
     return f"{KEY_PREFIX}-handover-{flow_run_id}-{batch}"
 
 
 def outcomes_key(flow_run_id: str, batch: str) -> str:
-    """Where the poller records the handed-over jobs' outcomes, by item key."""
+    """Where 0.1's poller recorded the handed-over jobs' outcomes, by item key."""
     return f"{KEY_PREFIX}-outcomes-{flow_run_id}-{batch}"
 
 
 def index_key(flow_run_id: str) -> str:
-    """Where a flow run lists the batches it handed over (a run may have several)."""
+    """Where 0.1 listed the batches a flow run handed over (a run may have several)."""
     return f"{KEY_PREFIX}-index-{flow_run_id}"
 
 
@@ -148,51 +168,85 @@ def load_outcome(data: dict[str, Any]) -> BatchOutcome[Any]:
     return BatchOutcome[model].model_validate(data)  # type: ignore[valid-type]
 
 
-async def _read(store: ResultStore, key: str) -> Any:
+def _handover(data: dict[str, Any]) -> Handover:
+    finished = {key: load_outcome(o) for key, o in data.get("finished", {}).items()}
+    return Handover.model_validate({**data, "finished": finished})
+
+
+def _dump_handover(handover: Handover) -> dict[str, Any]:
+    data = handover.model_dump(mode="json", exclude={"finished"})
+    data["finished"] = {key: dump_outcome(o) for key, o in handover.finished.items()}
+    return data
+
+
+async def _read_legacy(store: ResultStore, key: str) -> Any:
     if not await store.aexists(key):
         return None
     return (await store.aread(key)).result
 
 
-async def read_handover(store: ResultStore, flow_run_id: str, batch: str) -> Handover | None:
-    """The recorded handover of a batch, if any."""
-    found = await _read(store, handover_key(flow_run_id, batch))
-    if not isinstance(found, dict):
-        return None
-    finished = {key: load_outcome(data) for key, data in found.get("finished", {}).items()}
-    return Handover.model_validate({**found, "finished": finished})
+async def read_handover(records: DurableRecords, flow_run_id: str, batch: str) -> Handover | None:
+    """The recorded handover of a batch, if any (a row, else 0.1's document)."""
+    rows = await durable_rows.handover_rows(records.ledger, flow_run_id, batch)
+    if batch in rows:
+        return _handover(rows[batch])
+    found = await _read_legacy(records.legacy, handover_key(flow_run_id, batch))
+    return _handover(found) if isinstance(found, dict) else None
 
 
-async def read_handovers(store: ResultStore, flow_run_id: str) -> list[Handover]:
-    """Every handover a flow run recorded."""
-    batches = await _read(store, index_key(flow_run_id)) or []
-    found = [await read_handover(store, flow_run_id, batch) for batch in batches]
-    return [handover for handover in found if handover is not None]
+async def read_handovers(records: DurableRecords, flow_run_id: str) -> list[Handover]:
+    """Every handover a flow run recorded.
+
+    A run with no rows but 0.1's documents has them (with their outcomes) copied into
+    rows first, so that its outcomes are added as rows and its cancel is found.
+    """
+    rows = await durable_rows.handover_rows(records.ledger, flow_run_id)
+    if rows:
+        return [_handover(data) for data in rows.values()]
+    found: list[Handover] = []
+    for batch in await _read_legacy(records.legacy, index_key(flow_run_id)) or []:
+        data = await _read_legacy(records.legacy, handover_key(flow_run_id, batch))
+        if not isinstance(data, dict):
+            continue
+        outcomes = await _read_legacy(records.legacy, outcomes_key(flow_run_id, batch))
+        await durable_rows.import_handover(
+            records.ledger,
+            flow_run_id,
+            batch,
+            data,
+            outcomes if isinstance(outcomes, dict) else {},
+        )
+        found.append(_handover(data))
+    return found
 
 
-async def write_handover(store: ResultStore, handover: Handover) -> None:
-    """Record a handover, then list its batch in the flow run's index."""
-    data = handover.model_dump(mode="json", exclude={"finished"})
-    data["finished"] = {key: dump_outcome(o) for key, o in handover.finished.items()}
-    await store.awrite(data, key=handover_key(handover.flow_run_id, handover.batch_id))
-    batches: list[str] = await _read(store, index_key(handover.flow_run_id)) or []
-    if handover.batch_id not in batches:
-        await store.awrite([*batches, handover.batch_id], key=index_key(handover.flow_run_id))
+async def write_handover(records: DurableRecords, handover: Handover) -> None:
+    """Record a handover (one transaction; a batch's handover recorded again replaces it)."""
+    await durable_rows.put_handover(
+        records.ledger, handover.flow_run_id, handover.batch_id, _dump_handover(handover)
+    )
 
 
 async def read_outcomes(
-    store: ResultStore, flow_run_id: str, batch: str
+    records: DurableRecords, flow_run_id: str, batch: str
 ) -> dict[str, BatchOutcome[Any]]:
-    """The outcomes the poller recorded for a batch, by item key (empty if none yet)."""
-    found = await _read(store, outcomes_key(flow_run_id, batch))
-    if not isinstance(found, dict):
-        return {}
-    return {key: load_outcome(data) for key, data in found.items()}
+    """The outcomes the poller recorded for a batch, by item key (empty if none yet).
+
+    Read by row; a batch with no rows is looked up in 0.1's document.
+    """
+    rows = await durable_rows.outcome_rows(records.ledger, flow_run_id, batch)
+    if not rows:
+        found = await _read_legacy(records.legacy, outcomes_key(flow_run_id, batch))
+        rows = found if isinstance(found, dict) else {}
+    return {key: load_outcome(data) for key, data in rows.items()}
 
 
 async def write_outcomes(
-    store: ResultStore, flow_run_id: str, batch: str, outcomes: dict[str, BatchOutcome[Any]]
+    records: DurableRecords, flow_run_id: str, batch: str, outcomes: dict[str, BatchOutcome[Any]]
 ) -> None:
-    """Record (replace) the outcomes of a batch's handed-over jobs."""
+    """Add outcomes of a batch's handed-over jobs as rows, in one transaction.
+
+    Nothing is rewritten: an item whose outcome is recorded already keeps it.
+    """
     data = {key: dump_outcome(outcome) for key, outcome in outcomes.items()}
-    await store.awrite(data, key=outcomes_key(flow_run_id, batch))
+    await durable_rows.add_outcomes(records.ledger, flow_run_id, batch, data)

@@ -53,6 +53,51 @@ submits = sa.Table(
 )
 """One row per provider endpoint and idempotency key: the truth about its submit."""
 
+handovers = sa.Table(
+    "pollers_handovers",
+    metadata,
+    sa.Column("flow_run_id", sa.String(64), primary_key=True),
+    sa.Column("batch_id", sa.String(64), primary_key=True),
+    sa.Column("handover", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("closed_at", sa.Float),
+    sa.Column("closed_as", sa.String(16)),
+    sa.Index("ix_pollers_handovers_closed_at", "closed_at"),
+)
+"""One row per durable batch of a flow run: its handover (JSON); open until the poller is
+done with it (``closed_as``: resumed, cancelled, dropped)."""
+
+outcomes = sa.Table(
+    "pollers_outcomes",
+    metadata,
+    sa.Column("flow_run_id", sa.String(64), primary_key=True),
+    sa.Column("batch_id", sa.String(64), primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("outcome", sa.Text, nullable=False),
+    sa.Column("recorded_at", sa.Float, nullable=False),
+)
+"""One row per handed-over item's outcome (JSON), written once: the first one stays."""
+
+leases = sa.Table(
+    "pollers_leases",
+    metadata,
+    sa.Column("shard", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("holder", sa.String(200)),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
+    sa.Column("acquired_at", sa.Float),
+)
+"""One row per poller shard: which poller holds it, and its last heartbeat."""
+
+lease_holders = sa.Table(
+    "pollers_lease_holders",
+    metadata,
+    sa.Column("holder", sa.String(200), primary_key=True),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
+)
+"""One row per running poller (its heartbeat): how many share the shards."""
+
 webhook_seen = sa.Table(
     "pollers_webhook_seen",
     metadata,
