@@ -37,6 +37,7 @@ async def stored(event: Event) -> list[Event]:
     return list(page.events)
 
 
+@pytest.mark.slow  # 10 s
 async def test_an_end_sent_again_is_held_once_even_when_the_lost_one_arrives_after_all():
     outbox = EventOutbox(settle_s=SETTLE_S)
     end = job_end()

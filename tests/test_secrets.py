@@ -436,6 +436,7 @@ async def test_the_generic_flow_with_basic_auth_leaves_the_password_nowhere(sim,
     assert hay.where(SENTINEL) == []
 
 
+@pytest.mark.slow  # 5-7 s
 async def test_a_saved_basic_auth_block_and_its_document_leave_the_password_nowhere(sim, hay):
     accept_sentinel(sim)
     name = f"secrets-basic-{uuid.uuid4().hex[:8]}"
