@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import httpx
-from prefect.blocks.core import Block
+from prefect.blocks.abstract import CredentialsBlock
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from prefect_pollers.engine import InvalidRequestError, JobRef, PollPolicy
@@ -39,11 +39,13 @@ ResultT = TypeVar("ResultT", bound=JobResult)
 CredentialsT = TypeVar("CredentialsT", bound="JobApiCredentials[Any]")
 
 
-class JobApiCredentials(Block, ABC, Generic[ResultT]):
+class JobApiCredentials(CredentialsBlock, ABC, Generic[ResultT]):
     """Base of every provider's credentials block, generic over its result type.
 
-    Subclasses declare the provider; users set ``api_key`` and, to point at a
-    simulator or a proxy, ``base_url``.
+    A Prefect ``CredentialsBlock``: :meth:`get_client` returns the client that does
+    the work. Subclasses declare the provider; users set ``api_key`` and, to point
+    at a simulator or a proxy, ``base_url``. ``ABC`` stays a direct base so that
+    Prefect registers the providers' blocks, never this interface.
 
     Attributes:
         api_key: The provider API key. Never logged nor shown in a repr.
