@@ -66,6 +66,33 @@ async def retry_wait_when_transient(task: Task[Any, Any], task_run: TaskRun, sta
     return isinstance(exc, PollerError) and exc.retryable
 
 
+async def submit_once(
+    credentials: JobApiCredentials[Any],
+    request: BaseModel | dict[str, Any],
+    idempotency_key: str | None = None,
+) -> JobRef:
+    """Submit one job through the ledger: each key creates at most one job.
+
+    The body of :func:`submit_job` (which documents the arguments and errors),
+    callable outside a task run: :meth:`prefect_pollers.PollerJob.trigger` uses it.
+    """
+    parsed = credentials.parse_request(request)
+    flow_run_id = flow_run.get_id()
+    key = idempotency_key or f"{default_scope()}-{request_digest(parsed)}"
+    client = shared_client(credentials)
+
+    async def send() -> JobRef:
+        async with listening_for_submit(credentials, parsed, flow_run_id):
+            return await client.submit(parsed, idempotency_key=key, flow_run_id=flow_run_id)
+
+    store = get_result_store() if flow_run_id else None
+    async with LedgerSubmitter(credentials, flow_run_id=flow_run_id, store=store) as submitter:
+        ref, created = await submitter.submit(key, parsed, send)
+    if created:
+        announce_submitted(credentials, ref)
+    return ref
+
+
 @task(
     name="submit-job",
     task_run_name=_submit_run_name,
@@ -98,21 +125,7 @@ async def submit_job(
         PollerError: the submit failed; ``may_have_created`` says whether the job
             may exist all the same (the message then names the idempotency key).
     """
-    parsed = credentials.parse_request(request)
-    flow_run_id = flow_run.get_id()
-    key = idempotency_key or f"{default_scope()}-{request_digest(parsed)}"
-    client = shared_client(credentials)
-
-    async def send() -> JobRef:
-        async with listening_for_submit(credentials, parsed, flow_run_id):
-            return await client.submit(parsed, idempotency_key=key, flow_run_id=flow_run_id)
-
-    store = get_result_store() if flow_run_id else None
-    async with LedgerSubmitter(credentials, flow_run_id=flow_run_id, store=store) as submitter:
-        ref, created = await submitter.submit(key, parsed, send)
-    if created:
-        announce_submitted(credentials, ref)
-    return ref
+    return await submit_once(credentials, request, idempotency_key)
 
 
 @task(
