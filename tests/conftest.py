@@ -22,10 +22,14 @@ from tests.constants import SIM_SCALE  # noqa: E402
 
 @pytest.fixture(scope="session")
 def prefect_harness():
-    """One Prefect test server for the whole session (it takes ~15 s to start)."""
+    """One Prefect test server for the whole session (it takes ~15 s to start).
+
+    One per test process (pytest-xdist starts two): on a loaded 2-core machine two
+    servers starting at once took more than 60 s.
+    """
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    with prefect_test_harness(server_startup_timeout=180):
         yield
 
 
