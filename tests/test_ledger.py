@@ -265,7 +265,12 @@ async def test_refs_recorded_by_version_0_1_are_found_and_not_submitted_again(tm
 async def test_prune_deletes_old_rows_but_not_a_live_sessions(ledger, monkeypatch):
     provider = Provider()
     await run_batch(ledger, provider, batch(3))
-    assert await ledger.prune(older_than_s=3600) == {"submits": 0, "owners": 0}
+    assert await ledger.prune(older_than_s=3600) == {
+        "submits": 0,
+        "owners": 0,
+        "handovers": 0,
+        "outcomes": 0,
+    }
     async with LedgerSubmitter(CREDENTIALS, flow_run_id="live", ledger=ledger) as live:
         provider.delay = 30
         provider.sending.clear()
@@ -316,3 +321,23 @@ async def test_the_cli_shows_what_is_known_of_a_key_and_releases_it(tmp_path, mo
     assert await cli(main, ["ledger", "release", "p:1"]) == 0
     assert await cli(main, ["ledger", "show", "p:1"]) == 1
     assert await cli(main, ["ledger", "prune", "--older-than", "30d"]) == 0
+
+
+async def test_prune_deletes_closed_handovers_and_their_outcomes_but_not_open_ones(ledger):
+    from prefect_pollers.ledger.durable_rows import (
+        add_outcomes,
+        close_handovers,
+        handover_rows,
+        outcome_rows,
+        put_handover,
+    )
+
+    for run in ("closed-run", "open-run"):
+        await put_handover(ledger, run, "b1", {"jobs": []})
+        await add_outcomes(ledger, run, "b1", {"k": {"outcome": "succeeded"}})
+    await close_handovers(ledger, "closed-run", "resumed")
+    pruned = await ledger.prune(older_than_s=-1)
+    assert (pruned["handovers"], pruned["outcomes"]) == (1, 1)
+    assert not await handover_rows(ledger, "closed-run")
+    assert not await outcome_rows(ledger, "closed-run", "b1")
+    assert await handover_rows(ledger, "open-run") and await outcome_rows(ledger, "open-run", "b1")

@@ -76,7 +76,7 @@ async def _run(args: argparse.Namespace) -> int:
             print(f"released {released} row(s) of key {args.key!r}")
             return 0 if released else 1
         pruned = await ledger.prune(args.older_than)
-        print(f"pruned {pruned['submits']} submit row(s), {pruned['owners']} owner row(s)")
+        print("pruned " + ", ".join(f"{n} {kind} row(s)" for kind, n in pruned.items()))
         return 0
     finally:
         await ledger.aclose()

@@ -139,9 +139,10 @@ async def upgrade(connection: AsyncConnection) -> int:
             f"the ledger's schema is version {before}, newer than this prefect-pollers reads "
             f"({SCHEMA_VERSION}): upgrade prefect-pollers on this machine"
         )
+    # Tables are only ever added within a version: create the missing ones (checkfirst).
+    await connection.run_sync(metadata.create_all)
     if before == SCHEMA_VERSION:
         return before
-    await connection.run_sync(metadata.create_all)
     for version in range(max(before, 1) + 1, SCHEMA_VERSION + 1):
         for statement in MIGRATIONS.get(version, []):
             await connection.execute(sa.text(statement))

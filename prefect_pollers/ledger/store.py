@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 
 from prefect_pollers.engine import JobRef
-from prefect_pollers.ledger.schema import owners, submits, upgrade
+from prefect_pollers.ledger.schema import handovers, outcomes, owners, submits, upgrade
 from prefect_pollers.ledger.settings import ledger_url
 
 OWNER_HEARTBEAT_S = 10.0
@@ -345,8 +345,11 @@ class Ledger:
     async def prune(self, older_than_s: float) -> dict[str, int]:
         """Delete rows untouched for ``older_than_s`` that no live session holds.
 
+        Submits and their sessions; durable handovers closed that long ago (the
+        poller resumed, cancelled or dropped their run) and their outcomes.
+
         Returns:
-            How many submit rows and owner rows were deleted.
+            How many rows of each kind were deleted.
         """
         cutoff = time.time() - older_than_s
         live = sa.select(owners.c.token).where(
@@ -364,7 +367,23 @@ class Ledger:
                     owners.c.token.not_in(sa.select(submits.c.owner).distinct()),
                 )
             )
-        return {"submits": int(gone.rowcount or 0), "owners": int(owners_gone.rowcount or 0)}
+            closed = sa.select(handovers.c.flow_run_id, handovers.c.batch_id).where(
+                handovers.c.closed_at < cutoff
+            )
+            outcomes_gone = await connection.execute(
+                sa.delete(outcomes).where(
+                    sa.tuple_(outcomes.c.flow_run_id, outcomes.c.batch_id).in_(closed)
+                )
+            )
+            handovers_gone = await connection.execute(
+                sa.delete(handovers).where(handovers.c.closed_at < cutoff)
+            )
+        return {
+            "submits": int(gone.rowcount or 0),
+            "owners": int(owners_gone.rowcount or 0),
+            "handovers": int(handovers_gone.rowcount or 0),
+            "outcomes": int(outcomes_gone.rowcount or 0),
+        }
 
     # -- helpers -------------------------------------------------------------------------
     def _insert_ignore(self, table: sa.Table) -> Any:
