@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from types import TracebackType
@@ -122,6 +124,7 @@ class JobApiClient(Generic[ResultT]):
                     keepalive_expiry=credentials.keepalive_expiry_s,
                 ),
                 transport=transport,
+                verify=_ssl_context(),
             )
             for size in sizes
         ]
@@ -522,6 +525,15 @@ class JobApiClient(Generic[ResultT]):
         path = self.contract.job_path(self.contract.cancel, ref.job_id, ref.context)
         await self.request(self.contract.cancel.method, path, job_id=ref.job_id)
         return True
+
+
+@functools.lru_cache(maxsize=1)
+def _ssl_context() -> ssl.SSLContext:
+    """One TLS context for every pool of the process (loading the CA bundle costs ~0.5 s).
+
+    httpx builds a context per client by default; a client has several pools.
+    """
+    return httpx.create_ssl_context()
 
 
 def _pool_sizes(connections: int, per_pool: int) -> list[int]:

@@ -7,17 +7,10 @@ import httpx
 import pytest
 import respx
 
-from prefect_pollers import (
-    ExonaCredentials,
-    ModelRouteCredentials,
-    PollPolicy,
-    RateLimitedError,
-    TransientRequestError,
-    VirtualClock,
-    WaitTimeoutError,
-    use_clock,
-)
+from prefect_pollers import ExonaCredentials, ModelRouteCredentials, PollPolicy, WaitTimeoutError
 from prefect_pollers.client import SUBMIT_ATTEMPTS, shared_client
+from prefect_pollers.engine import RateLimitedError, TransientRequestError
+from prefect_pollers.testing import VirtualClock, use_clock
 
 EXONA = "https://platform.exonalab.com/api/v1"
 MODELROUTE = "https://api.modelroute.ai/v1"
@@ -146,3 +139,19 @@ async def test_a_held_poll_reports_a_rate_limit_without_sending(clock):
             await client.request("GET", "executions/e1", job_id="e1", until=clock.time() + 10)
     assert route.call_count == 0 and info.value.request_sent is False
     assert info.value.retry_after == pytest.approx(100, abs=0.1)
+
+
+def test_every_pool_of_every_client_shares_one_tls_context() -> None:
+    """Loading the CA bundle costs ~0.5 s of CPU: once per process, not once per pool."""
+    from prefect_pollers import ExonaCredentials
+
+    clients = [
+        ExonaCredentials(api_key="k", base_url=f"https://{name}.example/v1").get_client()
+        for name in ("a", "b")
+    ]
+    contexts = {
+        id(pool._transport._pool._ssl_context)  # type: ignore[attr-defined]
+        for client in clients
+        for pool in client._pools
+    }
+    assert len(contexts) == 1 and sum(len(client._pools) for client in clients) > 2
