@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from prefect.events import emit_event
-from prefect.logging import get_run_logger
 
 from prefect_pollers.engine import JobRef, JobStatus, PhaseDeadlineError
 from prefect_pollers.event_outbox import OUTBOX
@@ -56,9 +55,10 @@ def announce_submitted(
     """Log a submitted job and emit its ``prefect-pollers.job.submitted`` event.
 
     The event names the saved credentials block, if any, so that a cancellation
-    hook in another process can find the job and its credentials.
+    hook in another process can find the job and its credentials. Logged to the
+    run's log, or outside a run (``PollerJob.trigger`` in a script) to the block's.
     """
-    get_run_logger().log(
+    credentials.logger.log(
         log_level,
         "submitted %s job %s%s",
         ref.provider,
