@@ -25,8 +25,8 @@ from benchmarks.common import (
     run_child,
     simulator_process,
 )
-from prefect_pollers import exona_policy
 from prefect_pollers.batch import PER_JOB_LIMIT
+from prefect_pollers.providers import exona_policy
 
 SCALE = 1 / 30  # Exona's 30-90 s scans take 1-3 s; its Retry-After of 10 s, 0.33 s
 API_KEY = "sim-key"

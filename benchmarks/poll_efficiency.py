@@ -21,9 +21,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from benchmarks.common import emit, percentile
-from prefect_pollers import JobState, JobStatus, VirtualClock, twyn_policy
+from prefect_pollers import JobState, JobStatus
 from prefect_pollers.engine import wait_for_terminal
+from prefect_pollers.providers import twyn_policy
 from prefect_pollers.providers.twyn import ANALYSIS, CONFIG, SIMULATION
+from prefect_pollers.testing import VirtualClock
 
 START = 1_700_000_000.0
 TIMEOUT = 600.0

@@ -22,8 +22,13 @@ import asyncio
 import secrets
 from typing import Any
 
-from prefect_pollers import PROVIDERS, JobApiCredentials
-from prefect_pollers.providers.registry import DEMO_TIME_SCALE, SIMULATOR_API_KEY, provider_entry
+from prefect_pollers import JobApiCredentials
+from prefect_pollers.providers.registry import (
+    DEMO_TIME_SCALE,
+    PROVIDERS,
+    SIMULATOR_API_KEY,
+    provider_entry,
+)
 
 SIMULATOR_URL = "http://127.0.0.1:8765"
 RECEIVER_URL = "http://127.0.0.1:8780"

@@ -26,13 +26,12 @@ from prefect_pollers import (
     Outcome,
     PollPolicy,
     cancel_remote_jobs,
-    default_scope,
-    exona_policy,
-    load_credentials,
-    publish_table,
     run_batch,
 )
 from prefect_pollers.batch.shards import Shard, Sharding, run_shards
+from prefect_pollers.idempotency import default_scope
+from prefect_pollers.providers import exona_policy, load_credentials
+from prefect_pollers.tables import publish_table
 
 REQUIRED_COLUMNS = ("company_name", "company_website")
 

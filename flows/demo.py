@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prefect_pollers import JobApiCredentials, provider_entry
-from prefect_pollers.providers.registry import DEMO_TIME_SCALE
+from prefect_pollers import JobApiCredentials
+from prefect_pollers.providers.registry import DEMO_TIME_SCALE, provider_entry
 from prefect_pollers.simulator import SimulatorConfig, running_simulator
 
 DATA = Path(__file__).parent / "data"

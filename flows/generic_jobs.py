@@ -19,12 +19,12 @@ from prefect_pollers import (
     HttpJobApi,
     Outcome,
     cancel_remote_jobs,
-    default_scope,
-    load_credentials,
-    provider_entry,
-    publish_table,
     run_batch,
 )
+from prefect_pollers.idempotency import default_scope
+from prefect_pollers.providers import load_credentials
+from prefect_pollers.providers.registry import provider_entry
+from prefect_pollers.tables import publish_table
 
 
 def simulator_generic_api(base_url: str, api_key: str, **overrides: Any) -> HttpJobApi:

@@ -20,11 +20,11 @@ from prefect_pollers import (
     Outcome,
     TwynCredentials,
     cancel_remote_jobs,
-    default_scope,
-    load_credentials,
-    publish_table,
     run_batch,
 )
+from prefect_pollers.idempotency import default_scope
+from prefect_pollers.providers import load_credentials
+from prefect_pollers.tables import publish_table
 
 
 class SimulationRow(BaseModel):

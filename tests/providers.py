@@ -9,13 +9,13 @@ result type, the provider's failure code and simulator settings.
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefect_pollers import (
+from prefect_pollers import JobApiCredentials
+from prefect_pollers.providers import (
     ApixoTaskRequest,
     ApixoTaskResult,
     ExonaScanRequest,
     ExonaScanResult,
     HttpJobResult,
-    JobApiCredentials,
     ModelRouteExecutionRequest,
     ModelRouteResult,
     TwynSimulationRequest,

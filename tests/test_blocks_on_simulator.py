@@ -14,13 +14,13 @@ from prefect_pollers import (
     JobCancelledError,
     JobExpiredError,
     JobFailedError,
-    MalformedResponseError,
     PollPolicy,
     ProviderUnavailableError,
     WaitTimeoutError,
-    apixo_policy,
 )
 from prefect_pollers.client import shared_client
+from prefect_pollers.engine import MalformedResponseError
+from prefect_pollers.providers import apixo_policy
 from prefect_pollers.simulator import FaultRule, SimulatorConfig
 from tests.constants import SIM_SCALE
 from tests.providers import PROVIDER_TABLE
@@ -207,7 +207,8 @@ async def test_providers_without_a_cancel_endpoint_say_so():
 
 async def test_a_job_not_visible_yet_is_waited_for_not_lost(sim):
     """An eventually consistent API: the generic job answers 404 for its first 30 s."""
-    from prefect_pollers import JobNotFoundError, PollPolicy
+    from prefect_pollers import PollPolicy
+    from prefect_pollers.engine import JobNotFoundError
     from prefect_pollers.providers.registry import provider_entry
     from prefect_pollers.simulator import SimulatorConfig
 

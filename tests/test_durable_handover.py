@@ -19,12 +19,13 @@ from typing import Any
 import httpx
 import pytest
 
-from prefect_pollers import JobEndedError, JobRef, VirtualClock, use_clock
+from prefect_pollers import JobEndedError, JobRef
 from prefect_pollers.client import JobApiClient
 from prefect_pollers.durable.handover import HandOver, wait_briefly, wait_handed_over
 from prefect_pollers.durable.records import HandedOverJob
 from prefect_pollers.providers.registry import PROVIDERS, ProviderEntry
 from prefect_pollers.simulator import SimulatorConfig, create_app
+from prefect_pollers.testing import VirtualClock, use_clock
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 LOGGER = logging.getLogger("tests.durable_handover")

@@ -18,14 +18,12 @@ from prefect_pollers import (
     AuthenticationError,
     BadRequestError,
     ExonaCredentials,
-    ExonaScanRequest,
-    ExonaScanResult,
     JobFailedError,
-    exona_policy,
     run_job,
     submit_job,
     wait_for_job,
 )
+from prefect_pollers.providers import ExonaScanRequest, ExonaScanResult, exona_policy
 from prefect_pollers.simulator import FaultRule, SimulatorConfig
 from tests.constants import SIM_SCALE
 

@@ -10,17 +10,15 @@ from prefect_pollers import (
     AuthenticationError,
     BadRequestError,
     ExonaCredentials,
-    ExonaScanRequest,
     JobFailedError,
     JobState,
-    MalformedResponseError,
     PollPolicy,
-    VirtualClock,
     WaitTimeoutError,
-    exona_policy,
-    use_clock,
 )
 from prefect_pollers.client import shared_client
+from prefect_pollers.engine import MalformedResponseError
+from prefect_pollers.providers import ExonaScanRequest, exona_policy
+from prefect_pollers.testing import VirtualClock, use_clock
 
 BASE = "https://platform.exonalab.com/api/v1"
 KEY = "exo_live_SENTINEL_a1b2c3"

@@ -14,22 +14,15 @@ import pytest
 from prefect import flow
 from pydantic import BaseModel, ValidationError
 
-from prefect_pollers import (
-    BatchItem,
-    BatchOutcome,
-    ExonaCredentials,
-    Outcome,
-    VirtualClock,
-    WaitTimeoutError,
-    publish_table,
-    use_clock,
-)
+from prefect_pollers import BatchItem, BatchOutcome, ExonaCredentials, Outcome, WaitTimeoutError
 from prefect_pollers.batch import runner
 from prefect_pollers.batch.items import run_items, secrets_of
 from prefect_pollers.batch.progress import BatchProgress
 from prefect_pollers.observed import observed_wait
 from prefect_pollers.providers.base import JobResult
 from prefect_pollers.simulator import SimulatorConfig, create_app
+from prefect_pollers.tables import publish_table
+from prefect_pollers.testing import VirtualClock, use_clock
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup

@@ -21,13 +21,12 @@ from prefect_pollers import (
     HttpJobApi,
     ModelRouteCredentials,
     PollerError,
-    TransientRequestError,
     TwynCredentials,
-    VirtualClock,
-    use_clock,
 )
 from prefect_pollers.client import SUBMIT_ATTEMPTS
+from prefect_pollers.engine import TransientRequestError
 from prefect_pollers.providers.base import JobApiCredentials
+from prefect_pollers.testing import VirtualClock, use_clock
 
 REQUEST = {"company_name": "Acme AI Ltd", "company_website": "https://acme.ai"}
 LEDGER = "prefect-pollers ledger show"

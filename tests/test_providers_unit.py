@@ -12,13 +12,12 @@ from prefect_pollers import (
     HttpJobApi,
     JobRef,
     JobState,
-    MalformedResponseError,
     ModelRouteCredentials,
     TwynCredentials,
-    VirtualClock,
-    use_clock,
 )
 from prefect_pollers.client import shared_client
+from prefect_pollers.engine import MalformedResponseError
+from prefect_pollers.testing import VirtualClock, use_clock
 
 KEY = "SENTINEL-key-42"
 

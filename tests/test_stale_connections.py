@@ -28,8 +28,10 @@ import httpcore
 import httpx
 import pytest
 
-from prefect_pollers import HttpJobApi, PollPolicy, TransientRequestError, VirtualClock, use_clock
+from prefect_pollers import HttpJobApi, PollPolicy
 from prefect_pollers.client import JobApiClient
+from prefect_pollers.engine import TransientRequestError
+from prefect_pollers.testing import VirtualClock, use_clock
 
 
 @dataclass
