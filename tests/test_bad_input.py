@@ -40,20 +40,22 @@ from prefect_pollers import (
     BadRequestError,
     ExonaCredentials,
     JobApiCredentials,
-    JobNotFoundError,
     JobRef,
     JobState,
-    MalformedResponseError,
     PollerError,
     PollPolicy,
-    RateLimitedError,
-    TransientRequestError,
     TwynCredentials,
     submit_job,
     wait_for_job,
 )
 from prefect_pollers.batch import BatchItem, run_batch
 from prefect_pollers.client import shared_client
+from prefect_pollers.engine import (
+    JobNotFoundError,
+    MalformedResponseError,
+    RateLimitedError,
+    TransientRequestError,
+)
 from prefect_pollers.simulator import FaultRule, SimulatorConfig
 from tests.constants import SIM_SCALE
 from tests.providers import BY_NAME, PROVIDER_TABLE, Provider
