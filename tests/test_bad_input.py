@@ -332,8 +332,24 @@ async def test_submit_task_refused_with_403_or_400_fails_after_one_request(provi
 
 
 @pytest.mark.usefixtures("prefect_harness")
-async def test_submit_task_under_a_503_storm_posts_at_most_four_times():
+async def test_submit_task_under_a_429_storm_posts_at_most_four_times():
     """One retry layer: the client's schedule, not the client's inside Prefect's retries."""
+    provider = BY_NAME["exona"]
+    creds = block(provider, PROVIDER_URL)
+    path = url_path(creds, submit_path(creds, provider.ok))
+    with respx.mock(assert_all_called=False) as mock:
+        route = mock.post(f"https://provider.test{path}").mock(
+            return_value=httpx.Response(429, text="slow down", headers={"Retry-After": "0"})
+        )
+        mock.route().pass_through()  # the Prefect API
+        with pytest.raises(RateLimitedError) as info:
+            await submit_flow(creds, provider.ok)
+    assert route.call_count == 4
+    assert "key=refused-" in str(info.value) and info.value.may_have_created is False
+
+
+async def test_submit_task_under_a_503_posts_once_and_says_the_job_may_exist():
+    """A 503 may come from a proxy whose upstream created the job: never sent again."""
     provider = BY_NAME["exona"]
     creds = block(provider, PROVIDER_URL)
     path = url_path(creds, submit_path(creds, provider.ok))
@@ -344,8 +360,8 @@ async def test_submit_task_under_a_503_storm_posts_at_most_four_times():
         mock.route().pass_through()  # the Prefect API
         with pytest.raises(TransientRequestError) as info:
             await submit_flow(creds, provider.ok)
-    assert route.call_count == 4
-    assert "key=refused-" in str(info.value) and info.value.may_have_created is False
+    assert route.call_count == 1
+    assert info.value.may_have_created is True and "prefect-pollers ledger show" in str(info.value)
 
 
 @pytest.mark.usefixtures("prefect_harness")
