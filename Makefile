@@ -129,9 +129,9 @@ deploy: install
 recovery: install
 	$(BIN)/prefect-pollers recovery install --heartbeat-frequency 30
 
-## The poller service: waits for durable waits' jobs, resumes their flow runs (SHARD=i/n; Ctrl-C stops it).
+## The poller service: waits for durable waits' jobs, resumes their flow runs; run several, they share shards through leases in the ledger (SHARD=i/n: a static shard instead; Ctrl-C stops it).
 poller: install
-	$(BIN)/prefect-pollers poller --shard $(or $(SHARD),0/1)
+	$(BIN)/prefect-pollers poller $(if $(SHARD),--shard $(SHARD))
 
 ## A process worker that runs the deployments' flow runs (Ctrl-C stops it).
 worker: install
