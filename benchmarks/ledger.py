@@ -52,11 +52,12 @@ async def our_flow(base_url: str, csv_path: str, prefix: str, scale: float) -> d
         idempotency_prefix=prefix,
         task_runs="batched",
     )
-    errors = [row.error or "" for row in rows if row.status == "error"]
+    errors = [row.error or "" for row in rows if row.status != "succeeded"]
     return {
         "rows": len(rows),
         "statuses": dict(Counter(str(row.status) for row in rows)),
         "key_reuse_errors": sum("used for another request" in error for error in errors),
+        "errors": dict(Counter(error.split(" [")[0][:80] for error in errors).most_common(3)),
     }
 
 
@@ -140,6 +141,7 @@ def main() -> None:
         reordered_submits=reordered_submits,
         concurrent_copies_duplicates=copies_created - len(copies),
         concurrent_copies_completed=[side["statuses"].get("succeeded", 0) for side in both],
+        not_completed_errors=[first["errors"], *(side["errors"] for side in both)],
         key_reuse_refused=reuse["key_reuse_errors"] == 1 and reuse_submits == 0,
         submits_per_s=round(submits_per_s, 1),
         ledger_rows=rows,
