@@ -46,9 +46,11 @@ async def start_waiting_flow(sim, generic, exona, jobs=3):
         )
 
     running = asyncio.create_task(waiting())
-    for _ in range(200):
+    # Until every job's wait is tracked (each submit goes through the ledger first).
+    for _ in range(600):
+        tracked = sum(len(waits) for waits in cancellation._in_flight.values())
         stats = sim.state.stats()
-        if stats["generic"]["status_calls"] >= jobs and stats["exona"]["status_calls"] >= 1:
+        if tracked >= jobs + 1 and stats["generic"]["status_calls"] >= jobs:
             break
         await asyncio.sleep(0.05)
     return running

@@ -26,7 +26,7 @@ from prefect_pollers.ledger.settings import ledger_url
 
 OWNER_HEARTBEAT_S = 10.0
 """Seconds between two heartbeats of a session that holds reservations."""
-OWNER_TTL_S = 45.0
+OWNER_TTL_S = 90.0
 """A session whose last heartbeat is older than this is over (its process is gone)."""
 CHUNK = 500
 """Keys per statement (SQLite binds at most 32,766 parameters)."""
