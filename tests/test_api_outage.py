@@ -39,7 +39,8 @@ FLOW_SCRIPT = """
 import asyncio, json, os
 import prefect_pollers.events as events
 from flows.batch_scans import batch_scans
-from prefect_pollers import ExonaCredentials, exona_policy
+from prefect_pollers import ExonaCredentials
+from prefect_pollers.providers import exona_policy
 
 emitted, emit = [], events.emit_event
 def recording(**event):
