@@ -38,10 +38,9 @@ PYTEST := PREFECT_SERVER_LOGGING_LEVEL=CRITICAL $(BIN)/python -m pytest
 FAST_LANE := -m "not e2e and not slow"
 ALL_LANES := -m ""
 # Branch coverage of the package in `make test` (in-process only: subprocesses are not
-# measured). The floor is the figure reached, less about 2 points: 78 % was measured in
-# a run where one test process's Prefect test server did not start (a loaded machine),
-# so a full green run reaches more; raise the floor when one does.
-COV_FAIL_UNDER ?= 76
+# measured). The floor is the figure reached, less 4 points (Pythons differ): 92 % (statements and
+# branches of prefect_pollers/) in a full run on this machine.
+COV_FAIL_UNDER ?= 88
 COVERAGE := --cov=prefect_pollers --cov-branch --cov-report=term:skip-covered \
 	--cov-fail-under=$(COV_FAIL_UNDER)
 # Two test processes (pytest-xdist): the fast lane took 3.3 min instead of 5.7 on this
