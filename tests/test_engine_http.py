@@ -1,5 +1,6 @@
 """HTTP replies to typed errors and server hints (respx)."""
 
+import asyncio
 from datetime import datetime, timezone
 from email.utils import format_datetime
 
@@ -176,3 +177,27 @@ async def test_gate_is_transparent_without_rate_limit_headers():
         await gate.acquire(clock)
         gate.release(ServerHints(retry_after=5))
     assert clock.time() == 1000.0 and gate.held == 0
+
+
+async def test_a_window_over_with_requests_in_flight_counts_them_in_the_next():
+    clock = VirtualClock(1000.0)
+    gate = RateLimitGate(margin=0)
+    await gate.acquire(clock)
+    gate.release(ServerHints(ratelimit_limit=3, ratelimit_remaining=2, ratelimit_reset=1010.0))
+    for _ in range(2):  # sent in the first window; the server may count them in the next
+        await gate.acquire(clock)
+    clock.advance(10.0)
+    await gate.acquire(clock)
+    assert gate.remaining == 0  # 3 in the fresh window, 2 of them perhaps taken
+    # their answers come from the old window: they did not reach the new one
+    for _ in range(2):
+        gate.release(ServerHints(ratelimit_limit=3, ratelimit_remaining=0, ratelimit_reset=1010.0))
+    assert gate.remaining == 2
+    for _ in range(2):
+        await gate.acquire(clock)
+    # a late answer must not open yet another window: the fourth waits for an answer
+    fourth = asyncio.create_task(gate.acquire(clock))
+    await asyncio.sleep(0.05)
+    assert not fourth.done()
+    gate.release(ServerHints(ratelimit_limit=3, ratelimit_remaining=0, ratelimit_reset=1020.0))
+    assert await fourth and clock.time() == 1020.0

@@ -31,6 +31,7 @@ class RateLimitGate:
         self.limit: int | None = None
         self.remaining: int | None = None
         self.reset_at: float | None = None
+        self.expired_reset: float | None = None  # the end of the last window we saw over
         self.held = 0
         self.in_flight = 0
         self.limited: bool | None = None  # unknown until a response says
@@ -54,9 +55,12 @@ class RateLimitGate:
             now = clock.time()
             if self.reset_at is not None and now >= self.reset_at + self.margin:
                 # The window we knew of is over: a fresh one allows `limit` again,
-                # until a response tells us its own remaining and reset.
-                self.remaining = self.limit
-                self.reset_at = None
+                # until a response tells us its own remaining and reset. Requests
+                # still in flight may reach the server in the new window: count
+                # them there until their answers say otherwise.
+                if self.limit is not None:
+                    self.remaining = self.limit - self.in_flight
+                self.expired_reset, self.reset_at = self.reset_at, None
             if self.remaining is None or self.remaining > 0:
                 if self.remaining is not None:
                     self.remaining -= 1
@@ -69,9 +73,15 @@ class RateLimitGate:
                 await clock.sleep(self.reset_at + self.margin - now)
             else:
                 self.held += 1
-                if not await self._wait_for_news():
-                    # Spent with no known reset and no response for a while: try again.
+                if not await self._wait_for_news() and self.in_flight == 0:
+                    # Spent with no known reset, and no answer will tell: try again.
                     self.remaining = self.limit
+
+    def _is_over(self, reset: float) -> bool:
+        """Whether a window ending at ``reset`` ended before the current one."""
+        if self.reset_at is not None:
+            return reset < self.reset_at
+        return self.expired_reset is not None and reset <= self.expired_reset
 
     def seconds_to_reset(self, clock: Clock) -> float | None:
         """Seconds until the known window resets (None when none is known)."""
@@ -107,8 +117,13 @@ class RateLimitGate:
         if hints.ratelimit_limit is not None:
             self.limit = hints.ratelimit_limit
         reset = hints.ratelimit_reset
-        if reset is not None and self.reset_at is not None and reset < self.reset_at:
-            return  # a late answer from a window already over
+        if reset is not None and self._is_over(reset):
+            # A late answer from a window already over: it must not refill ours. If
+            # it was counted in the fresh window we assumed, it did not reach it.
+            if self.reset_at is None and self.remaining is not None:
+                self.remaining += 1
+            self._news.set()
+            return
         if reset is not None and reset != self.reset_at:
             # A new window: the server's count replaces ours, less the requests still
             # in flight, which it may not have counted yet (so we never overshoot).
