@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -119,6 +120,7 @@ class LedgerSubmitter:
         self._reserved: set[str] = set()
         self._sending: set[str] = set()
         self._legacy: dict[str, JobRef] = {}
+        self._liveness: dict[str, tuple[float, bool]] = {}  # token -> (monotonic, live)
 
     async def __aenter__(self) -> LedgerSubmitter:
         if self.ledger is None:
@@ -195,7 +197,7 @@ class LedgerSubmitter:
             if row.owner == self.owner.token and row.state == SubmitState.RESERVED:
                 self._reserved.add(key)
                 break
-            if row.state == SubmitState.RESERVED and await self.ledger.owner_is_live(row.owner):
+            if row.state == SubmitState.RESERVED and await self._is_live(row.owner):
                 await asyncio.sleep(WAIT_FOR_OWNER_S)  # another live copy is submitting it
                 continue
             if await self._moved_on(key, row):
@@ -219,6 +221,15 @@ class LedgerSubmitter:
             self.reattached += 1
             return legacy, False
         return await self._send(key, send), True
+
+    async def _is_live(self, token: str) -> bool:
+        """Whether session ``token`` is running (looked up once per wait, for all its keys)."""
+        assert self.ledger is not None
+        now = time.monotonic()
+        seen = self._liveness.get(token)
+        if seen is None or now - seen[0] >= WAIT_FOR_OWNER_S:
+            seen = self._liveness[token] = (now, await self.ledger.owner_is_live(token))
+        return seen[1]
 
     async def _moved_on(self, key: str, row: SubmitRow) -> bool:
         """Whether ``key``'s row changed since ``row`` was read (its session just ended)."""
