@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 CONSTRAINTS := constraints.txt
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+# Material for MkDocs prints a banner about its successor on every build (`make docs`).
+export NO_MKDOCS_2_WARNING := 1
 
 # The interpreter to build the venv with. A pyenv shim such as python3.10 refuses to run
 # unless its version is selected: then take that interpreter from pyenv's versions.
@@ -15,7 +17,7 @@ PYTHON_EXE = $(shell $(PYTHON) -c 'import sys; print(sys.executable)' 2>/dev/nul
 	|| ls -d "$$(pyenv root 2>/dev/null)"/versions/*/bin/$(notdir $(PYTHON)) 2>/dev/null | sort -V | tail -n 1)
 
 .PHONY: install demo check test-fast test flaky bench soak ui simulator lint clean postgresql \
-	server-postgres
+	server-postgres docs docs-serve
 
 # Re-run when the dependencies or their pins change. The venv ignores itself for git.
 $(STAMP): pyproject.toml $(CONSTRAINTS)
@@ -74,13 +76,13 @@ flaky: install $(if $(filter test,$(LANE)),postgresql)
 	done; \
 	$(BIN)/python scripts/flaky_report.py .flaky/run-*.xml
 
-## Benchmarks: one JSON line each (BENCH=name runs one: poll_efficiency, rate_limit, shared_rate_limit, overhead, scale, scale_out, callbacks, durable).
+## Benchmarks: one JSON line each, also appended to benchmarks/results.jsonl (BENCH_RESULTS=path elsewhere; BENCH=name runs one: poll_efficiency, rate_limit, shared_rate_limit, overhead, scale, scale_out, callbacks, durable, ledger).
 bench: install
 	$(BIN)/python -m benchmarks $(BENCH)
 
-## Soak: 1,000 jobs, every simulator fault and a 30 s Prefect API outage; one JSON line (~4 min).
+## Soak: 1,000 jobs, every simulator fault and a 30 s Prefect API outage; one JSON line (~4 min), recorded as bench's.
 soak: install
-	$(BIN)/python -m benchmarks.soak
+	$(BIN)/python -m benchmarks soak
 
 ## A local Prefect server with its UI on http://127.0.0.1:4200.
 ui: install
@@ -136,10 +138,30 @@ poller: install
 worker: install
 	$(BIN)/prefect worker start --pool $(POOL) --type process
 
-## docs/flow-run.png: the latest completed batch-scans run in the UI (installs Chromium if missing).
+## docs/assets/flow-run.png: the latest completed batch-scans run in the UI (installs Chromium if missing).
 screenshot: install
 	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
 	$(BIN)/python scripts/screenshot.py
+
+# The docs site (mkdocs.yml, docs/): the `docs` extra goes into the same venv, with the pins.
+DOCS_STAMP := $(VENV)/.installed-docs
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[simulator,webhooks,test,docs]' -c $(CONSTRAINTS)
+	@touch $(DOCS_STAMP)
+
+## The docs site in site/: benchmark plots from benchmarks/results.jsonl, then mkdocs build --strict.
+docs: $(DOCS_STAMP)
+	$(BIN)/python scripts/bench_plots.py
+	$(BIN)/mkdocs build --strict
+
+## The docs site, live, on 127.0.0.1: port DOCS_PORT, by default 8000 or a free one if 8000 is taken.
+docs-serve: $(DOCS_STAMP)
+	$(BIN)/python scripts/bench_plots.py
+	@port=$${DOCS_PORT:-$$($(BIN)/python -c 'import socket; c = socket.socket(); \
+		busy = c.connect_ex(("127.0.0.1", 8000)) == 0; c.close(); s = socket.socket(); \
+		s.bind(("127.0.0.1", 0 if busy else 8000)); print(s.getsockname()[1])')}; \
+	echo "docs on http://127.0.0.1:$$port/"; \
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:$$port
 
 ## Lint, format check and type check (settings in pyproject.toml); runs all three, fails if any does.
 lint: install
@@ -150,4 +172,4 @@ lint: install
 	exit $$status
 
 clean:
-	rm -rf $(VENV) .venv-* .pytest_cache .mypy_cache .ruff_cache .flaky
+	rm -rf $(VENV) .venv-* .pytest_cache .mypy_cache .ruff_cache .flaky site docs/assets/bench

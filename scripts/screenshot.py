@@ -6,7 +6,7 @@ completed, this opens the run's page in the server's V2 UI (``/v2``, which honou
 saves a PNG::
 
     PREFECT_API_URL=http://127.0.0.1:4200/api python scripts/screenshot.py \
-        [--flow-run-id ID] [--output docs/flow-run.png]
+        [--flow-run-id ID] [--output docs/assets/flow-run.png]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 DEFAULT_API_URL = "http://127.0.0.1:4200/api"
-DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "flow-run.png"
+DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "assets" / "flow-run.png"
 FLOW_NAME = "batch-scans"
 CHROMIUM_TIMEOUT_S = 120
 CHROMIUM_FLAGS = (
