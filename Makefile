@@ -34,7 +34,7 @@ install: $(STAMP)
 demo: install
 	$(BIN)/python -m flows.demo $(if $(PROVIDER),--provider $(PROVIDER))
 
-# Test lanes (README: "Tests"). The fast lane is what a bare `pytest` runs (pyproject's
+# Test lanes (docs/development.md: "Tests"). The fast lane is what a bare `pytest` runs (pyproject's
 # addopts); `make test` replaces its marker expression with `-m ""`: everything.
 PYTEST := PREFECT_SERVER_LOGGING_LEVEL=CRITICAL $(BIN)/python -m pytest
 FAST_LANE := -m "not e2e and not slow"
@@ -105,7 +105,7 @@ webhooks: install
 simulator: install
 	$(BIN)/prefect-pollers simulator --port 8765 --time-scale $(SIM_TIME_SCALE)
 
-# Scheduled deployments (README: "Scheduled deployments and the UI"). These targets talk
+# Scheduled deployments (docs/getting-started.md: "Deploy it"). These targets talk
 # to PREFECT_API_URL, by default the `make ui` server.
 # The demo's time scale lives in one place, the provider registry (0.05: a 60 s job takes 3 s).
 SIM_TIME_SCALE = $(shell $(BIN)/python -c 'from prefect_pollers.providers.registry import DEMO_TIME_SCALE; print(DEMO_TIME_SCALE)')
