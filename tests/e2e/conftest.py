@@ -25,8 +25,17 @@ import yaml
 from prefect.client.schemas.objects import StateType
 
 from deployments.postgres import create_database, local_postgres, server_env
+from prefect_pollers import PollPolicy
+from prefect_pollers.providers.registry import provider_entry
 from prefect_pollers.simulator import SimulatorConfig, SimulatorState, running_simulator
-from tests.processes import PREFECT, Process, free_port, subprocess_env, wait_healthy
+from tests.processes import (
+    PREFECT,
+    Process,
+    api_client,
+    free_port,
+    subprocess_env,
+    wait_healthy,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 PREFECT_YAML = REPO / "deployments" / "prefect.yaml"
@@ -157,3 +166,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         for step in [threads.submit(blocks), threads.submit(pool_worker_and_deployments)]:
             step.result()
         yield stack
+
+
+NEVER_ENDING_GENERIC = "generic-never-ending"
+"""A ``generic`` block whose waits last 10 real minutes (``save_never_ending_generic_block``)."""
+
+
+async def save_never_ending_generic_block(stack: Stack) -> str:
+    """Save a ``generic`` block for jobs that never end: its deadline (600 s real) is
+    never what ends their wait, however slow the machine, so a cancel test's cancel
+    always finds them running. Returns its name."""
+    block = provider_entry("generic").simulator_block(
+        stack.simulator_url,
+        time_scale=TIME_SCALE,
+        policy=PollPolicy(interval=5.0, deadline=600.0 / TIME_SCALE),
+    )
+    async with api_client(stack.api_url):
+        await block.asave(NEVER_ENDING_GENERIC, overwrite=True)
+    return NEVER_ENDING_GENERIC

@@ -44,7 +44,14 @@ from prefect.events.filters import (
 from prefect_pollers.providers.registry import provider_entry
 from prefect_pollers.recovery import CRASHED_RUNS, SILENT_RUNS
 from prefect_pollers.simulator import SimulatorConfig
-from tests.e2e.conftest import FREQUENT, NIGHTLY, TERMINAL, TIME_SCALE, Stack
+from tests.e2e.conftest import (
+    FREQUENT,
+    NIGHTLY,
+    TERMINAL,
+    TIME_SCALE,
+    Stack,
+    save_never_ending_generic_block,
+)
 from tests.processes import (
     Process,
     api_client,
@@ -157,7 +164,14 @@ async def test_cancelling_a_run_cancels_its_remote_jobs(stack: Stack) -> None:
     state = stack.simulator_state
     state.config = SimulatorConfig(time_scale=TIME_SCALE, seed=11, never_finish_rate=1.0)
     try:
-        output = stack.cli("deployment", "run", "generic-jobs/render-every-6-hours")
+        api = await save_never_ending_generic_block(stack)
+        output = stack.cli(
+            "deployment",
+            "run",
+            "generic-jobs/render-every-6-hours",
+            "--params",
+            json.dumps({"api": api}),
+        )
         match = re.search(r"UUID: ([0-9a-f-]{36})", output)
         assert match, output
         flow_run_id = UUID(match.group(1))

@@ -26,8 +26,9 @@ from prefect.events import Event
 from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
 
 from prefect_pollers.durable.resume import RESUME_EVENT
+from prefect_pollers.providers.registry import provider_entry
 from prefect_pollers.simulator import SimulatorConfig
-from tests.e2e.conftest import TERMINAL, TIME_SCALE, Stack
+from tests.e2e.conftest import TERMINAL, TIME_SCALE, Stack, save_never_ending_generic_block
 from tests.processes import Process, api_client, descendants, poll
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("e2e-stack")]
@@ -110,12 +111,23 @@ async def _async(value: Any) -> Any:
 async def test_a_suspended_sweep_frees_its_worker_and_survives_a_killed_poller(
     stack: Stack, poller: Process
 ) -> None:
-    # Simulations of 5-10 s (the simulator's defaults): the poller is killed while they run.
+    # Simulations of 10-19 s, so that the poller is killed while they run even when the
+    # hand-over takes a loaded machine 10 s; their block's policy runs at half the
+    # simulator's speed (the Twyn guide's 600 s deadline: 24 s).
     state = stack.simulator_state
-    state.config = SimulatorConfig(time_scale=TIME_SCALE, seed=5)
+    state.config = SimulatorConfig(
+        time_scale=TIME_SCALE,
+        seed=5,
+        twyn_config_duration=(120.0, 240.0),
+        twyn_simulation_duration=(240.0, 480.0),
+        twyn_analysis_duration=(120.0, 240.0),
+    )
+    slow = provider_entry("twyn").simulator_block(stack.simulator_url, time_scale=2 * TIME_SCALE)
+    async with api_client(stack.api_url):
+        await slow.asave("twyn-slow", overwrite=True)
     before = twyn(stack)
     try:
-        flow_run_id = run_deployment(stack, SWEEP)
+        flow_run_id = run_deployment(stack, SWEEP, credentials="twyn-slow")
         suspended = await until_state(stack, flow_run_id, "Suspended", timeout=90)
         assert suspended.state_name == "Suspended", f"{suspended.state}\n{stack.worker.tail()}"
         submitted = twyn(stack)
@@ -186,6 +198,7 @@ async def test_cancelling_a_suspended_run_cancels_its_remote_jobs(
         flow_run_id = run_deployment(
             stack,
             "generic-jobs/render-every-6-hours",
+            api=await save_never_ending_generic_block(stack),
             durable={"handover_after": 0},
         )
         suspended = await until_state(stack, flow_run_id, "Suspended", timeout=90)
