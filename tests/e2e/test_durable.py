@@ -13,6 +13,7 @@ import json
 import re
 import signal
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from prefect.events import Event
 from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
 
 from prefect_pollers.durable.resume import RESUME_EVENT
+from prefect_pollers.events import EVENT_PREFIX
 from prefect_pollers.providers.registry import provider_entry
 from prefect_pollers.simulator import SimulatorConfig
 from tests.e2e.conftest import TERMINAL, TIME_SCALE, Stack, save_never_ending_generic_block
@@ -101,6 +103,15 @@ async def events_named(client: PrefectClient, name: str, flow_run_id: str) -> li
     )
     page = await client.read_events(filter=related, limit=50)
     return list(page.events)
+
+
+async def terminal_events(client: PrefectClient, flow_run_id: str) -> list[Event]:
+    """The terminal job events of flow run ``flow_run_id`` (not the outbox's resent copies)."""
+    names = [f"{EVENT_PREFIX}.{state}" for state in ("succeeded", "failed", "cancelled", "expired")]
+    found = []
+    for name in names:
+        found += await events_named(client, name, flow_run_id)
+    return [event for event in found if not event.payload.get("resent_of")]
 
 
 async def _async(value: Any) -> Any:
@@ -230,18 +241,23 @@ async def test_two_pollers_on_two_shards_never_poll_the_same_job(stack: Stack) -
         before = twyn(stack)
         runs = [run_deployment(stack, SWEEP) for _ in range(2)]
         done = [await until_state(stack, run, "Completed", timeout=180) for run in runs]
-        logs = [p.log.read_text() for p in pollers]
     finally:
         for process in pollers:
             process.stop(signal.SIGTERM, 10)
     assert [run.state_type for run in done] == [StateType.COMPLETED] * 2, [
         p.tail() for p in pollers
     ]
-    waited_by = {
-        run: [i for i, log in enumerate(logs) if f"flow run {run}: waiting for" in log]
-        for run in runs
-    }
-    assert all(len(shards) == 1 for shards in waited_by.values()), waited_by
+    # Whoever waits for a job emits its terminal event (read from the events API): two
+    # pollers waiting for the same job would each emit one.
+    async with api_client(stack.api_url) as client:
+        for run in runs:
+            ended = await poll(
+                lambda run=run: terminal_events(client, str(run)),
+                lambda found: len(found) >= SIMULATIONS,
+                timeout=30,
+            )
+            per_job = Counter(event.resource.id for event in ended)
+            assert len(per_job) == SIMULATIONS and set(per_job.values()) == {1}, per_job
     after = twyn(stack)
     assert after["submits"] - before["submits"] == 2 * SIMULATIONS
     assert after["duplicate_submits"] == before["duplicate_submits"]
