@@ -120,7 +120,7 @@ class LedgerSubmitter:
         self._reserved: set[str] = set()
         self._sending: set[str] = set()
         self._legacy: dict[str, JobRef] = {}
-        self._liveness: dict[str, tuple[float, bool]] = {}  # token -> (monotonic, live)
+        self._liveness: dict[str, tuple[float, asyncio.Future[bool]]] = {}  # token -> look
 
     async def __aenter__(self) -> LedgerSubmitter:
         if self.ledger is None:
@@ -223,13 +223,18 @@ class LedgerSubmitter:
         return await self._send(key, send), True
 
     async def _is_live(self, token: str) -> bool:
-        """Whether session ``token`` is running (looked up once per wait, for all its keys)."""
+        """Whether session ``token`` is running: one look per wait, shared by all its keys."""
         assert self.ledger is not None
         now = time.monotonic()
         seen = self._liveness.get(token)
         if seen is None or now - seen[0] >= WAIT_FOR_OWNER_S:
-            seen = self._liveness[token] = (now, await self.ledger.owner_is_live(token))
-        return seen[1]
+            look = asyncio.ensure_future(self.ledger.owner_is_live(token))
+            seen = self._liveness[token] = (now, look)
+        try:
+            return await asyncio.shield(seen[1])
+        except Exception as exc:  # assume it runs (nothing is sent); the next wait looks again
+            _log.debug("could not tell whether ledger session %s runs: %s", token, exc)
+            return True
 
     async def _moved_on(self, key: str, row: SubmitRow) -> bool:
         """Whether ``key``'s row changed since ``row`` was read (its session just ended)."""
