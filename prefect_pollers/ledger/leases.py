@@ -17,13 +17,13 @@ import hashlib
 import math
 import os
 import socket
-import time
 import uuid
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from prefect_pollers.engine.clock import Clock, current_clock
 from prefect_pollers.ledger.schema import lease_holders, leases
 from prefect_pollers.ledger.store import Ledger
 
@@ -67,6 +67,8 @@ class ShardLeases:
         shards: How many shards (the same on every poller).
         heartbeat: Seconds between two beats; a lease expires after twice that.
         holder: This poller's id (a new one by default).
+        clock: Where the time is read (the context's clock by default: the wall
+            clock, or a test's virtual one).
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class ShardLeases:
         shards: int = SHARDS,
         heartbeat: float = HEARTBEAT_S,
         holder: str | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if shards < 1 or heartbeat <= 0:
             raise ValueError(f"shards ({shards}) and heartbeat ({heartbeat}) must be positive")
@@ -83,11 +86,15 @@ class ShardLeases:
         self.shards = shards
         self.heartbeat = heartbeat
         self.holder = holder or new_holder_id()
+        self.clock = clock
         self.held: frozenset[int] = frozenset()
         """The shards held after the last beat."""
         self.renewed_at: float | None = None
-        """When the last beat succeeded (wall clock)."""
+        """When the last beat succeeded (epoch seconds)."""
         self._next_expiry: float | None = None
+
+    def _now(self) -> float:
+        return (self.clock or current_clock()).time()
 
     @property
     def ttl(self) -> float:
@@ -96,7 +103,7 @@ class ShardLeases:
 
     async def beat(self) -> frozenset[int]:
         """Renew, balance and claim, in one transaction; the shards held now."""
-        now = time.time()
+        now = self._now()
         expired_before = now - self.ttl
         async with await self.ledger._begin() as connection:
             await self._register(connection, now)
@@ -144,12 +151,12 @@ class ShardLeases:
         """Seconds until the next beat: a heartbeat, or less when another lease expires first."""
         wait = self.heartbeat
         if self._next_expiry is not None:
-            wait = min(wait, self._next_expiry - time.time() + 0.05)
+            wait = min(wait, self._next_expiry - self._now() + 0.05)
         return max(wait, 0.05)
 
     def lapse(self) -> frozenset[int]:
         """Drop every shard if the last good beat is older than the TTL (fail closed); held."""
-        if self.renewed_at is None or time.time() - self.renewed_at >= self.ttl:
+        if self.renewed_at is None or self._now() - self.renewed_at >= self.ttl:
             self.held = frozenset()
         return self.held
 
