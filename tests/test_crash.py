@@ -25,6 +25,7 @@ from prefect.settings import PREFECT_API_URL
 
 from prefect_pollers.simulator import SimulatorConfig
 from tests.constants import SIM_SCALE
+from tests.processes import poll
 
 # Flow runs in subprocesses, killed and run again.
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_harness")]
@@ -138,9 +139,19 @@ async def test_a_killed_flow_run_again_reattaches_to_its_jobs_without_resubmitti
 
     # Per job, the second run's submit task runs found the first run's refs in the
     # ledger (no submit: the simulator's counts above); batched, its one task run did.
+    # Task runs and their states reach the server as events, recorded a moment later.
     async with get_client() as client:
-        runs = await client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run["flow_run_id"]]))
+        runs = await poll(
+            lambda: client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run["flow_run_id"]]))
+            ),
+            lambda found: (
+                len([t for t in found if t.name.startswith("submit-exona-")])
+                >= (len(COMPANIES) if task_runs == "per-job" else 0)
+                and bool(found)
+                and all(t.state is not None and t.state.is_final() for t in found)
+            ),
+            timeout=30,
         )
     submits = [t for t in runs if t.name.startswith("submit-exona-")]
     if task_runs == "per-job":

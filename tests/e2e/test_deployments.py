@@ -98,10 +98,16 @@ async def test_batch_scans_deployment_runs_on_a_process_worker(stack: Stack) -> 
         scan_ids = {row["scan_id"] for row in rows}
         ghost = next(row["scan_id"] for row in rows if row["company"] == "Ghost Holdings")
 
-        task_runs = await client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        # Task runs reach the server as events, recorded a moment later: poll for them.
+        waits = {f"wait-exona-{scan_id}" for scan_id in scan_ids}
+        task_runs = await poll(
+            lambda: client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            ),
+            lambda found: waits <= {t.name for t in found},
+            timeout=30,
         )
-        assert {f"wait-exona-{scan_id}" for scan_id in scan_ids} <= {t.name for t in task_runs}
+        assert waits <= {t.name for t in task_runs}
 
         terminal_events = EventFilter(
             event=EventNameFilter(
