@@ -185,3 +185,24 @@ async def test_run_batch_gives_an_unexpected_exception_to_its_item(sim, monkeypa
     assert [o.outcome for o in outcomes] == [Outcome.SUCCEEDED, Outcome.ERROR, Outcome.SUCCEEDED]
     assert outcomes[1].error_type == "ValueError" and "Co 1" in (outcomes[1].error or "")
     assert secrets_of(block) == ("sim-key",)
+
+
+class _Signal(BaseException):
+    """Stands in for Prefect's TerminationSignal, raised in the run when it is cancelled."""
+
+
+async def test_a_signal_inside_an_item_aborts_the_batch_bare_not_in_a_group():
+    # The flow engine ends a run as Cancelled on its TerminationSignal, but as Crashed
+    # on a BaseExceptionGroup holding it: run_items re-raises the signal itself.
+    started = asyncio.Event()
+
+    async def work(item: BatchItem) -> Any:
+        if item.key == "k1":
+            await started.wait()
+            raise _Signal()
+        started.set()
+        await asyncio.sleep(60)  # cancelled with the batch
+
+    items = [BatchItem(label=f"i{i}", key=f"k{i}", request={}) for i in range(3)]
+    with pytest.raises(_Signal):
+        await run_items(items, work)

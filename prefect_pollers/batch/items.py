@@ -12,6 +12,7 @@ orphan keeps polling.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 
@@ -21,6 +22,9 @@ from pydantic import BaseModel, SecretStr
 from prefect_pollers.batch.models import BatchItem, BatchOutcome
 from prefect_pollers.batch.progress import BatchProgress
 from prefect_pollers.providers.base import ResultT
+
+if sys.version_info < (3, 11):  # pragma: no cover - the builtin from Python 3.11
+    from exceptiongroup import BaseExceptionGroup
 
 ItemWork = Callable[[BatchItem], Awaitable[ResultT | None]]
 """One item's work: its result, or None when the item was handed over (no outcome here)."""
@@ -80,7 +84,19 @@ async def run_items(
         if progress is not None:
             await progress.finished_one()
 
-    async with anyio.create_task_group() as group:
-        for item in items:
-            group.start_soon(one, item, name=f"batch item {item.key}")
+    try:
+        async with anyio.create_task_group() as group:
+            for item in items:
+                group.start_soon(one, item, name=f"batch item {item.key}")
+    except BaseExceptionGroup as aborted:
+        # Only what is not an item's failure escapes an item: a signal (Prefect's
+        # TerminationSignal when the run is cancelled, KeyboardInterrupt). Raised bare,
+        # so that the flow engine knows it (a group would end the run as Crashed).
+        raise _first_leaf(aborted) from None
     return outcomes
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception of ``group`` that is not itself a group."""
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
