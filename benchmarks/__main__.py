@@ -14,17 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = (
-    "poll_efficiency",
-    "rate_limit",
-    "shared_rate_limit",
-    "overhead",
-    "scale",
-    "scale_out",
-    "callbacks",
-    "durable",
-    "ledger",
-)
+from benchmarks import BENCHMARKS
+
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results.jsonl"
 
 

@@ -28,25 +28,17 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+
+from benchmarks import BENCHMARKS
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = ROOT / "benchmarks" / "results.jsonl"
 DEFAULT_OUT = ROOT / "docs" / "assets" / "bench"
 # The benchmarks of `make bench`, in its order, and `make soak`.
-KNOWN = (
-    "poll_efficiency",
-    "rate_limit",
-    "shared_rate_limit",
-    "overhead",
-    "scale",
-    "scale_out",
-    "callbacks",
-    "durable",
-    "ledger",
-    "soak",
-)
+KNOWN = (*BENCHMARKS, "soak")
 OURS, BASELINE, OTHER = "#1f6feb", "#8b949e", "#d29922"
 
 Figures = dict[str, Any]
