@@ -25,7 +25,7 @@ def bench(*args: str, api_url: str | None = None) -> dict:
         env=env,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=480,  # a hang, not a slow machine: durable takes 111 s here, 240+ s under load
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
