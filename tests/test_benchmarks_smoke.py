@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from prefect.settings import PREFECT_API_URL
 
+from benchmarks.common import stop_process_group
+
 # Every test starts a benchmark's process (and some a server, a worker, flow runs).
 pytestmark = pytest.mark.slow
 
@@ -19,17 +21,23 @@ def bench(*args: str, api_url: str | None = None) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if api_url:
         args = (*args, "--api-url", api_url)
-    done = subprocess.run(
+    with subprocess.Popen(
         [sys.executable, "-m", *args],
         cwd=ROOT,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=480,  # a hang, not a slow machine: durable takes 111 s here, 240+ s under load
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
+        start_new_session=True,  # on a timeout, its server, worker and poller go with it
+    ) as process:
+        try:
+            # A hang, not a slow machine: durable takes 111 s here, over 240 s under load.
+            stdout, stderr = process.communicate(timeout=480)
+        except subprocess.TimeoutExpired:
+            stop_process_group(process, timeout=10)
+            raise
+    assert process.returncode == 0, stderr[-3000:]
+    return json.loads([line for line in stdout.splitlines() if line.startswith("{")][-1])
 
 
 def test_poll_efficiency_smoke():
