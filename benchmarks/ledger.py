@@ -4,9 +4,11 @@
 under the same idempotency prefix, each a new flow run in a new process: the same
 batch and one more company (``superset_submits``: 1), half of it
 (``subset_submits``: 0), all of it reversed (``reordered_submits``: 0); then two
-copies of a new 2,000-company batch at once (``concurrent_copies_duplicates``: 0)
-and a company sent again with other fields under its key (``key_reuse_refused``).
-Creates are counted by the simulator. The ledger is a SQLite file
+copies of a new 2,000-company batch at once (``concurrent_copies_duplicates``: 0,
+the simulator's creates beyond the first under one idempotency key;
+``concurrent_copies_not_created``: keys left uncertain by a lost answer) and a
+company sent again with other fields under its key (``key_reuse_refused``). Creates
+are counted by the simulator. The ledger is a SQLite file
 (``ledger_rows_bytes``: its size per row after a checkpoint).
 """
 
@@ -94,6 +96,9 @@ def main() -> None:
         def submits() -> int:
             return int(sim.stats()["exona"]["submits"])
 
+        def duplicates() -> int:  # creates beyond the first under one idempotency key
+            return int(sim.stats()["exona"]["duplicate_submits"])
+
         def run(rows: list[int], prefix: str = PREFIX, suffix: str = "") -> dict:
             return run_child(
                 [
@@ -122,9 +127,11 @@ def main() -> None:
         run(list(reversed(range(n + 1))))
         reordered_submits, created = submits() - created, submits()
         copies = list(range(n + 1, n + 1 + args.copies_jobs))
+        duplicates_before = duplicates()
         with ThreadPoolExecutor(2) as pool:
             both = list(pool.map(lambda _: run(copies, prefix=f"{PREFIX}-copies"), range(2)))
         copies_created, created = submits() - created, submits()
+        copies_duplicates = duplicates() - duplicates_before
         reuse = run([0], suffix=" renamed")
         reuse_submits = submits() - created
     with sqlite3.connect(db) as connection:
@@ -139,7 +146,9 @@ def main() -> None:
         superset_completed=superset["statuses"].get("succeeded", 0),
         subset_submits=subset_submits,
         reordered_submits=reordered_submits,
-        concurrent_copies_duplicates=copies_created - len(copies),
+        concurrent_copies_duplicates=copies_duplicates,
+        # Keys neither copy created: a submit that may have created its job (its answer lost).
+        concurrent_copies_not_created=len(copies) - (copies_created - copies_duplicates),
         concurrent_copies_completed=[side["statuses"].get("succeeded", 0) for side in both],
         not_completed_errors=[first["errors"], *(side["errors"] for side in both)],
         key_reuse_refused=reuse["key_reuse_errors"] == 1 and reuse_submits == 0,

@@ -115,3 +115,20 @@ def test_durable_smoke():
     assert figures["suspensions"] == 1 and figures["duplicate_submits"] == 0
     for key in ("process_seconds_ratio", "durable_lag_s", "calls_ratio"):
         assert figures[key] > 0
+
+
+@pytest.mark.e2e  # flow runs in subprocesses against the test server
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_ledger_smoke():
+    figures = bench(
+        "benchmarks.ledger",
+        *("--jobs", "10", "--copies-jobs", "6", "--time-scale", "0.02"),
+        api_url=PREFECT_API_URL.value(),
+    )
+    assert figures["completed"] == 10 and figures["superset_completed"] == 11
+    assert (figures["superset_submits"], figures["subset_submits"]) == (1, 0)
+    assert figures["reordered_submits"] == 0 and figures["key_reuse_refused"] is True
+    assert figures["concurrent_copies_duplicates"] == 0
+    assert figures["concurrent_copies_completed"] == [6, 6]
+    assert figures["ledger_rows_bytes"] > 0
