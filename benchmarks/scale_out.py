@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 from benchmarks.common import (
@@ -41,8 +42,10 @@ BLOCK = "exona-scale-out"
 WORKER_STOP_TIMEOUT_S = 30  # then SIGKILL: a worker once took longer and the run printed nothing
 
 
-async def parent_flow(base_url: str, jobs: int, shards: int, cap: int, scale: float) -> int:
-    """Save the capped block, run the sharded parent; returns the succeeded rows."""
+async def parent_flow(
+    base_url: str, jobs: int, shards: int, cap: int, scale: float
+) -> dict[str, object]:
+    """Save the capped block, run the sharded parent; returns its rows' outcomes."""
     from flows.batch_scans import batch_scans
     from prefect_pollers import ExonaCredentials
     from prefect_pollers.batch.shards import Sharding
@@ -74,17 +77,24 @@ async def parent_flow(base_url: str, jobs: int, shards: int, cap: int, scale: fl
         )
     finally:
         csv_path.unlink()
-    return sum(row.status == "succeeded" for row in rows)
+    errors = [row.error or "" for row in rows if row.status != "succeeded"]
+    return {
+        "completed": sum(row.status == "succeeded" for row in rows),
+        "error_rows": len(errors),
+        # The three most common errors, by their first words (a dropped connection's
+        # "may have created" shows here).
+        "errors": dict(Counter(error.split(" [")[0][:80] for error in errors).most_common(3)),
+    }
 
 
 def child(args: argparse.Namespace) -> None:
     """Run the parent flow in this process (from the repository root) and print its figures."""
     os.chdir(REPO)
     started = time.monotonic()
-    completed = asyncio.run(
+    outcomes = asyncio.run(
         parent_flow(args.base_url, args.jobs, args.shards, args.cap, args.time_scale)
     )
-    emit("scale-out-parent", completed=completed, makespan_s=round(time.monotonic() - started, 1))
+    emit("scale-out-parent", makespan_s=round(time.monotonic() - started, 1), **outcomes)
 
 
 class ShardMemory:
@@ -197,6 +207,8 @@ def main() -> None:
                 "scale_out",
                 jobs=args.jobs,
                 completed=parent["completed"],
+                error_rows=parent["error_rows"],
+                errors=parent["errors"],
                 shards=args.shards,
                 workers=args.workers,
                 workers_used=sum(bool(pids) for pids in memory.ran.values()),
