@@ -15,9 +15,13 @@ created that the client neither knows nor announced in an error saying the job m
 exist: 0); ``duplicate_submits`` (0); ``events_missing_after`` (job events the flows
 emitted that the server holds neither as themselves nor as a copy sent again: 0);
 ``wall_s``. Also ``reset_after_create_faults`` (a job created, then the connection
-dropped before its id came back) and ``submits_that_may_have_created`` (the submits
+dropped before its id came back), ``submits_that_may_have_created`` (the submits
 that ended in an error saying so, naming their idempotency key: the crash window no
-provider's docs let us close). ``make soak`` runs it; it takes about 4 minutes here.
+provider's docs let us close) with their ``may_have_created_causes``, and
+``submit_faults_a_client_cannot_tell`` (faults injected on submits after which no
+client can know whether the job exists: dropped connections, timeouts, unreadable
+bodies, 5xx): ``may_have_created_beyond_those_faults`` counts spurious ones (0).
+``make soak`` runs it; it takes about 4 minutes here.
 """
 
 from __future__ import annotations
@@ -67,6 +71,21 @@ def simulator_config() -> dict[str, Any]:
     }
 
 
+def leaves_submit_uncertain(kind: str, provider: str) -> bool:
+    """Whether a fault of ``kind`` on a submit leaves the client unsure the job exists.
+
+    A dropped connection, a timeout (``slow`` > ``TIMEOUT_S``), an unreadable body, or a
+    5xx the provider's contract does not declare "not created"; unless the provider
+    deduplicates on the idempotency header (the submit is then re-sent).
+    """
+    if kind == "burst_429":
+        return False
+    contract = provider_entry(provider).block("http://127.0.0.1", "sim-key").contract()
+    if contract.dedup_header is not None:  # re-sent under the same key: resolved
+        return False
+    return not (kind.startswith("http_") and int(kind[5:]) in contract.submit_not_created_statuses)
+
+
 async def child(provider: str, jobs: int, base_url: str) -> dict[str, Any]:
     """One provider's batch in a flow run; returns its rows and the job events it emitted."""
     from prefect import flow
@@ -114,6 +133,7 @@ async def child(provider: str, jobs: int, base_url: str) -> dict[str, Any]:
                 "outcome": row.outcome.value,
                 "job_id": row.job_id,
                 "maybe_created": MAYBE_CREATED in (row.error or ""),
+                "cause": (row.error or "").split(":")[0][:60],
             }
             for row in rows
         ],
@@ -219,6 +239,7 @@ def run() -> dict[str, Any]:
     finally:
         server.cleanup()
     jobs = terminal = lost = maybe_created = 0
+    causes = Counter[str]()
     for result in results:
         rows = result["rows"]
         jobs += JOBS_PER_PROVIDER
@@ -226,11 +247,19 @@ def run() -> dict[str, Any]:
         known = {row["job_id"] for row in rows if row["job_id"]}
         announced = sum(row["maybe_created"] for row in rows)
         maybe_created += announced
+        causes.update(row["cause"] for row in rows if row["maybe_created"])
         lost += max(0, len(created[result["provider"]] - known) - announced)
         lost += JOBS_PER_PROVIDER - len(rows)
     faults = Counter[str]()
     for provider_stats in stats.values():
         faults.update(provider_stats["faults_injected"])
+    ambiguous = sum(
+        n
+        for name, provider_stats in stats.items()
+        if name in children
+        for kind, n in provider_stats["faults_on_submit"].items()
+        if leaves_submit_uncertain(kind, name)
+    )
     return {
         "jobs": jobs,
         "faults": sum(faults.values()),
@@ -242,6 +271,9 @@ def run() -> dict[str, Any]:
         "events_missing_after": events_missing,
         "reset_after_create_faults": faults["reset_after_create"],
         "submits_that_may_have_created": maybe_created,
+        "may_have_created_causes": dict(causes.most_common()),
+        "submit_faults_a_client_cannot_tell": ambiguous,
+        "may_have_created_beyond_those_faults": max(0, maybe_created - ambiguous),
         "flow_runs_completed": sum(r["state"] == "COMPLETED" for r in results),
         "wall_s": round(time.monotonic() - started, 1),
     }

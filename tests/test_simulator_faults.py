@@ -205,6 +205,7 @@ async def test_reset_after_create_makes_a_job_the_client_never_hears_of() -> Non
         assert stats["submits"] == 2 and stats["submits_per_idempotency_key"] == {"order-42": 2}
         assert stats["duplicate_submits"] == 1
         assert stats["faults_injected"] == {"reset_after_create": 1}
+        assert stats["faults_on_submit"] == {"reset_after_create": 1}
 
 
 async def test_never_finish_rate_keeps_jobs_running_forever() -> None:
@@ -226,7 +227,9 @@ def test_reset_on_a_real_server_drops_the_connection() -> None:
             with pytest.raises(httpx.RemoteProtocolError):
                 client.get(f"{base}/scans/{created.json()['id']}")
             assert client.get(f"{base}/scans/{created.json()['id']}").status_code == 200
-        assert sim.stats()["exona"]["faults_injected"] == {"reset": 1}
+        stats = sim.stats()["exona"]
+        assert stats["faults_injected"] == {"reset": 1}
+        assert stats["faults_on_submit"] == {}  # a status poll's fault is not a submit's
 
 
 def test_slow_on_a_real_server_delays_the_answer() -> None:
@@ -242,4 +245,4 @@ def test_slow_on_a_real_server_delays_the_answer() -> None:
             assert time.monotonic() - started >= 0.3
             assert client.post(url, json=body).status_code == 201  # the rule is spent
         stats = sim.stats()["generic"]
-        assert stats["faults_injected"] == {"slow": 2}
+        assert stats["faults_injected"] == stats["faults_on_submit"] == {"slow": 2}

@@ -137,10 +137,10 @@ class Provider(ABC):
         """Run one request: faults, authentication, the handler, then bookkeeping."""
         rule = self.state.faults.pick(self.config.faults, self.name, kind)
         if rule is not None and rule.kind in REPLACING:
-            self.stats.faults_injected[rule.kind] += 1
+            self.stats.record_fault(rule.kind, kind)
             return self.fault_response(rule)
         if rule is not None and rule.kind == "slow":
-            self.stats.faults_injected[rule.kind] += 1
+            self.stats.record_fault(rule.kind, kind)
             await asyncio.sleep(rule.delay_s)
         try:
             if not self.authorized(request):
@@ -149,7 +149,7 @@ class Provider(ABC):
         except Refusal as refusal:
             reply = self.refusal_reply(refusal)
         if rule is not None and rule.kind == "reset_after_create":
-            self.stats.faults_injected[rule.kind] += 1
+            self.stats.record_fault(rule.kind, kind)
             return ResetResponse()
         if rule is not None and rule.kind in RESHAPING and reply.status == 200:
             self.reshape_status(reply, rule.kind)
@@ -160,7 +160,7 @@ class Provider(ABC):
     def reshape_status(self, reply: Reply, fault: FaultKind) -> None:
         """Apply a data-shape fault to a status reply, which then delivers nothing."""
         if reshape(reply.body, self.status_field, fault):
-            self.stats.faults_injected[fault] += 1
+            self.stats.record_fault(fault, "status")
             reply.delivers = None
 
     def refusal_reply(self, refusal: Refusal) -> Reply:

@@ -57,6 +57,7 @@ class ProviderStats:
     submits_per_idempotency_key: Counter[str] = field(default_factory=Counter)
     status_calls_per_job: Counter[str] = field(default_factory=Counter)
     faults_injected: Counter[str] = field(default_factory=Counter)
+    faults_on_submit: Counter[str] = field(default_factory=Counter)
     responses: Counter[int] = field(default_factory=Counter)
     status_calls: int = 0
     max_jobs_in_flight: int = 0
@@ -65,6 +66,12 @@ class ProviderStats:
     not_visible_404: int = 0
     first_submit_at: float | None = None
     last_submit_at: float | None = None
+
+    def record_fault(self, kind: str, route: str) -> None:
+        """Book a fault of ``kind`` injected on a request to ``route``."""
+        self.faults_injected[kind] += 1
+        if route == "submit":
+            self.faults_on_submit[kind] += 1
 
     def record_submit(self, job: Job, now: float, idempotency_key: str | None) -> None:
         """Book a submit POST that created ``job``."""
@@ -111,6 +118,7 @@ class ProviderStats:
             "http_401": self.responses[401],
             "http_422": self.responses[422],
             "faults_injected": dict(self.faults_injected),
+            "faults_on_submit": dict(self.faults_on_submit),
             "outcomes": dict(self.ledger.outcomes),
             "unobserved_terminal_jobs": self.ledger.total - in_flight - self.observed_terminal,
             "cancels": self.cancels,
