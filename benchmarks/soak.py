@@ -86,6 +86,12 @@ def leaves_submit_uncertain(kind: str, provider: str) -> bool:
     return not (kind.startswith("http_") and int(kind[5:]) in contract.submit_not_created_statuses)
 
 
+def cause_of(error: str, provider: str) -> str:
+    """An error's kind, without its details: "ReadTimeout", "returned an empty body"..."""
+    cause = error.split(" [")[0].split(":")[0]
+    return cause.removeprefix(f"{provider} ")[:60]
+
+
 async def child(provider: str, jobs: int, base_url: str) -> dict[str, Any]:
     """One provider's batch in a flow run; returns its rows and the job events it emitted."""
     from prefect import flow
@@ -133,7 +139,7 @@ async def child(provider: str, jobs: int, base_url: str) -> dict[str, Any]:
                 "outcome": row.outcome.value,
                 "job_id": row.job_id,
                 "maybe_created": MAYBE_CREATED in (row.error or ""),
-                "cause": (row.error or "").split(":")[0][:60],
+                "cause": cause_of(row.error or "", provider),
             }
             for row in rows
         ],
