@@ -40,9 +40,10 @@ PYTEST := PREFECT_SERVER_LOGGING_LEVEL=CRITICAL $(BIN)/python -m pytest
 FAST_LANE := -m "not e2e and not slow"
 ALL_LANES := -m ""
 # Branch coverage of the package in `make test` (in-process only: subprocesses are not
-# measured). The floor is the figure reached, less 4 points (Pythons differ): 92 % (statements and
-# branches of prefect_pollers/) in a full run on this machine.
-COV_FAIL_UNDER ?= 88
+# measured). CI measures it once, on the newest Python: 92.05-92.07 % (statements and branches
+# of prefect_pollers/) in three fresh-clone runs here; the floor is that, less 2 points of slack
+# for what varies between runs and machines (timing-dependent branches).
+COV_FAIL_UNDER ?= 90
 COVERAGE := --cov=prefect_pollers --cov-branch --cov-report=term:skip-covered \
 	--cov-fail-under=$(COV_FAIL_UNDER)
 # Two test processes (pytest-xdist): the fast lane took 3.3 min instead of 5.7 on this
