@@ -9,10 +9,12 @@ id, time and payload. The server keeps one event per id (its event writer skips 
 id it has stored, and its triggers skip an id they have processed), so an event
 sent again whose first copy arrives after all is stored and acted on once: a job's
 end never fires an automation twice. The events sent again are checked in turn;
-the server may drop an id it saw in the last 5 minutes even if it lost that event,
-so those still missing after ``RESEND_ROUNDS`` are kept for the next reconciliation,
-counted (:attr:`EventOutbox.unconfirmed`) and logged at WARNING in the flow run's
-log: never dropped silently.
+the server ignores an id it saw in the last 5 minutes even if it lost that event (a
+SQLite Prefect 3.8 server's event persister drops whole flushes after a restart: see
+``docs/concepts/failures.md``), so those still missing after ``RESEND_ROUNDS`` are
+kept for the next reconciliation, counted (:attr:`EventOutbox.unconfirmed`, and in a
+batch's progress artifact) and logged at WARNING in the flow run's log: never
+dropped silently.
 
 To stay cheap when nothing went wrong, it checks only the events old enough to have
 been stored (``SETTLE_S``, past the event persister's flush interval), one count
@@ -189,7 +191,9 @@ class EventOutbox:
             self.unconfirmed += len(missing)
             logger.warning(
                 "%d job events are still not on the Prefect server after being sent again "
-                "%d times; kept for the next reconciliation",
+                "%d times (it ignores for 5 minutes an id it saw, even one it failed to "
+                "store); kept for this process's next reconciliation. Job outcomes are "
+                "not affected",
                 len(missing),
                 RESEND_ROUNDS,
             )

@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from uuid import UUID
 
 import pytest
+from prefect import flow
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterId
 from prefect.events import Event
 from prefect.events.filters import EventFilter, EventResourceFilter
 from prefect.events.worker import EventsWorker
 
 from prefect_pollers import event_outbox
+from prefect_pollers.batch.progress import BatchProgress
 from prefect_pollers.event_outbox import EventOutbox
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -53,11 +57,12 @@ async def test_an_end_sent_again_is_held_once_even_when_the_lost_one_arrives_aft
     assert outbox.unconfirmed == 0 and len(outbox) == 0
 
 
-async def test_events_still_missing_after_the_resends_are_counted_and_kept(monkeypatch, caplog):
-    class Unreachable:
-        def send(self, event: Event) -> None:
-            """The API is still down: the events client drops it."""
+class Unreachable:
+    def send(self, event: Event) -> None:
+        """The API is still down: the events client drops it."""
 
+
+async def test_events_still_missing_after_the_resends_are_counted_and_kept(monkeypatch, caplog):
     monkeypatch.setattr(EventsWorker, "instance", classmethod(lambda cls: Unreachable()))
     outbox = EventOutbox(settle_s=0.05)
     end = job_end()
@@ -79,3 +84,30 @@ async def test_events_dropped_from_a_full_outbox_are_counted(monkeypatch):
     assert outbox.unconfirmed == 1 and len(outbox) == 2
     await outbox.reconcile()
     assert outbox.unconfirmed == 0  # counted once, by the reconciliation after the drop
+
+
+async def test_a_batch_progress_artifact_counts_the_job_events_never_confirmed(monkeypatch):
+    monkeypatch.setattr(EventsWorker, "instance", classmethod(lambda cls: Unreachable()))
+    monkeypatch.setattr(event_outbox, "OUTBOX", EventOutbox(settle_s=0.05))
+
+    @flow
+    async def batch() -> UUID | None:
+        progress = BatchProgress("scans", 2)
+        await progress.start()
+        await progress.finished(2)
+        await progress.settle_events()  # nothing kept: the description stays
+        event_outbox.OUTBOX.add(job_end())
+        await asyncio.sleep(0.05)
+        await progress.settle_events()
+        return progress.artifact_id
+
+    artifact_id = await batch()
+    assert artifact_id is not None
+    only = ArtifactFilter(id=ArtifactFilterId(any_=[artifact_id]))
+    async with get_client() as client:
+        [artifact] = await client.read_artifacts(artifact_filter=only)
+    assert artifact.data == 100.0
+    assert artifact.description == (
+        "scans: 2 of 2 jobs finished; 1 job events not confirmed on the Prefect server "
+        "(see the run's log)"
+    )

@@ -7,6 +7,7 @@ from uuid import UUID
 
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 
+from prefect_pollers.event_outbox import reconcile_job_events, unconfirmed_job_events
 from prefect_pollers.reporting import best_effort
 
 
@@ -65,3 +66,27 @@ class BatchProgress:
                     description=f"{self.title}: {done} of {self.total} jobs finished",
                 )
                 self.sent = done
+
+    async def settle_events(self) -> None:
+        """Send again the job events the Prefect API missed; show those it never confirmed.
+
+        Runs :func:`~prefect_pollers.event_outbox.reconcile_job_events` (which logs
+        what it cannot confirm at WARNING in the run's log) and, if some job events
+        stay unconfirmed, says how many in the artifact's description. Never raises.
+        """
+        with best_effort("the job events"):
+            await reconcile_job_events()
+        unconfirmed = unconfirmed_job_events()
+        if not unconfirmed or self.artifact_id is None:
+            return
+        async with self.lock:
+            with best_effort(self._what):
+                await aupdate_progress_artifact(
+                    self.artifact_id,
+                    progress=100.0 * self.done / self.total,
+                    description=(
+                        f"{self.title}: {self.done} of {self.total} jobs finished; "
+                        f"{unconfirmed} job events not confirmed on the Prefect server "
+                        "(see the run's log)"
+                    ),
+                )

@@ -44,7 +44,6 @@ from prefect_pollers.batch.progress import BatchProgress
 from prefect_pollers.batch.submit import SubmitJournal
 from prefect_pollers.client import shared_client
 from prefect_pollers.engine import InvalidRequestError, JobRef, PollPolicy
-from prefect_pollers.event_outbox import reconcile_job_events
 from prefect_pollers.observed import observed_wait
 from prefect_pollers.providers.base import JobApiCredentials, ResultT
 from prefect_pollers.tasks import retry_wait_when_transient, run_job
@@ -213,6 +212,7 @@ async def run_batch_in_one_task(
     outcomes = await submit_and_wait(
         credentials, items, concurrency=concurrency, progress=progress, wait=wait
     )
+    await progress.settle_events()  # events dropped while the Prefect API was down
     return [outcomes[item.key] for item in items]
 
 
@@ -238,6 +238,7 @@ async def _run_per_job(
         progress=progress,
         secrets=secrets_of(credentials),
     )
+    await progress.settle_events()  # events dropped while the Prefect API was down
     return [outcomes[item.key] for item in items]
 
 
@@ -290,7 +291,6 @@ async def run_batch(
         outcomes = await run_batch_in_one_task(credentials, parsed, concurrency, policy, title)
     else:
         outcomes = await _run_per_job(credentials, parsed, concurrency, policy, title)
-    await reconcile_job_events()  # events dropped while the Prefect API was down
     counts = Counter(outcome.outcome.value for outcome in outcomes)
     get_run_logger().info(
         "%s finished: %s", title, ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))

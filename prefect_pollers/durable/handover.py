@@ -54,8 +54,10 @@ from prefect_pollers.durable.records import (
     write_handover,
 )
 from prefect_pollers.engine import Clock, JobRef, PollPolicy, current_clock, use_clock
+from prefect_pollers.event_outbox import reconcile_job_events
 from prefect_pollers.observed import observed_wait
 from prefect_pollers.providers.base import JobApiCredentials, ResultT
+from prefect_pollers.reporting import best_effort
 
 NAMED_JOBS = 10
 """How many job ids the handover's log line names."""
@@ -252,6 +254,7 @@ async def run_batch_durably(
     finished = await submit_and_wait(
         credentials, items, concurrency=concurrency, progress=progress, wait=wait
     )
+    await progress.settle_events()  # before the process may exit on suspension
     if not running:
         return [finished[item.key] for item in items]
     handover = Handover(
@@ -314,4 +317,6 @@ async def _after_handover(
         [item for item in items if item.key in jobs], wait, secrets=secrets_of(credentials)
     )
     recorded.update(waited)
+    with best_effort("the job events"):
+        await reconcile_job_events()
     return [recorded[item.key] for item in items]

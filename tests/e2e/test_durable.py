@@ -106,12 +106,12 @@ async def events_named(client: PrefectClient, name: str, flow_run_id: str) -> li
 
 
 async def terminal_events(client: PrefectClient, flow_run_id: str) -> list[Event]:
-    """The terminal job events of flow run ``flow_run_id`` (not the outbox's resent copies)."""
+    """The terminal job events of flow run ``flow_run_id``."""
     names = [f"{EVENT_PREFIX}.{state}" for state in ("succeeded", "failed", "cancelled", "expired")]
     found = []
     for name in names:
         found += await events_named(client, name, flow_run_id)
-    return [event for event in found if not event.payload.get("resent_of")]
+    return found
 
 
 async def _async(value: Any) -> Any:
