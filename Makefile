@@ -78,18 +78,18 @@ flaky: install $(if $(filter test,$(LANE)),postgresql)
 	$(BIN)/python scripts/flaky_report.py .flaky/run-*.xml
 
 ## Benchmarks: one JSON line each, also appended to benchmarks/results.jsonl (BENCH_RESULTS=path elsewhere; BENCH=name runs one: poll_efficiency, rate_limit, shared_rate_limit, overhead, scale, scale_out, callbacks, durable, ledger).
-bench: install
+bench: install postgresql
 	$(BIN)/python -m benchmarks $(BENCH)
 
-## Soak: 1,000 jobs, every simulator fault and a 30 s Prefect API outage; one JSON line (~4 min), recorded as bench's.
-soak: install
+## Soak: 1,000 jobs, every simulator fault and a 30 s outage of a Prefect server on PostgreSQL; one JSON line (~4 min), recorded as bench's.
+soak: install postgresql
 	$(BIN)/python -m benchmarks soak
 
 ## A local Prefect server with its UI on http://127.0.0.1:4200.
 ui: install
 	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
 
-## Debian's PostgreSQL server binaries (e2e tests, scale benchmark, server-postgres); installs them if missing.
+## Debian's PostgreSQL server binaries (e2e tests, scale_out and soak benchmarks, server-postgres); installs them if missing.
 postgresql:
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 \
 		|| (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql)
