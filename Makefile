@@ -109,7 +109,7 @@ simulator: install
 # Scheduled deployments (docs/getting-started.md: "Deploy it"). These targets talk
 # to PREFECT_API_URL, by default the `make ui` server.
 # The demo's time scale lives in one place, the provider registry (0.05: a 60 s job takes 3 s).
-SIM_TIME_SCALE = $(shell $(BIN)/python -c 'from prefect_pollers.providers.registry import DEMO_TIME_SCALE; print(DEMO_TIME_SCALE)')
+SIM_TIME_SCALE = $(shell $(BIN)/python -c 'from prefect_pollers.testing.registry import DEMO_TIME_SCALE; print(DEMO_TIME_SCALE)')
 POOL := pollers-process
 blocks pool deploy worker screenshot webhooks recovery poller: export PREFECT_API_URL ?= http://127.0.0.1:4200/api
 .PHONY: blocks pool deploy worker screenshot webhooks recovery poller

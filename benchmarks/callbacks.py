@@ -23,7 +23,7 @@ import httpx
 
 from benchmarks.common import emit, percentile, simulator_process
 from prefect_pollers import ApixoCredentials
-from prefect_pollers.serving import BackgroundServer, bind_socket
+from prefect_pollers.ops.serving import BackgroundServer, bind_socket
 from prefect_pollers.webhooks.app import create_webhook_app
 from prefect_pollers.webhooks.inbox import CallbackInbox
 

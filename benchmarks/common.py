@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from deployments.postgres import server_env
-from prefect_pollers.providers.registry import provider_entry
+from prefect_pollers.testing.registry import provider_entry
 
 
 def emit(name: str, **figures: object) -> None:
@@ -138,7 +138,8 @@ def simulator_process(config: dict) -> Iterator[SimulatorProcess]:
     args = [
         sys.executable,
         "-m",
-        "prefect_pollers.simulator",
+        "prefect_pollers.cli",
+        "simulator",
         "--host",
         "127.0.0.1",
         "--port",

@@ -49,7 +49,7 @@ async def parent_flow(
     from flows.batch_scans import batch_scans
     from prefect_pollers import ExonaCredentials
     from prefect_pollers.batch.shards import Sharding
-    from prefect_pollers.shared_limits import SharedLimits
+    from prefect_pollers.limits.shared import SharedLimits
 
     await ExonaCredentials(
         api_key="sim-key",

@@ -22,8 +22,8 @@ import time
 from benchmarks.common import emit, prefect_server, simulator_process
 from benchmarks.rate_limit import LIMIT, WINDOW_S, RecordingTransport, least_time
 from prefect_pollers import ModelRouteCredentials
+from prefect_pollers.limits.shared import SharedLimits
 from prefect_pollers.providers.modelroute import modelroute_policy
-from prefect_pollers.shared_limits import SharedLimits
 
 # ModelRoute's pace with no deadline: the limit, not a deadline, decides the makespan.
 POLICY = modelroute_policy().model_copy(update={"deadline": None})

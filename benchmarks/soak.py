@@ -41,8 +41,8 @@ import httpx
 
 from benchmarks.common import PrefectServerProcess, emit, simulator_process
 from deployments.postgres import local_postgres
-from prefect_pollers.providers.registry import PROVIDERS, provider_entry, varied_request
-from prefect_pollers.simulator.config import every_fault_kind
+from prefect_pollers.testing.registry import PROVIDERS, provider_entry, varied_request
+from prefect_pollers.testing.simulator.config import every_fault_kind
 
 SCALE = 0.05
 JOBS_PER_PROVIDER = 200
@@ -98,7 +98,7 @@ async def child(provider: str, jobs: int, base_url: str) -> dict[str, Any]:
     """One provider's batch in a flow run; returns its rows and the job events it emitted."""
     from prefect import flow
 
-    import prefect_pollers.events as events
+    import prefect_pollers.events.jobs as events
     from prefect_pollers import BatchItem, run_batch
 
     emitted: list[str] = []

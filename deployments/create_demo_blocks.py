@@ -23,7 +23,7 @@ import secrets
 from typing import Any
 
 from prefect_pollers import JobApiCredentials
-from prefect_pollers.providers.registry import (
+from prefect_pollers.testing.registry import (
     DEMO_TIME_SCALE,
     PROVIDERS,
     SIMULATOR_API_KEY,

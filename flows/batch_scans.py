@@ -29,9 +29,9 @@ from prefect_pollers import (
     run_batch,
 )
 from prefect_pollers.batch.shards import Shard, Sharding, run_shards
-from prefect_pollers.idempotency import default_scope
+from prefect_pollers.events.tables import publish_table
+from prefect_pollers.ledger.idempotency import default_scope
 from prefect_pollers.providers import exona_policy, load_credentials
-from prefect_pollers.tables import publish_table
 
 REQUIRED_COLUMNS = ("company_name", "company_website")
 

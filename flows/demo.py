@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from prefect_pollers import JobApiCredentials
-from prefect_pollers.providers.registry import DEMO_TIME_SCALE, provider_entry
-from prefect_pollers.simulator import SimulatorConfig, running_simulator
+from prefect_pollers.testing.registry import DEMO_TIME_SCALE, provider_entry
+from prefect_pollers.testing.simulator import SimulatorConfig, running_simulator
 
 DATA = Path(__file__).parent / "data"
 

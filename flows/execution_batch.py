@@ -15,9 +15,9 @@ from prefect import flow
 from pydantic import BaseModel
 
 from prefect_pollers import BatchItem, ModelRouteCredentials, Outcome, cancel_remote_jobs, run_batch
-from prefect_pollers.idempotency import default_scope
+from prefect_pollers.events.tables import publish_table
+from prefect_pollers.ledger.idempotency import default_scope
 from prefect_pollers.providers import load_credentials
-from prefect_pollers.tables import publish_table
 
 
 class ExecutionRow(BaseModel):

@@ -18,9 +18,9 @@ from prefect import flow
 from pydantic import BaseModel
 
 from prefect_pollers import ApixoCredentials, BatchItem, Outcome, cancel_remote_jobs, run_batch
-from prefect_pollers.idempotency import default_scope
+from prefect_pollers.events.tables import publish_table
+from prefect_pollers.ledger.idempotency import default_scope
 from prefect_pollers.providers import load_credentials
-from prefect_pollers.tables import publish_table
 
 
 class GenerationRow(BaseModel):

@@ -21,16 +21,16 @@ from prefect_pollers import (
     cancel_remote_jobs,
     run_batch,
 )
-from prefect_pollers.idempotency import default_scope
+from prefect_pollers.events.tables import publish_table
+from prefect_pollers.ledger.idempotency import default_scope
 from prefect_pollers.providers import load_credentials
-from prefect_pollers.providers.registry import provider_entry
-from prefect_pollers.tables import publish_table
+from prefect_pollers.testing.registry import provider_entry
 
 
 def simulator_generic_api(base_url: str, api_key: str, **overrides: Any) -> HttpJobApi:
     """The declaration of the simulator's generic job API (``/generic/v2``) at ``base_url``.
 
-    The declaration itself is the registry's (``prefect_pollers.providers.registry``).
+    The declaration itself is the registry's (``prefect_pollers.testing.registry``).
     """
     block = provider_entry("generic").block(base_url, api_key, **overrides)
     assert isinstance(block, HttpJobApi)

@@ -35,9 +35,8 @@ __version__ = _version("prefect-pollers")
 
 try:
     from prefect_pollers.batch import BatchItem, BatchOutcome, Outcome, run_batch
-    from prefect_pollers.cancellation import cancel_remote_jobs
     from prefect_pollers.durable import DurableWait
-    from prefect_pollers.jobs import PollerJob, PollerJobRun
+    from prefect_pollers.ops.cancellation import cancel_remote_jobs
     from prefect_pollers.providers import (
         ApixoCredentials,
         ExonaCredentials,
@@ -47,7 +46,8 @@ try:
         ModelRouteCredentials,
         TwynCredentials,
     )
-    from prefect_pollers.tasks import run_job, submit_job, wait_for_job
+    from prefect_pollers.tasks.job_block import PollerJob, PollerJobRun
+    from prefect_pollers.tasks.submit_wait import run_job, submit_job, wait_for_job
 except ModuleNotFoundError as _missing:  # the engine alone, in a process without Prefect
     if (_missing.name or "").partition(".")[0] != "prefect":
         raise

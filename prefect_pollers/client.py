@@ -41,16 +41,15 @@ from prefect_pollers.engine import (
 )
 from prefect_pollers.engine.ratelimit import RateLimitGate
 from prefect_pollers.engine.wait import StateChangeHook
-from prefect_pollers.providers.base import JobApiCredentials, ResultT
-from prefect_pollers.providers.callbacks import CallbackCredentials
-from prefect_pollers.providers.contract import job_id_at, search
-from prefect_pollers.shared_limits import SharedLimiter
-from prefect_pollers.webhooks.urls import (
+from prefect_pollers.limits.shared import SharedLimiter
+from prefect_pollers.providers.callback_urls import (
     callback_url,
     capability_token,
     flow_run_segment,
     new_nonce,
 )
+from prefect_pollers.providers.contract import job_id_at, search
+from prefect_pollers.providers.protocol import CallbackSettings, JobApiBlock, ResultT
 
 SUBMIT_ATTEMPTS = 4
 """Submit attempts in all when a failure surely created no job."""
@@ -74,7 +73,7 @@ class JobApiClient(Generic[ResultT]):
 
     def __init__(
         self,
-        credentials: JobApiCredentials[ResultT],
+        credentials: JobApiBlock[ResultT],
         *,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -89,9 +88,8 @@ class JobApiClient(Generic[ResultT]):
         # the queue times the connections (thousands queued there stall the loop).
         self._slots = asyncio.Semaphore(credentials.max_connections)
         self._api_key = credentials.api_key.get_secret_value()
-        secret = (
-            credentials.webhook_secret if isinstance(credentials, CallbackCredentials) else None
-        )
+        self._callbacks = credentials if isinstance(credentials, CallbackSettings) else None
+        secret = self._callbacks.webhook_secret if self._callbacks else None
         self._webhook_secret = secret.get_secret_value() if secret is not None else ""
         basic = self.contract.basic_auth
         # Masked wherever a provider's message is quoted: every secret the requests carry.
@@ -348,13 +346,11 @@ class JobApiClient(Generic[ResultT]):
         self, request: BaseModel, flow_run_id: str | None
     ) -> tuple[CallbackBinding, str] | None:
         """The callback binding and URL of a submit, when the block's callbacks are on."""
-        credentials = self.credentials
-        if not isinstance(credentials, CallbackCredentials) or not credentials.wants_callback(
-            request
-        ):
+        callbacks = self._callbacks
+        if callbacks is None or not self.credentials.wants_callback(request):
             return None
-        spec = credentials.callback_spec()
-        base_url = credentials.callback_base_url
+        spec = self.credentials.callback_spec()
+        base_url = callbacks.callback_base_url
         if spec is None or base_url is None:
             return None
         segment = flow_run_segment(flow_run_id)
@@ -362,7 +358,7 @@ class JobApiClient(Generic[ResultT]):
             binding = CallbackBinding(flow_run=segment)
             return binding, callback_url(base_url, self.provider, flow_run_id)
         nonce = new_nonce()
-        expires_at = credentials.callback_token_expiry(request)
+        expires_at = callbacks.callback_token_expiry(request)
         token = capability_token(self._webhook_secret, self.provider, segment, nonce, expires_at)
         binding = CallbackBinding(flow_run=segment, nonce=nonce)
         return binding, callback_url(base_url, self.provider, flow_run_id, token)
@@ -559,7 +555,7 @@ def _first_problem(exc: ValueError) -> str:
 _shared: dict[asyncio.AbstractEventLoop, dict[tuple[str, str], Any]] = {}
 
 
-def shared_client(credentials: JobApiCredentials[ResultT]) -> JobApiClient[ResultT]:
+def shared_client(credentials: JobApiBlock[ResultT]) -> JobApiClient[ResultT]:
     """The pooled client of ``credentials`` on the running event loop, shared by every task.
 
     It lives as long as the loop; :func:`close_shared_clients` closes them early.
@@ -572,7 +568,7 @@ def shared_client(credentials: JobApiCredentials[ResultT]) -> JobApiClient[Resul
     key = credentials.pool_key()
     client: JobApiClient[ResultT] | None = per_block.get(key)
     if client is None or client.is_closed:
-        client = credentials.get_client()
+        client = JobApiClient(credentials)
         per_block[key] = client
     return client
 

@@ -36,7 +36,7 @@ def prefect_harness():
 @pytest.fixture(scope="session")
 def simulator():
     """The real simulator on loopback, fast time, for the whole session."""
-    from prefect_pollers.simulator import SimulatorConfig, running_simulator
+    from prefect_pollers.testing.simulator import SimulatorConfig, running_simulator
 
     with running_simulator(SimulatorConfig(time_scale=SIM_SCALE, seed=1)) as sim:
         yield sim
@@ -45,7 +45,7 @@ def simulator():
 @pytest.fixture
 def sim(simulator):
     """The session simulator with fresh counters and default knobs for one test."""
-    from prefect_pollers.simulator import SimulatorConfig
+    from prefect_pollers.testing.simulator import SimulatorConfig
 
     simulator.state.config = SimulatorConfig(time_scale=SIM_SCALE, seed=1)
     simulator.state.reset()

@@ -1,6 +1,6 @@
 """The one provider table of the tests: a row per registry entry, with test requests.
 
-The registry (``prefect_pollers.providers.registry``) gives each provider's block
+The registry (``prefect_pollers.testing.registry``) gives each provider's block
 and sample request; this adds what tests need besides: a request that fails, one our
 validation refuses and the field it names, one only the provider refuses (422), the
 result type, the provider's failure code and simulator settings.
@@ -21,7 +21,7 @@ from prefect_pollers.providers import (
     TwynSimulationRequest,
     TwynSimulationResult,
 )
-from prefect_pollers.providers.registry import PROVIDERS, ProviderEntry, provider_entry
+from prefect_pollers.testing.registry import PROVIDERS, ProviderEntry, provider_entry
 
 
 @dataclass

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from prefect_pollers.simulator import (
+from prefect_pollers.testing.simulator import (
     FaultRule,
     ManualClock,
     SimulatorConfig,

@@ -6,7 +6,7 @@ is stopped for ``OUTAGE_S`` seconds and started again on the same port and datab
 The flow run must end Completed with every scan's outcome, the simulator must have
 seen no duplicate submit, and no job event may be lost silently: every job event the
 flow emitted is on the server at the end (the ones Prefect's events client dropped
-during the outage are sent again by the outbox, ``prefect_pollers.event_outbox``, at
+during the outage are sent again by the outbox, ``prefect_pollers.events.outbox``, at
 the end of the batch), or is counted in the batch's progress artifact.
 
 On a PostgreSQL server every one must be there. On a SQLite server (Prefect 3.8.8)
@@ -42,7 +42,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
 
 from deployments.postgres import local_postgres, server_env
-from prefect_pollers.simulator import SimulatorConfig, running_simulator
+from prefect_pollers.testing.simulator import SimulatorConfig, running_simulator
 from tests.processes import PREFECT, Process, api_client, free_port, subprocess_env, wait_healthy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -54,7 +54,7 @@ SCANS = 40
 
 FLOW_SCRIPT = """
 import asyncio, json, os
-import prefect_pollers.events as events
+import prefect_pollers.events.jobs as events
 from flows.batch_scans import batch_scans
 from prefect_pollers import ExonaCredentials
 from prefect_pollers.providers import exona_policy

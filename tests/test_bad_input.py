@@ -56,7 +56,7 @@ from prefect_pollers.engine import (
     RateLimitedError,
     TransientRequestError,
 )
-from prefect_pollers.simulator import FaultRule, SimulatorConfig
+from prefect_pollers.testing.simulator import FaultRule, SimulatorConfig
 from tests.constants import SIM_SCALE
 from tests.providers import BY_NAME, PROVIDER_TABLE, Provider
 

@@ -21,7 +21,7 @@ from prefect_pollers import (
 from prefect_pollers.client import shared_client
 from prefect_pollers.engine import MalformedResponseError
 from prefect_pollers.providers import apixo_policy
-from prefect_pollers.simulator import FaultRule, SimulatorConfig
+from prefect_pollers.testing.simulator import FaultRule, SimulatorConfig
 from tests.constants import SIM_SCALE
 from tests.providers import PROVIDER_TABLE
 
@@ -209,8 +209,8 @@ async def test_a_job_not_visible_yet_is_waited_for_not_lost(sim):
     """An eventually consistent API: the generic job answers 404 for its first 30 s."""
     from prefect_pollers import PollPolicy
     from prefect_pollers.engine import JobNotFoundError
-    from prefect_pollers.providers.registry import provider_entry
-    from prefect_pollers.simulator import SimulatorConfig
+    from prefect_pollers.testing.registry import provider_entry
+    from prefect_pollers.testing.simulator import SimulatorConfig
 
     sim.state.config = SimulatorConfig(time_scale=SIM_SCALE, seed=2, not_visible_for_s=30)
     entry = provider_entry("generic")

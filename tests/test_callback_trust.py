@@ -20,19 +20,19 @@ import pytest
 import standardwebhooks
 from prefect.events import Event
 
-import prefect_pollers.events as events_module
+import prefect_pollers.events.jobs as events_module
 import prefect_pollers.webhooks.subscription as subscription_module
 from prefect_pollers import ApixoCredentials, HttpJobApi, PollPolicy
 from prefect_pollers.engine import CallbackBinding, JobRef, JobState, JobStatus
-from prefect_pollers.events import CALLBACK_EVENT
+from prefect_pollers.events.jobs import CALLBACK_EVENT
 from prefect_pollers.ledger.replays import LedgerReplays
+from prefect_pollers.ops.serving import BackgroundServer, bind_socket
+from prefect_pollers.providers.callback_urls import capability_token
 from prefect_pollers.providers.callbacks import TOKEN_GRACE_S
-from prefect_pollers.providers.registry import GENERIC_SIMULATOR_API
-from prefect_pollers.serving import BackgroundServer, bind_socket
+from prefect_pollers.testing.registry import GENERIC_SIMULATOR_API
 from prefect_pollers.webhooks.app import create_webhook_app
 from prefect_pollers.webhooks.inbox import CallbackInbox, Delivery
 from prefect_pollers.webhooks.subscription import callback_wakeup, delivery_from_event
-from prefect_pollers.webhooks.urls import capability_token
 from tests.constants import SIM_SCALE
 
 FLOW_RUN = "0b6a1f8e-8a53-4c1e-9f55-1f0d8a2b7c11"

@@ -13,10 +13,10 @@ import pytest
 from prefect_pollers import ApixoCredentials, HttpJobApi, PollPolicy
 from prefect_pollers.engine import JobState
 from prefect_pollers.ledger.replays import LedgerReplays
-from prefect_pollers.providers.registry import GENERIC_SIMULATOR_API
-from prefect_pollers.serving import BackgroundServer, bind_socket
-from prefect_pollers.simulator import SimulatorConfig
-from prefect_pollers.simulator.config import CallbackFault
+from prefect_pollers.ops.serving import BackgroundServer, bind_socket
+from prefect_pollers.testing.registry import GENERIC_SIMULATOR_API
+from prefect_pollers.testing.simulator import SimulatorConfig
+from prefect_pollers.testing.simulator.config import CallbackFault
 from prefect_pollers.webhooks.app import create_webhook_app
 from prefect_pollers.webhooks.inbox import CallbackInbox
 from tests.constants import SIM_SCALE

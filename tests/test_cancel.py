@@ -15,11 +15,11 @@ from prefect_pollers import (
     JobCancelledError,
     JobRef,
     PollPolicy,
-    cancellation,
     run_job,
 )
-from prefect_pollers.cancellation import cancel_remote_jobs
-from prefect_pollers.simulator import SimulatorConfig
+from prefect_pollers.ops import cancellation
+from prefect_pollers.ops.cancellation import cancel_remote_jobs
+from prefect_pollers.testing.simulator import SimulatorConfig
 from tests.constants import SIM_SCALE
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -79,7 +79,7 @@ async def test_cancellation_hook_cancels_jobs_in_flight_in_this_process(sim, cap
     generic, exona = blocks(sim)
     running = await start_waiting_flow(sim, generic, exona)
     run_id = the_run_id()
-    with caplog.at_level(logging.INFO, logger="prefect_pollers.cancellation"):
+    with caplog.at_level(logging.INFO, logger="prefect_pollers.ops.cancellation"):
         await cancel_remote_jobs(None, SimpleNamespace(id=run_id), None)
     await stop(running)
     assert sim.state.stats()["generic"]["cancels"] == 3
@@ -102,7 +102,7 @@ async def test_cancellation_hook_in_another_process_finds_jobs_through_events(si
     run_id = the_run_id()
     await stop(running)  # the flow's process is gone: only its events remain
     cancellation._in_flight.clear()
-    with caplog.at_level(logging.INFO, logger="prefect_pollers.cancellation"):
+    with caplog.at_level(logging.INFO, logger="prefect_pollers.ops.cancellation"):
         for _ in range(40):  # events reach the server asynchronously
             await cancel_remote_jobs(None, SimpleNamespace(id=run_id), None)
             said = " ".join(r.getMessage() for r in caplog.records)

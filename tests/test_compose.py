@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from prefect_pollers import cli
-from prefect_pollers.simulator import cli as simulator_cli
-from prefect_pollers.webhooks import cli as webhooks_cli
+from prefect_pollers.cli import simulator as simulator_cli
+from prefect_pollers.cli import webhooks as webhooks_cli
 
 try:
     import tomllib

@@ -23,9 +23,9 @@ from prefect_pollers import JobEndedError, JobRef
 from prefect_pollers.client import JobApiClient
 from prefect_pollers.durable.handover import HandOver, wait_briefly, wait_handed_over
 from prefect_pollers.durable.records import HandedOverJob
-from prefect_pollers.providers.registry import PROVIDERS, ProviderEntry
-from prefect_pollers.simulator import SimulatorConfig, create_app
 from prefect_pollers.testing import VirtualClock, use_clock
+from prefect_pollers.testing.registry import PROVIDERS, ProviderEntry
+from prefect_pollers.testing.simulator import SimulatorConfig, create_app
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 LOGGER = logging.getLogger("tests.durable_handover")

@@ -15,9 +15,9 @@ from prefect.events import Event
 from prefect.events.filters import EventFilter, EventResourceFilter
 from prefect.events.worker import EventsWorker
 
-from prefect_pollers import event_outbox
 from prefect_pollers.batch.progress import BatchProgress
-from prefect_pollers.event_outbox import EventOutbox
+from prefect_pollers.events import outbox as event_outbox
+from prefect_pollers.events.outbox import EventOutbox
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 SETTLE_S = 0.5
@@ -68,7 +68,7 @@ async def test_events_still_missing_after_the_resends_are_counted_and_kept(monke
     end = job_end()
     outbox.add(end)
     await asyncio.sleep(0.05)
-    with caplog.at_level(logging.WARNING, logger="prefect_pollers.events"):
+    with caplog.at_level(logging.WARNING, logger="prefect_pollers.events.jobs"):
         assert await outbox.reconcile() == event_outbox.RESEND_ROUNDS
     assert outbox.unconfirmed == 1 and len(outbox) == 1  # kept for the next reconciliation
     assert caplog.records[-1].levelno == logging.WARNING

@@ -9,7 +9,7 @@ from flows.generation_grid import generation_grid
 from flows.generic_jobs import generic_jobs, simulator_generic_api
 from flows.scenario_sweep import expand_grid, scenario_sweep
 from prefect_pollers import ApixoCredentials, ModelRouteCredentials, TwynCredentials
-from prefect_pollers.simulator import SimulatorConfig
+from prefect_pollers.testing.simulator import SimulatorConfig
 from tests.constants import SIM_SCALE
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -12,7 +12,7 @@ from prefect.client.schemas.filters import (
     ArtifactFilterKey,
 )
 
-import prefect_pollers.events as events_module
+import prefect_pollers.events.jobs as events_module
 from flows.batch_scans import batch_scans
 from prefect_pollers import (
     AuthenticationError,
@@ -24,7 +24,7 @@ from prefect_pollers import (
     wait_for_job,
 )
 from prefect_pollers.providers import ExonaScanRequest, ExonaScanResult, exona_policy
-from prefect_pollers.simulator import FaultRule, SimulatorConfig
+from prefect_pollers.testing.simulator import FaultRule, SimulatorConfig
 from tests.constants import SIM_SCALE
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -54,10 +54,10 @@ from prefect_pollers import (
     WaitTimeoutError,
 )
 from prefect_pollers.client import shared_client
-from prefect_pollers.providers.registry import varied_request
-from prefect_pollers.simulator import FaultRule, SimulatorConfig
-from prefect_pollers.simulator.config import FaultKind, RouteKind, every_fault_kind
-from prefect_pollers.tasks import retry_wait_when_transient, wait_for_job
+from prefect_pollers.tasks.submit_wait import retry_wait_when_transient, wait_for_job
+from prefect_pollers.testing.registry import varied_request
+from prefect_pollers.testing.simulator import FaultRule, SimulatorConfig
+from prefect_pollers.testing.simulator.config import FaultKind, RouteKind, every_fault_kind
 from tests.providers import PROVIDER_TABLE
 
 pytestmark = pytest.mark.slow  # ~20 s: 250 jobs through every fault

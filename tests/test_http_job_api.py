@@ -22,9 +22,9 @@ from prefect_pollers.batch.runner import parse_items, run_batch
 from prefect_pollers.client import JobApiClient, shared_client
 from prefect_pollers.engine.http import parse_hints
 from prefect_pollers.providers.contract import fill
-from prefect_pollers.providers.registry import GENERIC_SIMULATOR_API, SIMULATOR_API_KEY
-from prefect_pollers.simulator import SimulatorConfig, create_app
 from prefect_pollers.testing import VirtualClock, use_clock
+from prefect_pollers.testing.registry import GENERIC_SIMULATOR_API, SIMULATOR_API_KEY
+from prefect_pollers.testing.simulator import SimulatorConfig, create_app
 
 SIM_URL = "http://sim/generic/v2"
 PASSWORD = "pw_SENTINEL_91c2"

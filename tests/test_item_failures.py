@@ -17,11 +17,11 @@ from prefect_pollers import BatchItem, BatchOutcome, ExonaCredentials, Outcome, 
 from prefect_pollers.batch import runner
 from prefect_pollers.batch.items import run_items, secrets_of
 from prefect_pollers.batch.progress import BatchProgress
-from prefect_pollers.observed import observed_wait
-from prefect_pollers.providers.base import JobResult
-from prefect_pollers.simulator import SimulatorConfig, create_app
-from prefect_pollers.tables import publish_table
+from prefect_pollers.events.tables import publish_table
+from prefect_pollers.providers.protocol import JobResult
+from prefect_pollers.tasks.observed import observed_wait
 from prefect_pollers.testing import VirtualClock, use_clock
+from prefect_pollers.testing.simulator import SimulatorConfig, create_app
 
 KEY = "sk-very-secret-key"
 LOGGER = logging.getLogger("tests.item_failures")
@@ -140,8 +140,8 @@ async def test_progress_and_tables_survive_a_failing_artifact_api(monkeypatch, c
 
     monkeypatch.setattr("prefect_pollers.batch.progress.acreate_progress_artifact", refuse)
     monkeypatch.setattr("prefect_pollers.batch.progress.aupdate_progress_artifact", refuse)
-    monkeypatch.setattr("prefect_pollers.tables.acreate_table_artifact", refuse)
-    caplog.set_level(logging.DEBUG, logger="prefect.prefect_pollers.reporting")
+    monkeypatch.setattr("prefect_pollers.events.tables.acreate_table_artifact", refuse)
+    caplog.set_level(logging.DEBUG, logger="prefect.prefect_pollers.events.reporting")
 
     progress = BatchProgress("failing-api batch", 3)
     await progress.start()
@@ -153,7 +153,7 @@ async def test_progress_and_tables_survive_a_failing_artifact_api(monkeypatch, c
     await publish_table("failing-api", "t", [_Result(job_id="j")])
     await publish_table("failing-api", "t", [_Result(job_id="j")])
 
-    ours = [r for r in caplog.records if r.name == "prefect.prefect_pollers.reporting"]
+    ours = [r for r in caplog.records if r.name == "prefect.prefect_pollers.events.reporting"]
     assert [r.levelno for r in ours if r.levelno >= logging.WARNING] == [logging.WARNING] * 2
     assert all(r.exc_info is None for r in ours)  # no traceback
 

@@ -16,9 +16,9 @@ from prefect_pollers import (
     PollPolicy,
     WaitTimeoutError,
 )
-from prefect_pollers.jobs import ProviderCredentials
-from prefect_pollers.providers.registry import PROVIDERS
-from prefect_pollers.simulator import SimulatorConfig
+from prefect_pollers.tasks.job_block import ProviderCredentials
+from prefect_pollers.testing.registry import PROVIDERS
+from prefect_pollers.testing.simulator import SimulatorConfig
 from tests.constants import SIM_SCALE
 from tests.providers import PROVIDER_TABLE
 

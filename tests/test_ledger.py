@@ -237,7 +237,7 @@ async def test_refs_recorded_by_version_0_1_are_found_and_not_submitted_again(tm
     from prefect.filesystems import LocalFileSystem
     from prefect.results import ResultStore
 
-    from prefect_pollers.idempotency import record_key
+    from prefect_pollers.ledger.idempotency import record_key
     from prefect_pollers.ledger.legacy import journal_key
 
     store = ResultStore(

@@ -34,7 +34,7 @@ from prefect_pollers.durable.records import (
     write_outcomes,
 )
 from prefect_pollers.ledger.durable_rows import open_handover_runs
-from prefect_pollers.simulator import SimulatorConfig
+from prefect_pollers.testing.simulator import SimulatorConfig
 from tests.constants import SIM_SCALE
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

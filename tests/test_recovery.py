@@ -9,7 +9,7 @@ from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import EventTrigger, Posture
 
 from prefect_pollers.cli import main
-from prefect_pollers.recovery import (
+from prefect_pollers.ops.recovery import (
     CRASHED_RUNS,
     SILENT_RUNS,
     crash_recovery_automations,

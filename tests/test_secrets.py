@@ -38,7 +38,7 @@ from prefect.logging.handlers import APILogHandler
 from prefect.results import ResultRecord
 from prefect.settings import get_current_settings
 
-import prefect_pollers.events as events_module
+import prefect_pollers.events.jobs as events_module
 from flows.batch_scans import batch_scans
 from flows.execution_batch import execution_batch
 from flows.generation_grid import generation_grid
@@ -56,7 +56,7 @@ from prefect_pollers import (
 )
 from prefect_pollers.client import shared_client
 from prefect_pollers.ledger.settings import LEDGER_FILE
-from prefect_pollers.simulator import SimulatorConfig
+from prefect_pollers.testing.simulator import SimulatorConfig
 from tests.constants import SIM_SCALE
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -360,7 +360,7 @@ async def test_callbacks_leave_the_webhook_secret_and_tokens_nowhere(sim, hay, c
     """The generation flow in callback mode, its callbacks through a receiver in this
     process (events on): neither the secret nor any token is in anything it left."""
     import prefect_pollers.client as client_module
-    from prefect_pollers.serving import BackgroundServer, bind_socket
+    from prefect_pollers.ops.serving import BackgroundServer, bind_socket
     from prefect_pollers.webhooks.app import create_webhook_app
 
     accept_sentinel(sim)

@@ -17,7 +17,7 @@ from prefect.client.orchestration import get_client
 from prefect_pollers import ExonaCredentials
 from prefect_pollers import client as client_module
 from prefect_pollers.client import shared_client
-from prefect_pollers.shared_limits import LeasedSlots, SharedLimitMissingError
+from prefect_pollers.limits.shared import LeasedSlots, SharedLimitMissingError
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -16,8 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from prefect_pollers.serving import bind_socket
-from prefect_pollers.simulator import (
+from prefect_pollers.cli.simulator import add_simulator_command, build_config, run_simulator_cli
+from prefect_pollers.ops.serving import bind_socket
+from prefect_pollers.testing.simulator import (
     ManualClock,
     RealClock,
     SimulatorClock,
@@ -25,10 +26,9 @@ from prefect_pollers.simulator import (
     arunning_simulator,
     running_simulator,
 )
-from prefect_pollers.simulator.cli import add_simulator_command, build_config, run_simulator_cli
-from prefect_pollers.simulator.jobs import NEVER, Job
-from prefect_pollers.simulator.stats import JobLedger
-from prefect_pollers.simulator.wire import format_seconds
+from prefect_pollers.testing.simulator.jobs import NEVER, Job
+from prefect_pollers.testing.simulator.stats import JobLedger
+from prefect_pollers.testing.simulator.wire import format_seconds
 from tests.sim_client import BEARER, SCAN, SCANS, simulator
 
 # -- control routes -------------------------------------------------------------------
@@ -304,12 +304,13 @@ def test_cli_reports_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.slow  # 12 s: a subprocess serves
-def test_python_dash_m_serves_until_interrupted() -> None:
+def test_the_simulator_command_serves_until_interrupted() -> None:
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "prefect_pollers.simulator",
+            "prefect_pollers.cli",
+            "simulator",
             "--port",
             "0",
             "--log-level",

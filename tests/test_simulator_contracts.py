@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from prefect_pollers.simulator import ManualClock
+from prefect_pollers.testing.simulator import ManualClock
 from tests.sim_client import BEARER, simulator
 
 TWYN = {"X-API-Key": "sim-key"}

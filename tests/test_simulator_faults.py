@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from prefect_pollers.simulator import (
+from prefect_pollers.testing.simulator import (
     FaultRule,
     ManualClock,
     SimulatedReset,

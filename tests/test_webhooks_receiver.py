@@ -15,9 +15,9 @@ import standardwebhooks
 from prefect_pollers import ApixoCredentials, HttpJobApi
 from prefect_pollers.engine import CallbackBinding, JobRef
 from prefect_pollers.ledger.replays import LedgerReplays
+from prefect_pollers.providers.callback_urls import capability_token
 from prefect_pollers.webhooks.app import create_webhook_app
 from prefect_pollers.webhooks.inbox import CallbackInbox
-from prefect_pollers.webhooks.urls import capability_token
 
 FLOW_RUN = "0b6a1f8e-8a53-4c1e-9f55-1f0d8a2b7c11"
 CAPABILITY_SECRET = secrets.token_urlsafe(32)

@@ -5,7 +5,7 @@ import logging
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from prefect_pollers.engine import CallbackBinding, JobRef
-from prefect_pollers.serving import bind_socket
+from prefect_pollers.ops.serving import bind_socket
 from prefect_pollers.webhooks.inbox import CallbackInbox
 from prefect_pollers.webhooks.subscription import callback_wakeup
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, SecretStr
 
 from prefect_pollers.batch.models import BatchItem, BatchOutcome
 from prefect_pollers.batch.progress import BatchProgress
-from prefect_pollers.providers.base import ResultT
+from prefect_pollers.providers.protocol import ResultT
 
 if sys.version_info < (3, 11):  # pragma: no cover - the builtin from Python 3.11
     from exceptiongroup import BaseExceptionGroup

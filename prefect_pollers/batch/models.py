@@ -15,7 +15,7 @@ from prefect_pollers.engine import (
     PollerError,
     WaitTimeoutError,
 )
-from prefect_pollers.providers.base import ResultT
+from prefect_pollers.providers.protocol import ResultT
 
 
 class BatchItem(BaseModel):

@@ -7,8 +7,8 @@ from uuid import UUID
 
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 
-from prefect_pollers.event_outbox import reconcile_job_events, unconfirmed_job_events
-from prefect_pollers.reporting import best_effort
+from prefect_pollers.events.outbox import reconcile_job_events, unconfirmed_job_events
+from prefect_pollers.events.reporting import best_effort
 
 
 class BatchProgress:
@@ -16,7 +16,7 @@ class BatchProgress:
 
     Updates go one at a time, each with the latest count, so that concurrent jobs
     finishing cannot land an older count after a newer one. A Prefect API error
-    while creating or updating it is logged once (:mod:`~prefect_pollers.reporting`)
+    while creating or updating it is logged once (:mod:`~prefect_pollers.events.reporting`)
     and the batch goes on.
 
     Args:
@@ -70,7 +70,7 @@ class BatchProgress:
     async def settle_events(self) -> None:
         """Send again the job events the Prefect API missed; show those it never confirmed.
 
-        Runs :func:`~prefect_pollers.event_outbox.reconcile_job_events` (which logs
+        Runs :func:`~prefect_pollers.events.outbox.reconcile_job_events` (which logs
         what it cannot confirm at WARNING in the run's log) and, if some job events
         stay unconfirmed, says how many in the artifact's description. Never raises.
         """

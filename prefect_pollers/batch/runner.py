@@ -17,7 +17,7 @@ progress artifact that follows the batch (best effort):
   guide starts calling a batch "very large"), batched beyond.
 
 At the end, the job events the Prefect API did not receive (it was down) are sent
-again (:mod:`~prefect_pollers.event_outbox`). Every item is validated once, before
+again (:mod:`~prefect_pollers.events.outbox`). Every item is validated once, before
 anything is submitted: a batch with an
 invalid item is refused whole, naming the item. Submits stay idempotent per key
 (the refs are recorded in the result store under the same keys ``submit_job``
@@ -44,9 +44,10 @@ from prefect_pollers.batch.progress import BatchProgress
 from prefect_pollers.batch.submit import SubmitJournal
 from prefect_pollers.client import shared_client
 from prefect_pollers.engine import InvalidRequestError, JobRef, PollPolicy
-from prefect_pollers.observed import observed_wait
-from prefect_pollers.providers.base import JobApiCredentials, ResultT
-from prefect_pollers.tasks import retry_wait_when_transient, run_job
+from prefect_pollers.providers.base import JobApiCredentials
+from prefect_pollers.providers.protocol import ResultT
+from prefect_pollers.tasks.observed import observed_wait
+from prefect_pollers.tasks.submit_wait import retry_wait_when_transient, run_job
 
 PER_JOB_LIMIT = 100
 """The largest batch that ``task_runs="auto"`` runs with a task run per job."""

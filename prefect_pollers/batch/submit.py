@@ -22,7 +22,7 @@ from prefect.runtime import flow_run
 from prefect_pollers.batch.models import BatchItem
 from prefect_pollers.client import JobApiClient
 from prefect_pollers.engine import JobRef
-from prefect_pollers.events import announce_submitted
+from prefect_pollers.events.jobs import announce_submitted
 from prefect_pollers.ledger import Ledger, LedgerSubmitter
 from prefect_pollers.providers.base import JobApiCredentials
 from prefect_pollers.webhooks.subscription import listening_for_submit

@@ -54,10 +54,11 @@ from prefect_pollers.durable.records import (
     write_handover,
 )
 from prefect_pollers.engine import Clock, JobRef, PollPolicy, current_clock, use_clock
-from prefect_pollers.event_outbox import reconcile_job_events
-from prefect_pollers.observed import observed_wait
-from prefect_pollers.providers.base import JobApiCredentials, ResultT
-from prefect_pollers.reporting import best_effort
+from prefect_pollers.events.outbox import reconcile_job_events
+from prefect_pollers.events.reporting import best_effort
+from prefect_pollers.providers.base import JobApiCredentials
+from prefect_pollers.providers.protocol import ResultT
+from prefect_pollers.tasks.observed import observed_wait
 
 NAMED_JOBS = 10
 """How many job ids the handover's log line names."""

@@ -66,12 +66,12 @@ from prefect_pollers.durable.records import (
 )
 from prefect_pollers.durable.resume import announce_done, resume_directly
 from prefect_pollers.engine import PollerError
-from prefect_pollers.event_outbox import reconcile_job_events
+from prefect_pollers.events.outbox import reconcile_job_events
+from prefect_pollers.events.reporting import best_effort
 from prefect_pollers.ledger.durable_rows import Closed, close_handovers, open_handover_runs
 from prefect_pollers.ledger.leases import HEARTBEAT_S, SHARDS, ShardLeases, shard_of
 from prefect_pollers.ledger.settings import is_machine_local
 from prefect_pollers.providers.base import JobApiCredentials
-from prefect_pollers.reporting import best_effort
 
 LOGGER = logging.getLogger("prefect_pollers.poller")
 SUSPENDED = "Suspended"

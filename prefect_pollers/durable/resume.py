@@ -19,9 +19,9 @@ from prefect.events.schemas.automations import AutomationCore, EventTrigger, Pos
 from prefect.exceptions import NotPausedError, ObjectNotFound
 from prefect.flow_runs import aresume_flow_run
 
-from prefect_pollers.automations import save_automation
-from prefect_pollers.events import related_flow_run
-from prefect_pollers.reporting import best_effort
+from prefect_pollers.events.jobs import related_flow_run
+from prefect_pollers.events.reporting import best_effort
+from prefect_pollers.ops.automations import save_automation
 
 RESUME_EVENT = "prefect-pollers.wait.done"
 RESUME_AUTOMATION = "prefect-pollers: resume flow runs whose handed-over jobs ended"

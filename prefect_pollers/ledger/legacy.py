@@ -14,7 +14,7 @@ from typing import Any
 from prefect.results import ResultStore
 
 from prefect_pollers.engine import JobRef
-from prefect_pollers.idempotency import record_key
+from prefect_pollers.ledger.idempotency import record_key
 from prefect_pollers.providers.base import JobApiCredentials
 
 

@@ -37,8 +37,8 @@ from typing import Any
 from prefect.results import ResultStore
 
 from prefect_pollers.engine import JobRef, PollerError
-from prefect_pollers.idempotency import request_digest
 from prefect_pollers.ledger.errors import KeyReuseError, SubmitUncertainError
+from prefect_pollers.ledger.idempotency import request_digest
 from prefect_pollers.ledger.legacy import journal_refs, recorded_ref
 from prefect_pollers.ledger.store import (
     OWNER_HEARTBEAT_S,

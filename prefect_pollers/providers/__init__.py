@@ -1,4 +1,4 @@
-"""One module per provider (block, request and result models, contract, preset); the registry."""
+"""The providers: one module each (block, models, contract, preset), and what they share."""
 
 from prefect_pollers.providers.apixo import (
     ApixoCredentials,
@@ -6,7 +6,7 @@ from prefect_pollers.providers.apixo import (
     ApixoTaskResult,
     apixo_policy,
 )
-from prefect_pollers.providers.base import JobApiCredentials, JobResult, load_credentials
+from prefect_pollers.providers.base import JobApiCredentials, load_credentials
 from prefect_pollers.providers.contract import Endpoint, JobApiContract
 from prefect_pollers.providers.exona import (
     ExonaCredentials,
@@ -23,7 +23,7 @@ from prefect_pollers.providers.modelroute import (
     ModelRouteUsage,
     modelroute_policy,
 )
-from prefect_pollers.providers.registry import PROVIDERS, ProviderEntry, provider_entry
+from prefect_pollers.providers.protocol import JobResult
 from prefect_pollers.providers.twyn import (
     TwynCredentials,
     TwynSimulationRequest,
@@ -32,7 +32,6 @@ from prefect_pollers.providers.twyn import (
 )
 
 __all__ = [
-    "PROVIDERS",
     "ApixoCredentials",
     "ApixoTaskRequest",
     "ApixoTaskResult",
@@ -51,7 +50,6 @@ __all__ = [
     "ModelRouteExecutionRequest",
     "ModelRouteResult",
     "ModelRouteUsage",
-    "ProviderEntry",
     "TwynCredentials",
     "TwynSimulationRequest",
     "TwynSimulationResult",
@@ -59,6 +57,5 @@ __all__ = [
     "exona_policy",
     "load_credentials",
     "modelroute_policy",
-    "provider_entry",
     "twyn_policy",
 ]

@@ -26,9 +26,9 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from prefect_pollers.engine import InvalidRequestError, JobRef, PollPolicy, StatusMap
-from prefect_pollers.providers.base import JobResult
 from prefect_pollers.providers.callbacks import CallbackCredentials
 from prefect_pollers.providers.contract import CallbackSpec, Endpoint, JobApiContract
+from prefect_pollers.providers.protocol import JobResult
 
 # model -> (initial wait, interval, max) in seconds, from the guide's getPollingConfig.
 APIXO_SCHEDULES: dict[str, tuple[float, float, float]] = {

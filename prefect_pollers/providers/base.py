@@ -18,24 +18,14 @@ from prefect.blocks.abstract import CredentialsBlock
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from prefect_pollers.engine import InvalidRequestError, JobRef, PollPolicy
+from prefect_pollers.limits.shared import SharedLimits
 from prefect_pollers.providers.contract import CallbackSpec, JobApiContract
-from prefect_pollers.shared_limits import SharedLimits
+from prefect_pollers.providers.protocol import ResultT
 
 if TYPE_CHECKING:
     from prefect_pollers.client import JobApiClient
 
 
-class JobResult(BaseModel):
-    """The base of every provider's result model.
-
-    Attributes:
-        job_id: The remote job id.
-    """
-
-    job_id: str
-
-
-ResultT = TypeVar("ResultT", bound=JobResult)
 CredentialsT = TypeVar("CredentialsT", bound="JobApiCredentials[Any]")
 
 
@@ -62,7 +52,7 @@ class JobApiCredentials(CredentialsBlock, ABC, Generic[ResultT]):
             simulator's time scale for a simulator).
         shared_limits: Limits that hold across processes and machines (jobs in
             flight, requests per span), in Prefect's global concurrency limits
-            (:mod:`~prefect_pollers.shared_limits`).
+            (:mod:`~prefect_pollers.limits.shared`).
         idempotency_header: Header carrying the caller's idempotency key on
             submit (none of the seed providers documents one: it is sent for APIs
             that honour it; set to None to not send it).

@@ -3,7 +3,7 @@
 :class:`CallbackCredentials` is the base of the blocks whose API can call back when a
 job ends (APIXO's callback mode, any webhook-capable ``HttpJobApi``). With
 ``callback_base_url`` set, a submit sends the receiver's URL for the job
-(:mod:`prefect_pollers.webhooks.urls`), and the wait polls only at the policy's
+(:mod:`prefect_pollers.providers.callback_urls`), and the wait polls only at the policy's
 slow ``callback_safety_interval`` until the callback wakes it.
 """
 
@@ -20,8 +20,9 @@ import standardwebhooks
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from prefect_pollers.engine import JobRef
-from prefect_pollers.providers.base import JobApiCredentials, ResultT
+from prefect_pollers.providers.base import JobApiCredentials
 from prefect_pollers.providers.contract import CallbackScheme, CallbackSpec
+from prefect_pollers.providers.protocol import ResultT
 
 MIN_CAPABILITY_SECRET_CHARS = 32
 """The shortest webhook secret accepted for capability tokens (their MAC key)."""

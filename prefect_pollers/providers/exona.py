@@ -19,8 +19,9 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_pollers.engine import JobRef, PollPolicy, StatusMap
-from prefect_pollers.providers.base import JobApiCredentials, JobResult
+from prefect_pollers.providers.base import JobApiCredentials
 from prefect_pollers.providers.contract import Endpoint, JobApiContract
+from prefect_pollers.providers.protocol import JobResult
 
 EXONA_DOCS = "https://platform.exonalab.com"
 

@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from prefect_pollers.engine import InvalidRequestError, JobRef, PollPolicy, StatusMap
 from prefect_pollers.engine.http import RateLimitReset
-from prefect_pollers.providers.base import JobResult
 from prefect_pollers.providers.callbacks import CallbackCredentials
 from prefect_pollers.providers.contract import (
     BasicAuth,
@@ -30,6 +29,7 @@ from prefect_pollers.providers.contract import (
     search,
     template_names,
 )
+from prefect_pollers.providers.protocol import JobResult
 
 _EXPRESSION_FIELDS = (
     "submit_body",

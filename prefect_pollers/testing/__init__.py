@@ -1,9 +1,9 @@
 """Test helpers: the provider simulator, virtual time and the demo registry.
 
 Install the ``testing`` extra (``pip install "prefect-pollers[testing]"``) for the
-simulator's server. A thin re-export: the simulator lives in
-:mod:`prefect_pollers.simulator`, the clock in :mod:`prefect_pollers.engine` and the
-registry in :mod:`prefect_pollers.providers.registry`.
+simulator's server. The simulator lives in
+:mod:`prefect_pollers.testing.simulator`, the clock in :mod:`prefect_pollers.engine` and the
+registry in :mod:`prefect_pollers.testing.registry`.
 
 Typical use, a flow's test against a real simulator on virtual-fast time::
 
@@ -12,14 +12,14 @@ Typical use, a flow's test against a real simulator on virtual-fast time::
 """
 
 from prefect_pollers.engine import VirtualClock, use_clock
-from prefect_pollers.providers.registry import (
+from prefect_pollers.testing.registry import (
     DEMO_TIME_SCALE,
     PROVIDERS,
     SIMULATOR_API_KEY,
     ProviderEntry,
     provider_entry,
 )
-from prefect_pollers.simulator import (
+from prefect_pollers.testing.simulator import (
     FaultRule,
     ManualClock,
     RunningSimulator,

@@ -1,6 +1,6 @@
 """Callbacks that end waits: URLs and tokens, the in-process inbox, the receiver.
 
-- :mod:`~prefect_pollers.webhooks.urls`: the callback URL a submit sends, with a
+- :mod:`~prefect_pollers.providers.callback_urls`: the callback URL a submit sends, with a
   capability token where the API signs nothing.
 - :mod:`~prefect_pollers.webhooks.inbox`: where callbacks meet the waits of this
   process (and wait for a wait that has not started yet).

@@ -28,11 +28,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from prefect_pollers.events import emit_callback
+from prefect_pollers.events.jobs import emit_callback
 from prefect_pollers.ledger.replays import LedgerReplays
 from prefect_pollers.providers.base import JobApiCredentials
+from prefect_pollers.providers.callback_urls import NO_FLOW_RUN
 from prefect_pollers.webhooks.inbox import INBOX, CallbackInbox
-from prefect_pollers.webhooks.urls import NO_FLOW_RUN
 from prefect_pollers.webhooks.verify import CallbackVerifier, Rejection, VerifiedCallback
 
 MAX_BODY_BYTES = 256 * 1024
@@ -106,7 +106,7 @@ def create_webhook_app(
 ) -> Starlette:
     """The receiver of ``blocks``' callbacks.
 
-    Serve it with :func:`~prefect_pollers.serving.uvicorn_server`, which also times
+    Serve it with :func:`~prefect_pollers.ops.serving.uvicorn_server`, which also times
     out clients that are slow to send their request's headers.
 
     Args:

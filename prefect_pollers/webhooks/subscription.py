@@ -30,11 +30,11 @@ from prefect.events.filters import (
 from pydantic import BaseModel, ValidationError
 
 from prefect_pollers.engine import JobRef, JobStatus, Wakeup
-from prefect_pollers.events import CALLBACK_EVENT, EVENT_PREFIX
+from prefect_pollers.events.jobs import CALLBACK_EVENT, EVENT_PREFIX
 from prefect_pollers.providers.base import JobApiCredentials
+from prefect_pollers.providers.callback_urls import NO_FLOW_RUN, flow_run_segment
 from prefect_pollers.providers.callbacks import CallbackCredentials
 from prefect_pollers.webhooks.inbox import INBOX, CallbackInbox, Delivery
-from prefect_pollers.webhooks.urls import NO_FLOW_RUN, flow_run_segment
 
 CONNECT_TIMEOUT_S = 10.0
 """How long a first wait waits for the event stream to connect before going on."""

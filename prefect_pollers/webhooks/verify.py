@@ -7,7 +7,7 @@ Two schemes (:data:`~prefect_pollers.providers.contract.CallbackScheme`):
   block's secret, checked by the maintained ``standardwebhooks`` package (timestamps
   outside ±5 minutes are refused there);
 - ``capability-url``: the per-job token in the URL, checked in constant time, and
-  refused after its expiry (:mod:`prefect_pollers.webhooks.urls`).
+  refused after its expiry (:mod:`prefect_pollers.providers.callback_urls`).
 
 Then the body must be a JSON object naming a job. Its delivery id (the
 ``webhook-id``, or a digest of the token and body) is what the receiver's replay
@@ -28,9 +28,9 @@ import standardwebhooks
 
 from prefect_pollers.engine import PollerError
 from prefect_pollers.providers.base import JobApiCredentials
+from prefect_pollers.providers.callback_urls import token_claim, valid_flow_run_segment
 from prefect_pollers.providers.callbacks import CallbackCredentials
 from prefect_pollers.webhooks.inbox import Delivery
-from prefect_pollers.webhooks.urls import token_claim, valid_flow_run_segment
 
 REPLAY_WINDOW_S = 900.0
 """How long a delivery id is remembered at least (longer than the ±5 min tolerance)."""

@@ -26,8 +26,8 @@ from prefect.client.schemas.objects import StateType
 
 from deployments.postgres import create_database, local_postgres, server_env
 from prefect_pollers import PollPolicy
-from prefect_pollers.providers.registry import provider_entry
-from prefect_pollers.simulator import SimulatorConfig, SimulatorState, running_simulator
+from prefect_pollers.testing.registry import provider_entry
+from prefect_pollers.testing.simulator import SimulatorConfig, SimulatorState, running_simulator
 from tests.processes import (
     PREFECT,
     Process,

@@ -41,9 +41,9 @@ from prefect.events.filters import (
     EventResourceFilter,
 )
 
-from prefect_pollers.providers.registry import provider_entry
-from prefect_pollers.recovery import CRASHED_RUNS, SILENT_RUNS
-from prefect_pollers.simulator import SimulatorConfig
+from prefect_pollers.ops.recovery import CRASHED_RUNS, SILENT_RUNS
+from prefect_pollers.testing.registry import provider_entry
+from prefect_pollers.testing.simulator import SimulatorConfig
 from tests.e2e.conftest import (
     FREQUENT,
     NIGHTLY,

@@ -27,9 +27,9 @@ from prefect.events import Event
 from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
 
 from prefect_pollers.durable.resume import RESUME_EVENT
-from prefect_pollers.events import EVENT_PREFIX
-from prefect_pollers.providers.registry import provider_entry
-from prefect_pollers.simulator import SimulatorConfig
+from prefect_pollers.events.jobs import EVENT_PREFIX
+from prefect_pollers.testing.registry import provider_entry
+from prefect_pollers.testing.simulator import SimulatorConfig
 from tests.e2e.conftest import TERMINAL, TIME_SCALE, Stack, save_never_ending_generic_block
 from tests.processes import Process, api_client, descendants, poll
 

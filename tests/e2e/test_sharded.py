@@ -24,8 +24,8 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 
-from prefect_pollers.providers.registry import provider_entry
-from prefect_pollers.simulator import SimulatorConfig
+from prefect_pollers.testing.registry import provider_entry
+from prefect_pollers.testing.simulator import SimulatorConfig
 from tests.e2e.conftest import POOL, TIME_SCALE, Stack
 from tests.e2e.test_durable import run_deployment, until_state
 from tests.processes import PREFECT, Process, api_client
@@ -44,7 +44,7 @@ def save_capped_block(stack: Stack) -> None:
     base_url = stack.simulator_url + provider_entry("exona").simulator_prefix
     code = (
         "from prefect_pollers import ExonaCredentials\n"
-        "from prefect_pollers.shared_limits import SharedLimits\n"
+        "from prefect_pollers.limits.shared import SharedLimits\n"
         f"ExonaCredentials(api_key='sim-key', base_url={base_url!r},"
         f" policy_scale={TIME_SCALE}, shared_limits=SharedLimits(jobs_in_flight={CAP},"
         " name='e2e-exona')).save("

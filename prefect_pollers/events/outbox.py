@@ -1,0 +1,283 @@
+"""Job events that must not be lost while the Prefect API is down: kept until the server has them.
+
+Prefect's events client is best-effort: while the API is unreachable it gives up on
+an event after its reconnection attempts and drops it (with an ERROR log). The job
+events of this process (``prefect-pollers.job.*``) are kept here as they are emitted;
+:func:`reconcile_job_events` (run at the end of every batch) asks the server which
+of them it holds and sends the missing ones again, exactly as they were emitted: same
+id, time and payload. The server keeps one event per id (its event writer skips an
+id it has stored, and its triggers skip an id they have processed), so an event
+sent again whose first copy arrives after all is stored and acted on once: a job's
+end never fires an automation twice. The events sent again are checked in turn;
+the server ignores an id it saw in the last 5 minutes even if it lost that event (a
+SQLite Prefect 3.8 server's event persister drops whole flushes after a restart: see
+``docs/concepts/failures.md``), so those still missing after ``RESEND_ROUNDS`` are
+kept for the next reconciliation, counted (:attr:`EventOutbox.unconfirmed`, and in a
+batch's progress artifact) and logged at WARNING in the flow run's log: never
+dropped silently.
+
+To stay cheap when nothing went wrong, it checks only the events old enough to have
+been stored (``SETTLE_S``, past the event persister's flush interval), one count
+query per ``CHUNK`` events. When there was trouble (some of those are missing, or
+Prefect's events client logged that it could not reach the API since the oldest
+event kept) it waits for the rest to settle and checks, and resends, every event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.events import Event
+from prefect.events.filters import EventFilter, EventIDFilter, EventOccurredFilter
+from prefect.events.worker import EventsWorker
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
+
+SETTLE_S = 10.0
+"""Seconds after which an event sent while the API was up is stored (flush: 5 s)."""
+CHUNK = 500
+"""Event ids checked per count query."""
+MAX_KEPT = 200_000
+"""The most events kept (the oldest go first)."""
+CHECK_TIMEOUT_S = 120.0
+"""How long a reconciliation keeps trying while the API does not answer."""
+RESEND_ROUNDS = 3
+"""How many times a missing event is sent again (each copy is checked after SETTLE_S)."""
+
+_log = logging.getLogger("prefect_pollers.events.jobs")
+
+
+class _TroubleWatcher(logging.Handler):
+    """Notes when Prefect's events client says it cannot reach the API or drops an event."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.last: float | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "prefect.events.clients" or "EventsWorker" in record.getMessage():
+            self.last = time.monotonic()
+
+
+_TROUBLE = _TroubleWatcher()
+for _name in ("prefect.events.clients", "prefect._internal.concurrency"):
+    logging.getLogger(_name).addHandler(_TROUBLE)
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """One event kept, as JSON (a quarter of the memory of the model)."""
+
+    at: float
+    id: UUID
+    occurred: datetime
+    data: bytes
+
+    @classmethod
+    def of(cls, event: Event) -> _Kept:
+        return cls(time.monotonic(), event.id, event.occurred, event.model_dump_json().encode())
+
+
+class EventOutbox:
+    """The job events this process emitted and has not yet seen stored by the server.
+
+    Args:
+        settle_s: How old an event must be to be checked.
+
+    Attributes:
+        unconfirmed: Job events the last reconciliation could not confirm on the
+            server: still missing after it sent them again, or not checked (the
+            API did not answer), or dropped unchecked since the one before (more
+            than ``MAX_KEPT`` kept). The ones not dropped are kept for the next.
+    """
+
+    def __init__(self, *, settle_s: float = SETTLE_S) -> None:
+        self._settle_s = settle_s
+        self._lock = threading.Lock()
+        self._events: OrderedDict[UUID, _Kept] = OrderedDict()
+        self._dropped = 0
+        self.unconfirmed = 0
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._events)
+
+    def add(self, event: Event | None) -> None:
+        """Keep ``event`` (as ``emit_event`` returned it) until the server has it.
+
+        It is kept as it was emitted: a copy sent again gets the related resources
+        (flow run, deployment) of the run context it is sent from.
+        """
+        if event is None:
+            return
+        kept = _Kept.of(event)
+        with self._lock:
+            self._events[event.id] = kept
+            while len(self._events) > MAX_KEPT:
+                self._events.popitem(last=False)
+                self._dropped += 1
+
+    async def reconcile(self, *, timeout_s: float = CHECK_TIMEOUT_S) -> int:
+        """Send again the kept events the server does not hold; returns how many were sent.
+
+        Raises nothing: the events it cannot confirm (the API stays unreachable
+        past ``timeout_s``, or they are still missing after ``RESEND_ROUNDS``) are
+        kept for a later call, counted in :attr:`unconfirmed` and logged at WARNING.
+        """
+        with self._lock:
+            kept = list(self._events.values())
+            dropped, self._dropped = self._dropped, 0
+        logger = _logger()
+        if dropped:
+            logger.warning(
+                "%d job events were dropped unchecked: more than %d were waiting for the "
+                "Prefect API to confirm them",
+                dropped,
+                MAX_KEPT,
+            )
+        self.unconfirmed = dropped
+        if not kept:
+            return 0
+        settled = [k for k in kept if time.monotonic() - k.at >= self._settle_s]
+        troubled = _TROUBLE.last is not None and _TROUBLE.last >= min(k.at for k in kept)
+        try:
+            missing = await _missing(settled, timeout_s) if settled and not troubled else []
+            if not missing and not troubled:
+                self._forget(settled)
+                return 0
+            newest = max(k.at for k in kept)
+            await asyncio.sleep(max(0.0, newest + self._settle_s - time.monotonic()))
+            missing = await _missing(kept, timeout_s)
+        except _Unreachable as exc:
+            self.unconfirmed += len(kept)
+            logger.warning(
+                "%d job events could not be checked against the Prefect API (%s); "
+                "kept for the next reconciliation",
+                len(kept),
+                exc,
+            )
+            return 0
+        resent = 0
+        for _ in range(RESEND_ROUNDS):
+            if not missing:
+                break
+            worker = EventsWorker.instance()
+            for event in missing:
+                worker.send(Event.model_validate_json(event.data))
+            resent += len(missing)
+            logger.warning(
+                "%d job events the Prefect API had not received (it was unreachable) "
+                "were sent again",
+                len(missing),
+            )
+            await asyncio.sleep(self._settle_s)
+            try:
+                missing = await _missing(missing, timeout_s)
+            except _Unreachable:
+                break
+        still_missing = {k.id for k in missing}
+        self._forget([k for k in kept if k.id not in still_missing])
+        if missing:
+            self.unconfirmed += len(missing)
+            logger.warning(
+                "%d job events are still not on the Prefect server after being sent again "
+                "%d times (it ignores for 5 minutes an id it saw, even one it failed to "
+                "store); kept for this process's next reconciliation. Job outcomes are "
+                "not affected",
+                len(missing),
+                RESEND_ROUNDS,
+            )
+        return resent
+
+    def _forget(self, kept: Sequence[_Kept]) -> None:
+        with self._lock:
+            for k in kept:
+                self._events.pop(k.id, None)
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter[Any]:
+    """The current run's logger (a batch's log), else this module's."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return _log
+
+
+class _Unreachable(Exception):
+    """The Prefect API did not answer the checks in time."""
+
+
+async def _missing(events: Sequence[_Kept], timeout_s: float) -> list[_Kept]:
+    """The ``events`` the server does not hold."""
+    deadline = time.monotonic() + timeout_s
+    missing: list[_Kept] = []
+    for start in range(0, len(events), CHUNK):
+        chunk = events[start : start + CHUNK]
+        delay = 1.0
+        while True:
+            try:
+                missing += await _missing_in_chunk(chunk)
+                break
+            except Exception as exc:  # the API is down: try again until the deadline
+                if time.monotonic() + delay > deadline:
+                    raise _Unreachable(type(exc).__name__) from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+    return missing
+
+
+async def _missing_in_chunk(chunk: Sequence[_Kept]) -> list[_Kept]:
+    since = min(event.occurred for event in chunk) - timedelta(minutes=1)
+    until = max(event.occurred for event in chunk) + timedelta(minutes=1)
+    filter = EventFilter(
+        id=EventIDFilter(id=[event.id for event in chunk]),
+        occurred=EventOccurredFilter.model_validate({"since": since, "until": until}),
+    )
+    async with get_client() as client:
+        response = await client._client.post(
+            "/events/count-by/event", json={"filter": filter.model_dump(mode="json")}
+        )
+        response.raise_for_status()
+        stored = sum(int(row["count"]) for row in response.json())
+        if stored >= len(chunk):
+            return []
+        present: set[UUID] = set()
+        page = await client.read_events(filter=filter, limit=50)
+        while True:
+            present.update(event.id for event in page.events)
+            if page.next_page is None:
+                break
+            page = await client.read_events_page(str(page.next_page))
+    return [event for event in chunk if event.id not in present]
+
+
+OUTBOX = EventOutbox()
+"""This process's outbox: every job event emitted by :mod:`prefect_pollers.events.jobs`."""
+
+
+async def reconcile_job_events() -> int:
+    """Send again this process's job events that the Prefect API did not receive.
+
+    Run at the end of every batch; call it at the end of a flow of your own that uses
+    ``submit_job``/``wait_for_job`` directly. Returns how many events were sent again.
+    """
+    return await OUTBOX.reconcile()
+
+
+def unconfirmed_job_events() -> int:
+    """Job events of this process the last reconciliation could not confirm on the server.
+
+    See :attr:`EventOutbox.unconfirmed`; a batch's progress can show it after
+    :func:`reconcile_job_events`.
+    """
+    return OUTBOX.unconfirmed
