@@ -35,15 +35,19 @@ __version__ = _version("prefect-pollers")
 
 try:
     from prefect_pollers.batch import BatchItem, BatchOutcome, Outcome, run_batch
+    from prefect_pollers.batch.outcome_files import OutcomeFiles
+    from prefect_pollers.batch.provider_batches import run_provider_batch
     from prefect_pollers.durable import DurableWait
     from prefect_pollers.ops.cancellation import cancel_remote_jobs
     from prefect_pollers.providers import (
+        AnthropicBatchCredentials,
         ApixoCredentials,
         ExonaCredentials,
         HttpJobApi,
         JobApiCredentials,
         JobResult,
         ModelRouteCredentials,
+        OpenAIBatchCredentials,
         TwynCredentials,
     )
     from prefect_pollers.tasks.job_block import PollerJob, PollerJobRun
@@ -53,6 +57,7 @@ except ModuleNotFoundError as _missing:  # the engine alone, in a process withou
         raise
 
 __all__ = [
+    "AnthropicBatchCredentials",
     "ApixoCredentials",
     "AuthenticationError",
     "BadRequestError",
@@ -72,7 +77,9 @@ __all__ = [
     "JobState",
     "JobStatus",
     "ModelRouteCredentials",
+    "OpenAIBatchCredentials",
     "Outcome",
+    "OutcomeFiles",
     "PollPolicy",
     "PollerError",
     "PollerJob",
@@ -84,6 +91,7 @@ __all__ = [
     "cancel_remote_jobs",
     "run_batch",
     "run_job",
+    "run_provider_batch",
     "submit_job",
     "wait_for_job",
 ]

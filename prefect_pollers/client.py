@@ -16,15 +16,16 @@ import contextlib
 import functools
 import logging
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import httpx
 from pydantic import BaseModel
 
 from prefect_pollers.engine import (
+    BadRequestError,
     CallbackBinding,
     JobRef,
     JobStatus,
@@ -39,8 +40,9 @@ from prefect_pollers.engine import (
     request_json,
     wait_for_terminal,
 )
+from prefect_pollers.engine.http import send_request
 from prefect_pollers.engine.ratelimit import RateLimitGate
-from prefect_pollers.engine.wait import StateChangeHook
+from prefect_pollers.engine.wait import StateChangeHook, StatusHook
 from prefect_pollers.limits.shared import SharedLimiter
 from prefect_pollers.providers.callback_urls import (
     callback_url,
@@ -59,6 +61,7 @@ SUBMIT_BACKOFF_S = 1.0
 """The pause after a submit's first failure, doubling after each (times ``policy_scale``)."""
 
 _log = logging.getLogger("prefect_pollers.client")
+T = TypeVar("T")
 if TYPE_CHECKING:
     Logger = logging.Logger | logging.LoggerAdapter[Any]
 
@@ -174,6 +177,8 @@ class JobApiClient(Generic[ResultT]):
         *,
         job_id: str | None = None,
         json: Any = None,
+        files: Any = None,
+        data: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
         polling: bool = False,
         creates: bool = False,
@@ -187,6 +192,8 @@ class JobApiClient(Generic[ResultT]):
             path: Path relative to the base URL.
             job_id: The job it concerns, for errors.
             json: The JSON body.
+            files: Files of a multipart body (an upload), as httpx takes them.
+            data: The other fields of a multipart body.
             headers: Extra headers.
             polling: A status call (a 404 means the job is unknown).
             creates: A submit (errors say whether the job may exist).
@@ -232,6 +239,8 @@ class JobApiClient(Generic[ResultT]):
                                 provider=self.provider,
                                 job_id=job_id,
                                 json=json,
+                                files=files,
+                                data=data,
                                 headers=headers,
                                 polling=polling,
                                 creates=creates,
@@ -277,6 +286,69 @@ class JobApiClient(Generic[ResultT]):
         finally:
             slots.release(lease, delay=slots.hold_after)
 
+    @contextlib.asynccontextmanager
+    async def stream_lines(
+        self, url: str, *, job_id: str | None = None
+    ) -> AsyncIterator[AsyncIterator[str]]:
+        """The lines of a GET response, read as they arrive (a JSONL results file).
+
+        The request holds an in-flight slot and passes the rate gate like any other
+        until the response is closed, when the block exits.
+
+        Args:
+            url: A path relative to the base URL, or an absolute URL on the base
+                URL's origin (a status may name its results by absolute URL).
+            job_id: The job it concerns, for errors.
+
+        Raises:
+            PollerError: a typed error for a failed request (as :meth:`request`);
+                ``BadRequestError`` for an absolute URL on another origin (the API
+                key is never sent elsewhere).
+        """
+        target = self._on_origin(url, job_id)
+        clock = current_clock()
+        async with self._slots:
+            await self.gate.acquire(clock)
+            hints = None
+            try:
+                async with self._shared_request_slot():
+                    response, hints, _ = await send_request(
+                        self._pools[0],
+                        "GET",
+                        target,
+                        provider=self.provider,
+                        job_id=job_id,
+                        polling=True,
+                        secrets=self._secrets,
+                        now=clock.time(),
+                        ratelimit_reset=self.contract.ratelimit_reset,
+                        stream=True,
+                    )
+                    try:
+                        yield response.aiter_lines()
+                    finally:
+                        await response.aclose()
+            except PollerError as exc:
+                hints = exc.hints
+                raise
+            finally:
+                self.gate.release(hints)
+
+    def _on_origin(self, url: str, job_id: str | None) -> str:
+        """``url`` made relative to the base URL's origin check: relative paths pass."""
+        parsed = httpx.URL(url)
+        if not parsed.is_absolute_url:
+            return url.lstrip("/")
+        base = self._pools[0].base_url
+        if (parsed.scheme, parsed.host, parsed.port) != (base.scheme, base.host, base.port):
+            raise BadRequestError(
+                f"{self.provider} named a URL on another origin ({parsed.scheme}://"
+                f"{parsed.host}); the API key is sent only to {base.scheme}://{base.host}",
+                provider=self.provider,
+                job_id=job_id,
+            )
+        return str(parsed)
+
     # -- submit ---------------------------------------------------------------------------
     async def submit(
         self,
@@ -305,11 +377,29 @@ class JobApiClient(Generic[ResultT]):
         """
         parsed = self.credentials.parse_request(request)
         callback = self._callback_for(parsed, flow_run_id)
+        return await self.retrying(
+            lambda: self._submit_once(parsed, idempotency_key, callback),
+            resend=self.resends_submit(idempotency_key),
+            what="submit",
+        )
+
+    async def retrying(self, send: Callable[[], Awaitable[T]], *, resend: bool, what: str) -> T:
+        """``send``, retried while that is safe: the one retry layer of requests that create.
+
+        A retryable failure is retried (``SUBMIT_ATTEMPTS`` in all, 1 s, 2 s, 4 s apart
+        times the block's ``policy_scale``, or as long as ``Retry-After`` says) when it
+        surely created nothing (``not error.may_have_created``), or when ``resend`` says
+        re-sending is safe all the same.
+
+        Args:
+            send: Sends the request once.
+            resend: Whether a request that may have created something may be re-sent.
+            what: Names the request in the log (``submit``, ``upload``).
+        """
         clock = current_clock()
-        resend = self.resends_submit(idempotency_key)
         for attempt in range(1, SUBMIT_ATTEMPTS + 1):
             try:
-                return await self._submit_once(parsed, idempotency_key, callback)
+                return await send()
             except PollerError as exc:
                 safe = not exc.may_have_created or resend
                 if not exc.retryable or not safe or attempt == SUBMIT_ATTEMPTS:
@@ -323,8 +413,9 @@ class JobApiClient(Generic[ResultT]):
                     else "nothing was created"
                 )
                 _log.warning(
-                    "%s submit failed (%s); %s, retrying in %.3g s (%d of %d)",
+                    "%s %s failed (%s); %s, retrying in %.3g s (%d of %d)",
                     self.provider,
+                    what,
                     exc.message,
                     why,
                     delay,
@@ -430,6 +521,7 @@ class JobApiClient(Generic[ResultT]):
         logger: Logger | None = None,
         on_change: StateChangeHook | None = None,
         wakeup: Wakeup | None = None,
+        on_status: StatusHook | None = None,
     ) -> JobStatus:
         """Poll ``ref`` until it is terminal; see :func:`wait_for_terminal`.
 
@@ -441,6 +533,7 @@ class JobApiClient(Generic[ResultT]):
             on_change: Called on every change of state or phase.
             wakeup: Set by the job's callback (:mod:`prefect_pollers.webhooks`):
                 polls then keep to the policy's safety cadence.
+            on_status: Called with every status seen.
         """
         chosen = self.credentials.effective_policy(ref, policy)
         started_at = ref.submitted_at.timestamp()
@@ -455,6 +548,7 @@ class JobApiClient(Generic[ResultT]):
             logger=logger,
             on_change=on_change,
             wakeup=wakeup,
+            on_status=on_status,
         )
 
     async def fetch_result(self, ref: JobRef, status: JobStatus | None = None) -> ResultT:
@@ -498,6 +592,7 @@ class JobApiClient(Generic[ResultT]):
         logger: Logger | None = None,
         on_change: StateChangeHook | None = None,
         wakeup: Wakeup | None = None,
+        on_status: StatusHook | None = None,
     ) -> ResultT:
         """Wait for ``ref`` to end and return its typed result: the one wait-then-fetch path.
 
@@ -506,7 +601,9 @@ class JobApiClient(Generic[ResultT]):
             WaitTimeoutError: the deadline passed first.
             ProviderUnavailableError: the provider stayed unreachable.
         """
-        status = await self.wait(ref, policy, logger=logger, on_change=on_change, wakeup=wakeup)
+        status = await self.wait(
+            ref, policy, logger=logger, on_change=on_change, wakeup=wakeup, on_status=on_status
+        )
         return await self.fetch_result(ref, status)
 
     async def cancel(self, ref: JobRef) -> bool:

@@ -273,6 +273,7 @@ async def test_prune_deletes_old_rows_but_not_a_live_sessions(ledger, monkeypatc
         "owners": 0,
         "handovers": 0,
         "outcomes": 0,
+        "pack_items": 0,
     }
     async with LedgerSubmitter(CREDENTIALS, flow_run_id="live", ledger=ledger) as live:
         provider.delay = 30

@@ -23,7 +23,9 @@ ROOT = Path(__file__).parents[1]
 
 PUBLIC = {
     # blocks and Prefect's job interface
+    "AnthropicBatchCredentials",
     "ApixoCredentials",
+    "OpenAIBatchCredentials",
     "ExonaCredentials",
     "HttpJobApi",
     "JobApiCredentials",
@@ -38,6 +40,8 @@ PUBLIC = {
     "Outcome",
     "cancel_remote_jobs",
     "run_batch",
+    "run_provider_batch",
+    "OutcomeFiles",
     "run_job",
     "submit_job",
     "wait_for_job",
@@ -61,10 +65,12 @@ PUBLIC = {
 }
 
 BLOCK_SLUGS = {
+    "anthropic-batch-credentials",
     "apixo-credentials",
     "exona-credentials",
     "http-job-api",
     "modelroute-credentials",
+    "openai-batch-credentials",
     "poller-job",
     "twyn-credentials",
 }

@@ -92,11 +92,11 @@ async def run_items(
         # Only what is not an item's failure escapes an item: a signal (Prefect's
         # TerminationSignal when the run is cancelled, KeyboardInterrupt). Raised bare,
         # so that the flow engine knows it (a group would end the run as Crashed).
-        raise _first_leaf(aborted) from None
+        raise first_leaf(aborted) from None
     return outcomes
 
 
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first exception of ``group`` that is not itself a group."""
+def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception of ``group`` that is not itself a group (what aborted it)."""
     first = group.exceptions[0]
-    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+    return first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

@@ -170,6 +170,87 @@ def _raw_provider_message(response: httpx.Response) -> str:
     return str(body)[:200]
 
 
+async def send_request(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    provider: str,
+    job_id: str | None = None,
+    json: Any = None,
+    files: Any = None,
+    data: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+    polling: bool = False,
+    creates: bool = False,
+    idempotency_key: str | None = None,
+    not_created_statuses: frozenset[int] = frozenset(),
+    secrets: Sequence[str] = (),
+    now: float | None = None,
+    ratelimit_reset: RateLimitReset = "epoch",
+    stream: bool = False,
+) -> tuple[httpx.Response, ServerHints, dict[str, Any]]:
+    """Send one request; return its 2xx response, or raise a typed error.
+
+    The arguments are :func:`request_json`'s, and ``files`` / ``data`` (a multipart
+    upload) and ``stream``: the response's body is then not read (the caller reads it
+    and closes the response).
+
+    Returns:
+        The response, its server hints, and where it was sent (for errors).
+    """
+    trace = ConnectionTrace()
+    request = client.build_request(
+        method,
+        url,
+        json=json,
+        files=files,
+        data=data,
+        headers=headers,
+        extensions={"trace": trace},
+    )
+    where: dict[str, Any] = {
+        "provider": provider,
+        "job_id": job_id,
+        "path": request.url.path,
+        "idempotency_key": idempotency_key,
+    }
+    try:
+        response = await client.send(request, stream=stream)
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        raise TransientRequestError(
+            f"{type(exc).__name__}: could not connect", request_sent=False, **where
+        ) from None
+    except httpx.TimeoutException as exc:
+        raise TransientRequestError(
+            f"{type(exc).__name__}: the request timed out", may_have_created=creates, **where
+        ) from None
+    except httpx.TransportError as exc:
+        stale = trace.stale(exc)
+        note = " (on a reused keep-alive connection, before any response)" if stale else ""
+        raise TransientRequestError(
+            f"{type(exc).__name__}: {exc}{note}",
+            may_have_created=creates,
+            stale_connection=stale,
+            **where,
+        ) from None
+    hints = parse_hints(response.headers, now=now, ratelimit_reset=ratelimit_reset)
+    status = response.status_code
+    where.update(http_status=status, hints=hints)
+    if status >= 400:
+        if stream:
+            try:
+                await response.aread()
+            except httpx.HTTPError:
+                pass  # the status says enough
+            finally:
+                await response.aclose()
+        message = _provider_message(response, secrets)
+        created = creates and status not in not_created_statuses
+        raise _http_error(status, message, polling, created, where)
+    return response, hints, where
+
+
 async def request_json(
     client: httpx.AsyncClient,
     method: str,
@@ -178,6 +259,8 @@ async def request_json(
     provider: str,
     job_id: str | None = None,
     json: Any = None,
+    files: Any = None,
+    data: dict[str, str] | None = None,
     headers: dict[str, str] | None = None,
     polling: bool = False,
     creates: bool = False,
@@ -196,6 +279,8 @@ async def request_json(
         provider: Provider name, for error messages.
         job_id: The job the request concerns, for error messages.
         json: The JSON body to send.
+        files: Files of a multipart body (httpx's ``files``), e.g. an upload.
+        data: The other fields of a multipart body.
         headers: Extra headers (auth is set on the client).
         polling: True for status calls: a 404 then means the job is unknown.
         creates: True for a submit: an error after which the job may exist all the
@@ -219,43 +304,24 @@ async def request_json(
             any response.
         MalformedResponseError: when a 2xx body is not a JSON object.
     """
-    trace = ConnectionTrace()
-    request = client.build_request(
-        method, url, json=json, headers=headers, extensions={"trace": trace}
+    response, hints, where = await send_request(
+        client,
+        method,
+        url,
+        provider=provider,
+        job_id=job_id,
+        json=json,
+        files=files,
+        data=data,
+        headers=headers,
+        polling=polling,
+        creates=creates,
+        idempotency_key=idempotency_key,
+        not_created_statuses=not_created_statuses,
+        secrets=secrets,
+        now=now,
+        ratelimit_reset=ratelimit_reset,
     )
-    path = request.url.path
-    where: dict[str, Any] = {
-        "provider": provider,
-        "job_id": job_id,
-        "path": path,
-        "idempotency_key": idempotency_key,
-    }
-    try:
-        response = await client.send(request)
-    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-        raise TransientRequestError(
-            f"{type(exc).__name__}: could not connect", request_sent=False, **where
-        ) from None
-    except httpx.TimeoutException as exc:
-        raise TransientRequestError(
-            f"{type(exc).__name__}: the request timed out", may_have_created=creates, **where
-        ) from None
-    except httpx.TransportError as exc:
-        stale = trace.stale(exc)
-        note = " (on a reused keep-alive connection, before any response)" if stale else ""
-        raise TransientRequestError(
-            f"{type(exc).__name__}: {exc}{note}",
-            may_have_created=creates,
-            stale_connection=stale,
-            **where,
-        ) from None
-    hints = parse_hints(response.headers, now=now, ratelimit_reset=ratelimit_reset)
-    status = response.status_code
-    where.update(http_status=status, hints=hints)
-    if status >= 400:
-        message = _provider_message(response, secrets)
-        created = creates and status not in not_created_statuses
-        raise _http_error(status, message, polling, created, where)
     try:
         body = response.json()
     except ValueError:
@@ -269,7 +335,7 @@ async def request_json(
             may_have_created=creates,
             **where,
         )
-    return JsonReply(body=body, status_code=status, hints=hints, path=path)
+    return JsonReply(body=body, status_code=response.status_code, hints=hints, path=where["path"])
 
 
 def _http_error(

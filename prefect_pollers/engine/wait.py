@@ -27,6 +27,8 @@ from prefect_pollers.engine.policy import PollPolicy, error_delay, next_delay
 from prefect_pollers.engine.wakeup import Wakeup
 
 StateChangeHook = Callable[[JobStatus | None, JobStatus], Awaitable[None] | None]
+StatusHook = Callable[[JobStatus], Awaitable[None] | None]
+"""Called with every status a wait sees."""
 
 _OUTCOMES: dict[JobState, tuple[type[JobEndedError], str]] = {
     JobState.FAILED: (JobFailedError, "failed"),
@@ -80,6 +82,7 @@ async def wait_for_terminal(
     on_change: StateChangeHook | None = None,
     rng: random.Random | None = None,
     wakeup: Wakeup | None = None,
+    on_status: StatusHook | None = None,
 ) -> JobStatus:
     """Poll until the job is terminal or the deadline passes.
 
@@ -105,6 +108,8 @@ async def wait_for_terminal(
         on_change: Called with (old, new) on every change of state or phase.
         rng: Jitter source.
         wakeup: Ends a pause early when a callback says the job ended.
+        on_status: Called with every status seen, changed or not (e.g. to follow a
+            provider batch's request counts).
 
     Returns:
         The terminal status, when the job succeeded.
@@ -142,6 +147,10 @@ async def wait_for_terminal(
             if last is None or last.phase != status.phase:
                 phase_started_at = last_poll_at
                 phase_seen_at = clock.time()
+        if on_status is not None:
+            seen = on_status(status)
+            if inspect.isawaitable(seen):
+                await seen
         last = status
 
     def time_left() -> float | None:

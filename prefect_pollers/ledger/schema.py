@@ -110,6 +110,30 @@ webhook_seen = sa.Table(
 """The webhook receiver's replay memory: each callback's delivery id, per provider,
 kept until a replay of it could no longer pass verification (shared by replicas)."""
 
+pack_items = sa.Table(
+    "pollers_pack_items",
+    metadata,
+    sa.Column("endpoint", sa.String(160), primary_key=True),
+    sa.Column("item_key", sa.Text, primary_key=True),
+    sa.Column("pack_key", sa.Text, nullable=False),
+    sa.Column("item_digest", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_pollers_pack_items_pack", "endpoint", "pack_key"),
+)
+"""Which provider batch (its idempotency key, a row of ``submits``) carries each item:
+an item is claimed by one pack at most, so no request is ever sent in two batches."""
+
+pack_uploads = sa.Table(
+    "pollers_pack_uploads",
+    metadata,
+    sa.Column("endpoint", sa.String(160), primary_key=True),
+    sa.Column("pack_key", sa.Text, primary_key=True),
+    sa.Column("file_id", sa.Text, nullable=False),
+    sa.Column("uploaded_at", sa.Float, nullable=False),
+)
+"""The uploaded input file of a provider batch not created yet: reused by the next
+attempt instead of uploaded again, forgotten once the batch exists."""
+
 MIGRATIONS: dict[int, list[str]] = {}
 """SQL that takes the schema from version ``n - 1`` to ``n`` (none yet past 1)."""
 

@@ -21,7 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 
 from prefect_pollers.engine import JobRef
-from prefect_pollers.ledger.schema import handovers, outcomes, owners, submits, upgrade
+from prefect_pollers.ledger.schema import (
+    handovers,
+    outcomes,
+    owners,
+    pack_items,
+    pack_uploads,
+    submits,
+    upgrade,
+)
 from prefect_pollers.ledger.settings import ledger_url
 
 OWNER_HEARTBEAT_S = 10.0
@@ -346,7 +354,8 @@ class Ledger:
         """Delete rows untouched for ``older_than_s`` that no live session holds.
 
         Submits and their sessions; durable handovers closed that long ago (the
-        poller resumed, cancelled or dropped their run) and their outcomes.
+        poller resumed, cancelled or dropped their run) and their outcomes; the items
+        and uploads of provider batches whose submit is gone.
 
         Returns:
             How many rows of each kind were deleted.
@@ -378,11 +387,25 @@ class Ledger:
             handovers_gone = await connection.execute(
                 sa.delete(handovers).where(handovers.c.closed_at < cutoff)
             )
+            kept = sa.select(submits.c.endpoint, submits.c.key)
+            packs_gone = await connection.execute(
+                sa.delete(pack_items).where(
+                    pack_items.c.created_at < cutoff,
+                    sa.tuple_(pack_items.c.endpoint, pack_items.c.pack_key).not_in(kept),
+                )
+            )
+            await connection.execute(
+                sa.delete(pack_uploads).where(
+                    pack_uploads.c.uploaded_at < cutoff,
+                    sa.tuple_(pack_uploads.c.endpoint, pack_uploads.c.pack_key).not_in(kept),
+                )
+            )
         return {
             "submits": int(gone.rowcount or 0),
             "owners": int(owners_gone.rowcount or 0),
             "handovers": int(handovers_gone.rowcount or 0),
             "outcomes": int(outcomes_gone.rowcount or 0),
+            "pack_items": int(packs_gone.rowcount or 0),
         }
 
     # -- helpers -------------------------------------------------------------------------

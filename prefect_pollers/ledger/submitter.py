@@ -161,7 +161,12 @@ class LedgerSubmitter:
 
     # -- the protocol ---------------------------------------------------------------------
     async def submit(
-        self, key: str, request: Any, send: Callable[[], Awaitable[JobRef]]
+        self,
+        key: str,
+        request: Any,
+        send: Callable[[], Awaitable[JobRef]],
+        *,
+        lookup: Callable[[], Awaitable[JobRef | None]] | None = None,
     ) -> tuple[JobRef, bool]:
         """The job of ``key``: recorded earlier, or sent now by ``send`` and recorded.
 
@@ -169,6 +174,9 @@ class LedgerSubmitter:
             key: The idempotency key.
             request: The validated request (its digest binds the key).
             send: Submits the request to the provider (called at most once here).
+            lookup: Asks the provider for the job created under ``key`` (None: it has
+                none), where it can tell: an earlier submit that may have created the
+                job is then looked up rather than given up on.
 
         Returns:
             The job's ref, and whether this call created it.
@@ -202,16 +210,22 @@ class LedgerSubmitter:
                 continue
             if await self._moved_on(key, row):
                 continue  # its session recorded or gave it back as it ended
-            if not self.dedup:
+            if not self.dedup and lookup is None:
                 raise SubmitUncertainError(
                     f"an earlier submit under idempotency key {key!r} ended without an answer "
                     f"({row.error or 'its session stopped while sending'}): the job may exist",
                     provider=self.provider,
                     idempotency_key=key,
                 )
-            if await self.ledger.take_over(self.endpoint, key, row.owner, self.owner):
-                self._reserved.add(key)
+            if not await self.ledger.take_over(self.endpoint, key, row.owner, self.owner):
+                continue
+            self._reserved.add(key)
+            if lookup is None:
                 break  # the provider deduplicates: sent again under the same key
+            found = await self._look_up(key, lookup)
+            if found is not None:
+                return found, False
+            break  # the provider has no job under the key: it is sent
         legacy = self._legacy.get(key)
         if legacy is None and self.store is not None:
             legacy = await recorded_ref(self.store, self.credentials, key)
@@ -221,6 +235,23 @@ class LedgerSubmitter:
             self.reattached += 1
             return legacy, False
         return await self._send(key, send), True
+
+    async def _look_up(
+        self, key: str, lookup: Callable[[], Awaitable[JobRef | None]]
+    ) -> JobRef | None:
+        """The job the provider holds under ``key`` (recorded), or None; ``key`` is reserved."""
+        try:
+            found = await lookup()
+        except PollerError as exc:
+            self._reserved.discard(key)
+            await self._enqueue("uncertain", key, f"looking the job up failed: {exc.message}")
+            raise
+        if found is None:
+            return None
+        self._reserved.discard(key)
+        await self._enqueue("record", key, found)
+        self.reattached += 1
+        return found
 
     async def _is_live(self, token: str) -> bool:
         """Whether session ``token`` is running: one look per wait, shared by all its keys."""

@@ -1,5 +1,10 @@
 """The providers: one module each (block, models, contract, preset), and what they share."""
 
+from prefect_pollers.providers.anthropic_batch import (
+    AnthropicBatchCredentials,
+    AnthropicBatchResult,
+    AnthropicMessageRequest,
+)
 from prefect_pollers.providers.apixo import (
     ApixoCredentials,
     ApixoTaskRequest,
@@ -23,7 +28,17 @@ from prefect_pollers.providers.modelroute import (
     ModelRouteUsage,
     modelroute_policy,
 )
+from prefect_pollers.providers.openai_batch import (
+    OpenAIBatchCredentials,
+    OpenAIBatchResult,
+    OpenAIRequest,
+)
 from prefect_pollers.providers.protocol import JobResult
+from prefect_pollers.providers.provider_batch import (
+    ProviderBatchCredentials,
+    RequestResult,
+    provider_batch_policy,
+)
 from prefect_pollers.providers.twyn import (
     TwynCredentials,
     TwynSimulationRequest,
@@ -32,6 +47,9 @@ from prefect_pollers.providers.twyn import (
 )
 
 __all__ = [
+    "AnthropicBatchCredentials",
+    "AnthropicBatchResult",
+    "AnthropicMessageRequest",
     "ApixoCredentials",
     "ApixoTaskRequest",
     "ApixoTaskResult",
@@ -50,6 +68,11 @@ __all__ = [
     "ModelRouteExecutionRequest",
     "ModelRouteResult",
     "ModelRouteUsage",
+    "OpenAIBatchCredentials",
+    "OpenAIBatchResult",
+    "OpenAIRequest",
+    "ProviderBatchCredentials",
+    "RequestResult",
     "TwynCredentials",
     "TwynSimulationRequest",
     "TwynSimulationResult",
@@ -57,5 +80,6 @@ __all__ = [
     "exona_policy",
     "load_credentials",
     "modelroute_policy",
+    "provider_batch_policy",
     "twyn_policy",
 ]

@@ -89,6 +89,18 @@ def fill(template: str, values: Mapping[str, Any]) -> str:
     return _PLACEHOLDER.sub(value, template)
 
 
+def fill_url(template: str, values: Mapping[str, Any]) -> str | None:
+    """``template`` filled from a response's fields; None when a field it names is null.
+
+    A template that is one placeholder alone (``{results_url}``) takes its value as it
+    is, a whole URL the response named; otherwise as :func:`fill`.
+    """
+    if any(values.get(name) is None for name in template_names(template)):
+        return None
+    whole = _PLACEHOLDER.fullmatch(template)
+    return str(values[whole.group(1)]) if whole else fill(template, values)
+
+
 def template_names(template: str) -> list[str]:
     """The names a URL template's ``{name}`` placeholders take, each once, in order."""
     return list(dict.fromkeys(_PLACEHOLDER.findall(template)))
@@ -210,6 +222,7 @@ class JobApiContract(BaseModel):
         auth_scheme: Put before the key (``Bearer``); empty to send the key alone.
         basic_auth: HTTP Basic credentials sent in ``Authorization``, if the API
             takes a username and password.
+        headers: Fixed headers sent with every request (e.g. ``anthropic-version``).
         submit: The submit request; its path may name request fields (``{model}``).
         submit_body: JMESPath applied to the request's JSON to build the body
             (None: the request as it is).
@@ -246,6 +259,7 @@ class JobApiContract(BaseModel):
     auth_header: str = "Authorization"
     auth_scheme: str = "Bearer"
     basic_auth: BasicAuth | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
     submit: Endpoint
     submit_body: str | None = None
     submit_exclude: frozenset[str] = Field(default_factory=frozenset)
@@ -287,8 +301,8 @@ class JobApiContract(BaseModel):
         return value
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
-        """The headers that authenticate a request made with ``api_key`` (and ``basic_auth``)."""
-        headers: dict[str, str] = {}
+        """The fixed headers, and those that authenticate a request made with ``api_key``."""
+        headers: dict[str, str] = dict(self.headers)
         if api_key:
             headers[self.auth_header] = (
                 f"{self.auth_scheme} {api_key}" if self.auth_scheme else api_key

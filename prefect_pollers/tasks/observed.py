@@ -12,6 +12,7 @@ from typing import Any
 
 from prefect_pollers.client import JobApiClient, shared_client
 from prefect_pollers.engine import JobRef, PollPolicy
+from prefect_pollers.engine.wait import StatusHook
 from prefect_pollers.events.jobs import announcing_stuck, emit_state_change
 from prefect_pollers.ops.cancellation import tracked
 from prefect_pollers.providers.base import JobApiCredentials
@@ -27,6 +28,7 @@ async def observed_wait(
     logger: Logger | LoggerAdapter[Any],
     flow_run_id: str | None = None,
     client: JobApiClient[ResultT] | None = None,
+    on_status: StatusHook | None = None,
 ) -> ResultT:
     """Wait for ``ref`` to end and return its typed result, with its events.
 
@@ -38,6 +40,7 @@ async def observed_wait(
         flow_run_id: The flow run the job's events relate to, for waits outside
             that run (the poller service); inside a flow run Prefect adds it.
         client: The client to poll with (the block's shared client if None).
+        on_status: Called with every status seen (e.g. a provider batch's counts).
 
     Raises:
         PollerError: the typed error of a job that did not succeed.
@@ -52,4 +55,5 @@ async def observed_wait(
                     old, new, ref.provider, flow_run_id=flow_run_id
                 ),
                 wakeup=wakeup,
+                on_status=on_status,
             )
