@@ -10,5 +10,6 @@ BENCHMARKS = (
     "callbacks",
     "durable",
     "ledger",
+    "provider_batch",
 )
 """What ``make bench`` runs, in order (``make soak`` runs ``soak`` the same way)."""

@@ -96,12 +96,23 @@ async def demo_generic(credentials: Credentials) -> list[dict[str, Any]]:
     return [r.model_dump() for r in rows]
 
 
+async def demo_provider_batch(credentials: Credentials) -> list[dict[str, Any]]:
+    """Support tickets classified in one provider batch; one ticket's request fails."""
+    from flows.ticket_triage import ticket_triage
+
+    rows = await ticket_triage(csv_path=str(DATA / "tickets.csv"), credentials=credentials)
+    print_table([r.model_dump() for r in rows], ["ticket", "subject", "status", "answer", "error"])
+    return [r.model_dump() for r in rows]
+
+
 DEMOS: dict[str, Any] = {
     "exona": demo_exona,
     "twyn": demo_twyn,
     "apixo": demo_apixo,
     "modelroute": demo_modelroute,
     "generic": demo_generic,
+    "openai-batch": demo_provider_batch,
+    "anthropic-batch": demo_provider_batch,
 }
 
 
@@ -110,7 +121,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--provider", default="exona", choices=sorted(DEMOS))
     args = parser.parse_args()
-    config = SimulatorConfig(time_scale=DEMO_TIME_SCALE, seed=42, failure_rate=0.05)
+    config = SimulatorConfig(
+        time_scale=DEMO_TIME_SCALE, seed=42, failure_rate=0.05, batch_duration=(60.0, 180.0)
+    )
     started = time.monotonic()
     where = os.environ.get("PREFECT_API_URL") or "Prefect's embedded server"
     with running_simulator(config) as sim:
@@ -120,8 +133,13 @@ def main() -> None:
         )
         asyncio.run(DEMOS[args.provider](credentials))
         stats = sim.stats()[args.provider]
+    created = (
+        f"{stats['batches_created']} provider batches created"
+        if "batches_created" in stats
+        else f"{stats['submits']} submits"
+    )
     print(
-        f"\n{args.provider}: {stats['submits']} submits, {stats['status_calls']} status calls, "
+        f"\n{args.provider}: {created}, {stats['status_calls']} status calls, "
         f"{stats['http_429']} HTTP 429, {stats['duplicate_submits']} duplicate submits; "
         f"{time.monotonic() - started:.1f} s"
     )

@@ -2,10 +2,12 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from prefect_pollers.testing import VirtualClock
 from prefect_pollers.testing.simulator import (
     FaultRule,
     ManualClock,
@@ -29,3 +31,16 @@ async def simulator(
     async with httpx.AsyncClient(transport=transport, base_url="http://sim") as client:
         yield client, app.state.simulator
     await app.state.simulator.aclose()
+
+
+@dataclass
+class VirtualSimClock:
+    """The simulator's clock, read from the waits' virtual clock."""
+
+    clock: VirtualClock
+
+    def monotonic(self) -> float:
+        return self.clock.time()
+
+    def time(self) -> float:
+        return self.clock.time()

@@ -26,6 +26,7 @@ from prefect_pollers.durable.records import HandedOverJob
 from prefect_pollers.testing import VirtualClock, use_clock
 from prefect_pollers.testing.registry import PROVIDERS, ProviderEntry
 from prefect_pollers.testing.simulator import SimulatorConfig, create_app
+from tests.sim_client import VirtualSimClock
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 LOGGER = logging.getLogger("tests.durable_handover")
@@ -36,19 +37,6 @@ CASES = [(entry, entry.sample_request) for entry in PROVIDERS] + [
     if entry.name == "apixo"
     for model in ("sora-2", "veo-3-1")
 ]
-
-
-@dataclass
-class _SimClock:
-    """The simulator's clock, read from the waits' virtual clock."""
-
-    clock: VirtualClock
-
-    def monotonic(self) -> float:
-        return self.clock.time()
-
-    def time(self) -> float:
-        return self.clock.time()
 
 
 @dataclass
@@ -70,7 +58,7 @@ async def on_simulator(
     entry: ProviderEntry,
 ) -> AsyncIterator[tuple[VirtualClock, JobApiClient[Any], _Recording]]:
     clock = VirtualClock()
-    app = create_app(SimulatorConfig(seed=7), clock=_SimClock(clock))
+    app = create_app(SimulatorConfig(seed=7), clock=VirtualSimClock(clock))
     recording = _Recording(httpx.ASGITransport(app=app), clock)
     block = entry.block(f"http://sim{entry.simulator_prefix}", "sim-key")
     with use_clock(clock):

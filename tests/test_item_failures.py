@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -22,6 +21,7 @@ from prefect_pollers.providers.protocol import JobResult
 from prefect_pollers.tasks.observed import observed_wait
 from prefect_pollers.testing import VirtualClock, use_clock
 from prefect_pollers.testing.simulator import SimulatorConfig, create_app
+from tests.sim_client import VirtualSimClock
 
 KEY = "sk-very-secret-key"
 LOGGER = logging.getLogger("tests.item_failures")
@@ -89,17 +89,6 @@ class _Result(JobResult):
     pass
 
 
-@dataclass
-class _SimClock:
-    clock: VirtualClock
-
-    def monotonic(self) -> float:
-        return self.clock.time()
-
-    def time(self) -> float:
-        return self.clock.time()
-
-
 class _Abort(BaseException):
     """Not an item's failure: the batch itself aborts."""
 
@@ -108,7 +97,7 @@ class _Abort(BaseException):
 @pytest.mark.parametrize("abort", ["cancelled", "crashed"])
 async def test_an_aborted_batch_leaves_no_wait_polling(abort: str):
     clock = VirtualClock()
-    app = create_app(SimulatorConfig(seed=3, never_finish_rate=1.0), clock=_SimClock(clock))
+    app = create_app(SimulatorConfig(seed=3, never_finish_rate=1.0), clock=VirtualSimClock(clock))
     state = app.state.simulator
     block = ExonaCredentials(api_key="sim-key", base_url="http://sim/exona/api/v1")
     with use_clock(clock):

@@ -33,6 +33,7 @@ import json
 import logging
 import re
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -117,6 +118,8 @@ class _Summary:
     state: str | None = None
     created: bool = False
     results_read: bool = False
+    read_started_at: float | None = None
+    read_s: float | None = None
     counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -129,13 +132,14 @@ class _Run:
         *,
         policy: PollPolicy | None,
         ledger: Ledger,
+        client: JobApiClient[Any],
         directory: Path,
         title: str,
         logger: logging.Logger | logging.LoggerAdapter[Any],
     ) -> None:
         self.credentials = credentials
         self.spec: ProviderBatchSpec = credentials.batch_spec()
-        self.client: JobApiClient[Any] = shared_client(credentials)
+        self.client = client
         self.policy = policy
         self.ledger = ledger
         self.endpoint = endpoint_of(credentials)
@@ -469,6 +473,7 @@ class _Run:
         expected = {line.item.key: line.item for line in one.lines}
         seen: set[str] = set()
         problem: PollerError | None = None
+        summary.read_started_at, started = time.time(), time.monotonic()
         partial = self.directory / f"{name}.partial.jsonl"
         with OutcomeWriter(partial) as writer:
             for template in self.spec.results:
@@ -480,6 +485,7 @@ class _Run:
                 if key not in seen:
                     writer.write(self._unmentioned(item, ref, ended, problem))
         summary.results_read = problem is None
+        summary.read_s = round(time.monotonic() - started, 3)
         final = path if problem is None and one.complete else partial
         if final != partial:
             partial.replace(final)
@@ -673,14 +679,43 @@ async def _provider_batch(
     title: str | None,
     ledger: Ledger | None,
 ) -> OutcomeFiles:
+    return await provider_batch_outcomes(
+        credentials, items, policy=policy, title=title, ledger=ledger, logger=get_run_logger()
+    )
+
+
+async def provider_batch_outcomes(
+    credentials: ProviderBatchCredentials,
+    items: Sequence[BatchItem],
+    *,
+    policy: PollPolicy | None = None,
+    title: str | None = None,
+    ledger: Ledger | None = None,
+    client: JobApiClient[Any] | None = None,
+    directory: Path | None = None,
+    logger: logging.Logger | logging.LoggerAdapter[Any] = _log,
+) -> OutcomeFiles:
+    """The work of :func:`run_provider_batch`, in any task or none.
+
+    Args:
+        credentials: A provider-batch block.
+        items: The requests (see :func:`run_provider_batch`).
+        policy: The poll policy of each batch's wait.
+        title: Names the batch in its artifacts.
+        ledger: The ledger (the configured one if None).
+        client: The client (the block's shared one if None).
+        directory: Where the outcome files go (:func:`outcomes_dir` if None).
+        logger: Where the batches' state changes are logged.
+    """
     name = title or f"{credentials.provider} batch"
     run = _Run(
         credentials,
         policy=policy,
         ledger=ledger or current_ledger(),
-        directory=outcomes_dir(flow_run.get_id()),
+        client=client or shared_client(credentials),
+        directory=directory or outcomes_dir(flow_run.get_id()),
         title=name,
-        logger=get_run_logger(),
+        logger=logger,
     )
     refused_path = run.directory / f"{credentials.provider}-refused-{_digest(items)}.jsonl"
     with OutcomeWriter(refused_path) as refused:
@@ -701,10 +736,11 @@ async def _provider_batch(
                     group.start_soon(run.run_pack, submitter, one, name=f"provider batch {one.key}")
         except BaseExceptionGroup as aborted:
             raise first_leaf(aborted) from None
+    result_model = credentials.result_model
     outcomes = OutcomeFiles(
         files=run.files,
         counts=dict(run.counts),
-        result_type=f"{credentials.result_model.__module__}:{credentials.result_model.__qualname__}",
+        result_type=f"{result_model.__module__}:{result_model.__qualname__}",
         batches=[vars(summary) for summary in run.summaries],
     )
     await _publish(name, outcomes)

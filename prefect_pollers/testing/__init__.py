@@ -13,6 +13,7 @@ Typical use, a flow's test against a real simulator on virtual-fast time::
 
 from prefect_pollers.engine import VirtualClock, use_clock
 from prefect_pollers.testing.registry import (
+    BATCH_PROVIDERS,
     DEMO_TIME_SCALE,
     PROVIDERS,
     SIMULATOR_API_KEY,
@@ -31,6 +32,7 @@ from prefect_pollers.testing.simulator import (
 )
 
 __all__ = [
+    "BATCH_PROVIDERS",
     "DEMO_TIME_SCALE",
     "PROVIDERS",
     "SIMULATOR_API_KEY",

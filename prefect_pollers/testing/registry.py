@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefect_pollers.engine import PollPolicy
+from prefect_pollers.providers.anthropic_batch import AnthropicBatchCredentials
 from prefect_pollers.providers.apixo import ApixoCredentials
 from prefect_pollers.providers.base import JobApiCredentials
 from prefect_pollers.providers.exona import ExonaCredentials
 from prefect_pollers.providers.http_job_api import HttpJobApi
 from prefect_pollers.providers.modelroute import ModelRouteCredentials
+from prefect_pollers.providers.openai_batch import OpenAIBatchCredentials
 from prefect_pollers.providers.twyn import TwynCredentials
 
 SIMULATOR_API_KEY = "sim-key"
@@ -133,7 +135,32 @@ PROVIDERS: tuple[ProviderEntry, ...] = (
     ),
 )
 
-_BY_NAME = {entry.name: entry for entry in PROVIDERS}
+BATCH_PROVIDERS: tuple[ProviderEntry, ...] = (
+    ProviderEntry(
+        name="openai-batch",
+        block_type=OpenAIBatchCredentials,
+        simulator_prefix="/openai/v1",
+        sample_request={
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "My invoice is wrong"}],
+        },
+        example_flow="flows.ticket_triage:ticket_triage",
+    ),
+    ProviderEntry(
+        name="anthropic-batch",
+        block_type=AnthropicBatchCredentials,
+        simulator_prefix="/anthropic",
+        sample_request={
+            "model": "claude-haiku-4-5",
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": "My invoice is wrong"}],
+        },
+        example_flow="flows.ticket_triage:ticket_triage",
+    ),
+)
+"""The provider-batch APIs: many requests per job (``run_provider_batch``, not ``run_job``)."""
+
+_BY_NAME = {entry.name: entry for entry in (*PROVIDERS, *BATCH_PROVIDERS)}
 
 
 def provider_entry(name: str) -> ProviderEntry:
