@@ -205,11 +205,11 @@ class BatchProvider(Provider):
     def begin_cancel(self, job: Job, cancelling: str, terminal: str) -> float:
         """Make ``job`` ``cancelling`` now and ``terminal`` after the cancelling span.
 
-        The ledger books the cancellation at once. Returns the real instant at which
-        the job turns terminal.
+        The job ends sooner if its run would have ended sooner. The ledger books the
+        cancellation at once. Returns the real instant at which the job turns terminal.
         """
         now = self.now()
-        ends_at = now + self.config.real(self.draw(self.config.batch_cancelling))
+        ends_at = min(job.end, now + self.config.real(self.draw(self.config.batch_cancelling)))
         self.cancel(job, terminal)
         job.phases = (*(phase for phase in job.phases if phase[1] <= now), (cancelling, ends_at))
         job.end = ends_at

@@ -193,7 +193,8 @@ class OpenAIBatch(BatchProvider):
         """A file's raw bytes; a batch's files are generated as they are streamed."""
         stored = self.find_file(request.path_params["file_id"])
         if stored.batch is None:
-            return Reply(200, {}, response=Response(stored.content, 200))
+            response = Response(stored.content, 200, media_type="application/octet-stream")
+            return Reply(200, {}, response=response)
         return self.stream(self.file_lines(stored.batch, stored.kind), "application/octet-stream")
 
     async def delete_file(self, request: Request) -> Reply:
@@ -310,8 +311,8 @@ class OpenAIBatch(BatchProvider):
                 batch.plan.stop_at(ends_at if now >= batch.plan.start else now)
             batch.marks = {name: at for name, at in batch.marks.items() if at <= now}
             batch.marks |= {"cancelling_at": now, "cancelled_at": ends_at}
-            if self.config.openai_batch_cancel_lines == "batch_cancelled":
-                batch.unrun = "batch_cancelled"
+            lines = self.config.openai_batch_cancel_lines
+            batch.unrun = "batch_cancelled" if lines == "batch_cancelled" else None
         return Reply(200, self.render_batch(batch, now))
 
     async def list_batches(self, request: Request) -> Reply:
