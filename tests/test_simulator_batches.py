@@ -647,19 +647,29 @@ async def test_anthropic_pads_results_and_fails_at_random() -> None:
 # -- both -------------------------------------------------------------------------------
 
 
-async def test_malformed_lines_are_broken_one_by_one() -> None:
+@pytest.mark.parametrize("kind", [OpenAIBatch, AnthropicBatch])
+async def test_malformed_lines_are_broken_one_by_one(kind: type[Provider]) -> None:
     clock = ManualClock()
     settings = TIMING | {"batch_malformed_line_rate": 0.3}
-    async with mounted(AnthropicBatch, clock, **settings) as (client, provider):
-        batch = await create_claude(client, [claude(f"r{i}") for i in range(50)])
-        clock.advance(100)
-        response = await client.get(f"{ANTHROPIC}/{batch.id}/results", headers=CLAUDE)
+    async with mounted(kind, clock, **settings) as (client, provider):
+        if kind is OpenAIBatch:
+            batch = await create_openai(client, jsonl(*(chat(f"r{i}") for i in range(50))))
+            clock.advance(200)
+            output_file_id = (await get_openai(client, batch.id)).output_file_id
+            url = f"{OPENAI}/files/{output_file_id}/content"
+            response = await client.get(url, headers=BEARER)
+            model: type[BaseModel] = OutputLine
+        else:
+            batch_id = (await create_claude(client, [claude(f"r{i}") for i in range(50)])).id
+            clock.advance(100)
+            response = await client.get(f"{ANTHROPIC}/{batch_id}/results", headers=CLAUDE)
+            model = MessageBatchIndividualResponse
     broken = []
     for index, line in enumerate(response.text.split("\n")):
         try:
-            MessageBatchIndividualResponse.model_validate_json(line)
+            model.model_validate_json(line)
         except ValueError:
-            assert line.startswith(f'{{"custom_id": "r{index}"')
+            assert f'"custom_id": "r{index}"' in line
             broken.append(index)
     assert 5 < len(broken) < 30
     assert provider.snapshot()["malformed_lines_written"] == len(broken)

@@ -23,7 +23,8 @@ Our choices where the vendor documents nothing:
   earlier, partway through its requests, whose unfinished ones are ``expired``.
 - Random failures (``batch_request_failure_rate``) are ``api_error``. Results are in
   request order, newline-separated with no trailing newline, as
-  ``application/x-jsonl``. The version header is checked after the key.
+  ``application/x-jsonl``. The version header is checked after the key. An unknown
+  ``after_id`` or ``before_id`` is a 400.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ class AnthropicBatch(BatchProvider):
         """``handler``, refusing a request without an ``anthropic-version`` header."""
 
         async def checked(request: Request) -> Reply:
+            """Refuse the request without the header, else handle it."""
             if "anthropic-version" not in request.headers:
                 raise Refusal(400, "invalid_request_error", "anthropic-version: header is required")
             return await handler(request)
@@ -307,6 +309,7 @@ class AnthropicBatch(BatchProvider):
         message_id = f"msg_{digest([batch.job.id, str(index)])}"
 
         def build(text: str, output_tokens: int) -> dict[str, Any]:
+            """The result line of a message answering ``text``."""
             message = {
                 "id": message_id,
                 "type": "message",

@@ -7,17 +7,19 @@ a rule, ``cancelling`` -> ``cancelled``, ``expired``), then download the output 
 error files (``GET /files/{id}/content``). ``Authorization: Bearer <key>``; errors are
 ``{"error": {"message", "type", "param", "code"}}``; a request in the wrong state is
 answered 400, never 409 (which the SDK retries). A request line containing "FAIL"
-ends in a 400 ``invalid_request_error`` line of the error file.
+ends in a 400 ``invalid_request_error`` line (code ``simulated_failure``) of the error
+file.
 
 Our choices where the vendor documents nothing:
 
 - The input file is validated when the batch is created and its errors reported when
   ``validating`` ends (at most 100, each with its 1-based ``line``), with the codes
   ``invalid_json_line``, ``missing_custom_id``, ``duplicate_custom_id``,
-  ``invalid_method``, ``mismatched_endpoint`` and ``too_many_requests``; blank lines
-  are skipped. Only ``/v1/chat/completions`` and ``/v1/embeddings`` are simulated
-  (another endpoint is refused with 400), only ``purpose=batch`` files are accepted,
-  and an unknown ``input_file_id`` is a 400 (it is a body field, not the path).
+  ``invalid_method``, ``mismatched_endpoint``, ``too_many_requests`` and
+  ``empty_file`` (no request at all); blank lines are skipped. Only
+  ``/v1/chat/completions`` and ``/v1/embeddings`` are simulated (another endpoint is
+  refused with 400), only ``purpose=batch`` files are accepted, and an unknown
+  ``input_file_id`` is a 400 (it is a body field, not the path).
 - ``expires_at`` is ``created_at`` plus the 24 h window scaled by ``time_scale``; a
   batch drawn to expire (``batch_expire_rate``) does so earlier, partway through its
   requests, so tests need not wait a day. Expired requests count in ``failed`` and
@@ -30,7 +32,8 @@ Our choices where the vendor documents nothing:
 - Random failures (``batch_request_failure_rate``) are 500 ``server_error`` lines.
   Output and error files have purpose ``batch_output``; lines are in input order,
   newline-separated with no trailing newline, served as ``application/octet-stream``.
-- Batches are listed newest first; an uploaded file's ``expires_at`` is 30 days on.
+- Batches are listed newest first; an unknown ``after`` id is a 400. A file's
+  ``expires_at`` is 30 days on; ``GET /files`` (the list) is not simulated.
 """
 
 from __future__ import annotations
@@ -361,6 +364,7 @@ class OpenAIBatch(BatchProvider):
         model = None
 
         def error(code: str, message: str, line: int, param: str | None = None) -> None:
+            """Report an error of the file (the first ``MAX_ERRORS`` are kept)."""
             if len(errors) < MAX_ERRORS:
                 errors.append({"code": code, "message": message, "param": param, "line": line})
 
@@ -502,6 +506,7 @@ class OpenAIBatch(BatchProvider):
         prompt_tokens = max(1, len(raw) // 4)
 
         def respond(response: dict[str, Any]) -> dict[str, Any]:
+            """The output line carrying ``response`` as a 200 body."""
             return {
                 "id": f"batch_req_{ids}",
                 "custom_id": line["custom_id"],
@@ -522,6 +527,7 @@ class OpenAIBatch(BatchProvider):
         created = round(wall(batch.job, batch.marks["in_progress_at"]))
 
         def chat(text: str, completion_tokens: int) -> dict[str, Any]:
+            """The output line of a chat completion answering ``text``."""
             message = {"role": "assistant", "content": text, "refusal": None}
             choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
             usage = {
