@@ -58,7 +58,6 @@ from prefect_pollers.testing.simulator.wire import iso_timestamp
 
 BATCHES = "/v1/messages/batches"
 CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
-WINDOW_S = 86_400.0
 _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -135,7 +134,9 @@ class AnthropicBatch(BatchProvider):
 
     async def create_batch(self, request: Request) -> Reply:
         """Create a batch; it starts processing at once."""
-        if len(await request.body()) > self.max_body_bytes:
+        declared = request.headers.get("content-length", "")
+        size = int(declared) if declared.isdigit() else len(await request.body())
+        if size > self.max_body_bytes:
             raise Refusal(413, "request_too_large", "Request exceeds the maximum size (256 MB).")
         body = await json_object(request)
         requests = body.get("requests")
@@ -172,7 +173,7 @@ class AnthropicBatch(BatchProvider):
         plan = self.plan(doomed, running := self.draw(self.config.batch_duration))
         expires_after = self.draw_expiry(plan)
         phases = [("in_progress", running if expires_after is None else expires_after)]
-        job = self.new_job(request, self.new_id("msgbatch_"), phases, "ended")
+        job = self.new_batch(request, self.new_id("msgbatch_"), phases, "ended")
         plan.start = job.created
         batch = _Batch(job, custom_ids, model_of, input_tokens, plan)
         self.batches[job.id] = batch
@@ -271,7 +272,7 @@ class AnthropicBatch(BatchProvider):
             "processing_status": status,
             "request_counts": counts,
             "created_at": iso_timestamp(job.created_wall),
-            "expires_at": iso_timestamp(job.created_wall + self.config.real(WINDOW_S)),
+            "expires_at": iso_timestamp(job.data["expires_at"]),
             "ended_at": ended_at,
             "archived_at": None,
             "cancel_initiated_at": None if cancel is None else iso_timestamp(wall(job, cancel)),

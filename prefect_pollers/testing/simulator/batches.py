@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from prefect_pollers.testing.simulator.errors import Invalid, Refusal
@@ -33,6 +34,8 @@ DOOMED = 2
 _FATE = 3
 _MALFORMED = 4
 
+WINDOW_S = 86_400.0
+"""The completion window of both vendors' batches: 24 h (scaled by ``time_scale``)."""
 CHUNK_BYTES = 64 * 1024
 """Result streams are sent in chunks of about this many bytes."""
 _FILLER = "lorem ipsum dolor sit amet "
@@ -188,6 +191,14 @@ class BatchProvider(Provider):
         return RequestPlan(
             offsets, flags, array("d", sorted(succeeded)), array("d", sorted(failed))
         )
+
+    def new_batch(
+        self, request: Request, batch_id: str, phases: list[tuple[str, float]], terminal: str
+    ) -> Job:
+        """Create a batch's job; its ``data["expires_at"]`` is the end of its window (epoch)."""
+        job = self.new_job(request, batch_id, phases, terminal)
+        job.data["expires_at"] = job.created_wall + self.config.real(WINDOW_S)
+        return job
 
     def draw_expiry(self, plan: RequestPlan) -> float | None:
         """Simulated seconds into its run at which a batch expires, or None if it does not.

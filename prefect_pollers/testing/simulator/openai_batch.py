@@ -33,7 +33,8 @@ Our choices where the vendor documents nothing:
   Output and error files have purpose ``batch_output``; lines are in input order,
   newline-separated with no trailing newline, served as ``application/octet-stream``.
 - Batches are listed newest first; an unknown ``after`` id is a 400. A file's
-  ``expires_at`` is 30 days on; ``GET /files`` (the list) is not simulated.
+  ``expires_at`` is 30 days on; ``GET /files`` (the list) and the file size limits
+  (512 MB, 200 MB for a batch) are not simulated.
 """
 
 from __future__ import annotations
@@ -67,7 +68,6 @@ from prefect_pollers.testing.simulator.validation import an_object, json_object,
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
 """The batch endpoints simulated."""
-WINDOW_S = 86_400.0
 FILE_LIFETIME_S = 30 * 86_400
 MAX_ERRORS = 100
 EMBEDDING_SIZE = 8
@@ -272,7 +272,7 @@ class OpenAIBatch(BatchProvider):
             else:
                 terminal = "expired"
                 phases.append(("in_progress", expires_after))
-        job = self.new_job(request, self.new_id("batch_"), phases, terminal)
+        job = self.new_batch(request, self.new_id("batch_"), phases, terminal)
         batch = _Batch(
             job,
             endpoint,
@@ -459,7 +459,7 @@ class OpenAIBatch(BatchProvider):
             "output_file_id": files.get("output_file_id"),
             "error_file_id": files.get("error_file_id"),
             "created_at": created,
-            "expires_at": created + round(self.config.real(WINDOW_S)),
+            "expires_at": round(job.data["expires_at"]),
             "request_counts": self.counts(batch, now),
             "metadata": batch.metadata,
             "model": batch.model,
