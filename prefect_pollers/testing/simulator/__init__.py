@@ -3,7 +3,9 @@
 It serves Exona, Twyn, APIXO, ModelRoute and a generic job API from one ASGI app,
 faithful to their documented contracts (and explicit about the choices where the
 documents are silent), with scaled time, reproducible randomness, fault injection
-and counters that show how a client behaved::
+and counters that show how a client behaved. Two provider-batch APIs are simulated
+too, OpenAI Batch (``openai_batch``) and Anthropic Message Batches
+(``anthropic_batch``); the app mounts them once the registry lists them::
 
     with running_simulator(SimulatorConfig(time_scale=0.01, seed=7)) as sim:
         base = sim.base_url("exona")

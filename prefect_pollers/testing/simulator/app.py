@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.applications import Starlette
 
 from prefect_pollers.testing.registry import PROVIDERS
+from prefect_pollers.testing.simulator.anthropic_batch import AnthropicBatch
 from prefect_pollers.testing.simulator.apixo import Apixo
 from prefect_pollers.testing.simulator.clock import SimulatorClock
 from prefect_pollers.testing.simulator.config import SimulatorConfig
@@ -12,14 +13,16 @@ from prefect_pollers.testing.simulator.control import control_routes
 from prefect_pollers.testing.simulator.exona import Exona
 from prefect_pollers.testing.simulator.generic import Generic
 from prefect_pollers.testing.simulator.modelroute import ModelRoute
+from prefect_pollers.testing.simulator.openai_batch import OpenAIBatch
 from prefect_pollers.testing.simulator.provider import Provider
 from prefect_pollers.testing.simulator.state import SimulatorState
 from prefect_pollers.testing.simulator.twyn import Twyn
 
 SIMULATED: dict[str, type[Provider]] = {
-    provider.name: provider for provider in (Exona, Twyn, Apixo, ModelRoute, Generic)
+    provider.name: provider
+    for provider in (Exona, Twyn, Apixo, ModelRoute, Generic, OpenAIBatch, AnthropicBatch)
 }
-"""The simulation of each provider of the registry, by name."""
+"""The simulation of each provider, by name (the app mounts those of the registry)."""
 PREFIXES: dict[str, str] = {entry.name: entry.simulator_prefix for entry in PROVIDERS}
 """Each provider's base-URL path on the simulator, e.g. ``"exona": "/exona/api/v1"``."""
 

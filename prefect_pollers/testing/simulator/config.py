@@ -21,7 +21,7 @@ FaultKind = Literal[
     "mistyped_field",
     "unknown_status",
 ]
-RouteKind = Literal["submit", "status", "result", "cancel"]
+RouteKind = Literal["submit", "status", "result", "cancel", "upload", "list", "delete"]
 CallbackFaultKind = Literal[
     "lost", "duplicated", "delayed", "out_of_order", "early", "forged", "replayed"
 ]
@@ -178,6 +178,23 @@ class SimulatorConfig(BaseModel):
     generic_duration: Duration = (5.0, 30.0)
     generic_retry_after: float = Field(default=5.0, gt=0.0)
     generic_timeout_rate: Probability = 0.0
+
+    batch_duration: Duration = (60.0, 600.0)
+    """How long a provider batch runs its requests (their finishes are spread over it)."""
+    batch_cancelling: Duration = (2.0, 20.0)
+    """How long a cancelled provider batch stays cancelling (requests in flight finish)."""
+    openai_batch_validating: Duration = (2.0, 10.0)
+    openai_batch_finalizing: Duration = (2.0, 10.0)
+    openai_batch_cancel_lines: Literal["omit", "batch_cancelled"] = "omit"
+    """What the error file says of requests a cancelled OpenAI batch never ran."""
+    batch_expire_rate: Probability = 0.0
+    """Probability that a provider batch expires before all its requests finish."""
+    batch_request_failure_rate: Probability = 0.0
+    """Probability that one request of a provider batch fails (a server error)."""
+    batch_result_bytes: int = Field(default=0, ge=0)
+    """Pad each successful result's text so its line is about this many bytes (0: no pad)."""
+    batch_malformed_line_rate: Probability = 0.0
+    """Probability that a request's results line is written broken (not JSON)."""
 
     def real(self, simulated_seconds: float) -> float:
         """Convert simulated seconds into real seconds."""

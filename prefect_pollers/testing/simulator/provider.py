@@ -52,12 +52,15 @@ class Reply:
         body: JSON body.
         headers: Extra response headers.
         delivers: The job whose terminal status this reply hands to the client.
+        response: A ready response sent as it is instead of ``body`` (raw file
+            bytes, a streamed JSONL file).
     """
 
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
     delivers: Job | None = None
+    response: Response | None = None
 
 
 Handler = Callable[[Request], Awaitable[Reply]]
@@ -167,6 +170,8 @@ class Provider(ABC):
             self.reshape_status(reply, rule.kind)
         if reply.delivers is not None:
             self.stats.record_observed(reply.delivers)
+        if reply.response is not None:
+            return reply.response
         return JSONResponse(reply.body, reply.status, reply.headers)
 
     def reshape_status(self, reply: Reply, fault: FaultKind) -> None:
