@@ -100,9 +100,12 @@ def tickets(name: str, count: int, *, failing: tuple[int, ...] = ()) -> list[Bat
     ]
 
 
-def by_key(outcomes: OutcomeFiles) -> dict[str, Any]:
+def by_key(outcomes: OutcomeFiles, *, twins: str | None = None) -> dict[str, Any]:
+    """Each item's outcome by key (an item labelled ``twins`` repeats another's key)."""
     found: dict[str, Any] = {}
     for outcome in outcomes:
+        if outcome.label == twins:
+            continue
         assert outcome.key not in found, f"two outcomes for {outcome.key}"
         found[outcome.key] = outcome
     return found
@@ -120,7 +123,7 @@ async def test_every_item_gets_one_outcome_and_each_batch_is_created_once(
         assert set(found) == {item.key for item in items}
         assert outcomes.counts == {"succeeded": 24, "failed": 1}
         failed = found["ticket-7"]
-        assert failed.outcome == Outcome.FAILED and "invalid_request_error" in failed.error
+        assert failed.outcome == Outcome.FAILED and "contains FAIL" in failed.error
         result = found["ticket-3"].result
         assert isinstance(result, (OpenAIBatchResult, AnthropicBatchResult))
         assert result.custom_id == "ticket-3" and result.job_id == found["ticket-3"].job_id
@@ -151,9 +154,12 @@ async def test_items_that_cannot_be_sent_are_refused_alone(name: str, tmp_path: 
         items.append(items[0].model_copy(update={"label": "twin"}))
         items.append(items[1].model_copy(update={"key": "not a custom id!"}))
         outcomes = await sim.run(items)
-        found = by_key(outcomes)
-        assert outcomes.counts == {"succeeded": 4, "error": 2 if name == "openai-batch" else 3}
-        assert "bad-request" in found["bad-request"].error
+        found = by_key(outcomes, twins="twin")
+        if name == "openai-batch":  # any custom_id will do
+            assert outcomes.counts == {"succeeded": 5, "error": 2}
+        else:
+            assert outcomes.counts == {"succeeded": 4, "error": 3}
+        assert "item 4 ('no model'): model: Field required" in found["bad-request"].error
         twin = [o for o in outcomes if o.label == "twin"]
         assert twin and "unique" in twin[0].error
         if name == "anthropic-batch":
@@ -208,7 +214,7 @@ async def test_a_create_that_failed_before_the_batch_existed_reuses_its_upload(
         items = tickets("openai-batch", 5)
         first = await sim.run(items)  # the 500 may have created it: not re-sent
         assert first.counts == {"error": 5}
-        assert "may exist" in first.failures()[0].error
+        assert "look for the job at the provider" in first.failures()[0].error
         assert sim.stats["batches_created"] == 0 and sim.stats["files_uploaded"] == 1
         again = await sim.run(items)  # looked up by its key: none; created with the upload
         assert again.counts == {"succeeded": 5}
@@ -223,7 +229,6 @@ async def test_a_lost_create_answer_is_found_by_its_key(tmp_path: Path) -> None:
         again = await sim.run(items)
         assert again.counts == {"succeeded": 5}
         assert sim.stats["batches_created"] == 1
-        assert list(sim.stats["batches_by_key"].values()) == [1]
 
 
 async def test_an_anthropic_create_that_may_have_happened_is_not_sent_again(

@@ -104,8 +104,8 @@ class _Pack:
 
     key: str
     lines: list[_Line]
-    complete: bool = True
-    """Whether every item the pack holds is in this run (else it can only re-attach)."""
+    ref: JobRef | None = None
+    """The batch the ledger recorded for a pack only some of whose items are in this run."""
 
 
 @dataclass
@@ -250,8 +250,8 @@ class _Run:
         if len(every) == len(members):
             return _Pack(pack_key, members)
         row = (await self.ledger.rows(self.endpoint, [pack_key])).get(pack_key)
-        if row is not None and row.state == SubmitState.SUBMITTED:
-            return _Pack(pack_key, members, complete=False)  # re-attach; read these only
+        if row is not None and row.state == SubmitState.SUBMITTED and row.ref is not None:
+            return _Pack(pack_key, members, ref=row.ref)  # re-attach; read these only
         if row is None:
             await self.packs.release(pack_key)  # never sent: its items are free again
             return None
@@ -324,15 +324,11 @@ class _Run:
         await self._read_results(one, summary, ref, payload, ended)
 
     async def _create(self, submitter: LedgerSubmitter, one: _Pack) -> tuple[JobRef, bool]:
+        if one.ref is not None:
+            return one.ref, False
         digest = {"items": sorted([line.item.key, line.digest] for line in one.lines)}
 
         async def send() -> JobRef:
-            if not one.complete:
-                raise PollerError(
-                    "its provider batch holds items this run lacks and was never created",
-                    provider=self.credentials.provider,
-                    idempotency_key=one.key,
-                )
             return await self._send(one)
 
         lookup = self._lookup(one.key) if self.spec.find is not None else None
@@ -467,7 +463,7 @@ class _Run:
     ) -> None:
         name = f"{self.credentials.provider}-{ref.job_id}"
         path = self.directory / f"{name}.jsonl"
-        if path.exists() and one.complete:  # read whole by an earlier attempt
+        if path.exists() and one.ref is None:  # read whole by an earlier attempt
             self._reuse(path, summary)
             return
         expected = {line.item.key: line.item for line in one.lines}
@@ -486,7 +482,7 @@ class _Run:
                     writer.write(self._unmentioned(item, ref, ended, problem))
         summary.results_read = problem is None
         summary.read_s = round(time.monotonic() - started, 3)
-        final = path if problem is None and one.complete else partial
+        final = path if problem is None and one.ref is None else partial
         if final != partial:
             partial.replace(final)
         self._count(final, writer.counts, summary)

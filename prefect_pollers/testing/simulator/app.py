@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 
-from prefect_pollers.testing.registry import PROVIDERS
+from prefect_pollers.testing.registry import BATCH_PROVIDERS, PROVIDERS
 from prefect_pollers.testing.simulator.anthropic_batch import AnthropicBatch
 from prefect_pollers.testing.simulator.apixo import Apixo
 from prefect_pollers.testing.simulator.clock import SimulatorClock
@@ -22,8 +22,10 @@ SIMULATED: dict[str, type[Provider]] = {
     provider.name: provider
     for provider in (Exona, Twyn, Apixo, ModelRoute, Generic, OpenAIBatch, AnthropicBatch)
 }
-"""The simulation of each provider, by name (the app mounts those of the registry)."""
-PREFIXES: dict[str, str] = {entry.name: entry.simulator_prefix for entry in PROVIDERS}
+"""The simulation of each provider of the registry, by name."""
+PREFIXES: dict[str, str] = {
+    entry.name: entry.simulator_prefix for entry in (*PROVIDERS, *BATCH_PROVIDERS)
+}
 """Each provider's base-URL path on the simulator, e.g. ``"exona": "/exona/api/v1"``."""
 
 
@@ -41,7 +43,7 @@ def create_app(
         The Starlette app serving every provider under its prefix and ``/_sim``.
     """
     state = SimulatorState(config, clock)
-    for entry in PROVIDERS:
+    for entry in (*PROVIDERS, *BATCH_PROVIDERS):
         state.add(SIMULATED[entry.name](state, entry.simulator_prefix))
 
     routes = control_routes(state)
