@@ -11,6 +11,9 @@ os.environ.update(
         "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
         "PREFECT_HOME": _home,
         "PREFECT_LOCAL_STORAGE_PATH": os.path.join(_home, "storage"),
+        # the test server writes events each second (5 s by default): a batch's end,
+        # which waits for its job events to be stored, comes sooner
+        "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "1",
     }
 )
 os.environ.pop("PREFECT_API_URL", None)

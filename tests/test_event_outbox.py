@@ -21,7 +21,7 @@ from prefect_pollers.events.outbox import EventOutbox
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 SETTLE_S = 0.5
-FLUSH_S = 7.0  # past the event persister's flush interval (5 s)
+FLUSH_S = 7.0  # past the event persister's flush interval (5 s by default)
 
 
 def job_end() -> Event:
@@ -75,13 +75,46 @@ async def test_events_still_missing_after_the_resends_are_counted_and_kept(monke
     assert await stored(end) == []
 
 
+async def test_an_event_emitted_just_before_the_reconciliation_is_checked_too(monkeypatch, caplog):
+    # A batch's last job ends just before the batch reconciles: its end event is too
+    # young to have been stored, and is checked all the same (issue 31).
+    monkeypatch.setattr(EventsWorker, "instance", classmethod(lambda cls: Unreachable()))
+    outbox = EventOutbox(settle_s=0.5)
+    end = job_end()
+    outbox.add(end)  # lost on its way: the server never stores it
+    with caplog.at_level(logging.WARNING, logger="prefect_pollers.events"):
+        assert await outbox.reconcile() == event_outbox.RESEND_ROUNDS
+    assert outbox.unconfirmed == 1 and len(outbox) == 1
+    named = caplog.records[-1]
+    assert named.levelno == logging.WARNING
+    assert f"prefect-pollers.job.succeeded of {end.resource.id} (event {end.id})" in (
+        named.getMessage()
+    )
+
+
+@pytest.mark.slow  # up to the event persister's flush interval (5 s)
+async def test_an_event_stored_a_moment_after_the_reconciliation_starts_is_not_sent_again():
+    outbox = EventOutbox(settle_s=FLUSH_S)
+    end = job_end()
+    EventsWorker.instance().send(end)
+    outbox.add(end)  # sent, not yet written by the server's event persister
+    assert await outbox.reconcile() == 0
+    assert outbox.unconfirmed == 0 and len(outbox) == 0
+    assert [event.id for event in await stored(end)] == [end.id]
+
+
 async def test_events_dropped_from_a_full_outbox_are_counted(monkeypatch):
     monkeypatch.setattr(event_outbox, "MAX_KEPT", 2)
-    outbox = EventOutbox(settle_s=60)  # none old enough to be checked
+
+    async def all_stored(events: object, timeout_s: float) -> list[object]:
+        return []
+
+    monkeypatch.setattr(event_outbox, "_missing", all_stored)
+    outbox = EventOutbox(settle_s=0.05)
     for _ in range(3):
         outbox.add(job_end())
     await outbox.reconcile()
-    assert outbox.unconfirmed == 1 and len(outbox) == 2
+    assert outbox.unconfirmed == 1 and len(outbox) == 0
     await outbox.reconcile()
     assert outbox.unconfirmed == 0  # counted once, by the reconciliation after the drop
 

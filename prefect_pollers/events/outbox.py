@@ -16,16 +16,19 @@ kept for the next reconciliation, counted (:attr:`EventOutbox.unconfirmed`, and 
 batch's progress artifact) and logged at WARNING in the flow run's log: never
 dropped silently.
 
-To stay cheap when nothing went wrong, it checks only the events old enough to have
-been stored (``SETTLE_S``, past the event persister's flush interval), one count
-query per ``CHUNK`` events. When there was trouble (some of those are missing, or
-Prefect's events client logged that it could not reach the API since the oldest
-event kept) it waits for the rest to settle and checks, and resends, every event.
+Every event kept is checked at each reconciliation, the newest included (a batch's
+last job ends just before it): one count query per ``CHUNK`` events. An event the
+server does not hold yet is checked again every ``RECHECK_S`` until it is old enough
+to have been stored (``SETTLE_S``, past the event persister's flush interval): when
+nothing went wrong that costs the wait for the server's next flush, and only then is
+an event missing and sent again. Each event a reconciliation cannot confirm is named
+(its event, job and id) in the WARNING.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -53,25 +56,12 @@ CHECK_TIMEOUT_S = 120.0
 """How long a reconciliation keeps trying while the API does not answer."""
 RESEND_ROUNDS = 3
 """How many times a missing event is sent again (each copy is checked after SETTLE_S)."""
+RECHECK_S = 1.0
+"""How often an event the server does not hold yet is checked until it is settled."""
+NAMED_PER_LINE = 50
+"""The most events named in one WARNING line (more take more lines)."""
 
 _log = logging.getLogger("prefect_pollers.events.jobs")
-
-
-class _TroubleWatcher(logging.Handler):
-    """Notes when Prefect's events client says it cannot reach the API or drops an event."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.last: float | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.name == "prefect.events.clients" or "EventsWorker" in record.getMessage():
-            self.last = time.monotonic()
-
-
-_TROUBLE = _TroubleWatcher()
-for _name in ("prefect.events.clients", "prefect._internal.concurrency"):
-    logging.getLogger(_name).addHandler(_TROUBLE)
 
 
 @dataclass(frozen=True)
@@ -92,7 +82,8 @@ class EventOutbox:
     """The job events this process emitted and has not yet seen stored by the server.
 
     Args:
-        settle_s: How old an event must be to be checked.
+        settle_s: How old an event must be for the server to have stored it: one
+            it does not hold by then is missing (and is sent again).
 
     Attributes:
         unconfirmed: Job events the last reconciliation could not confirm on the
@@ -148,23 +139,15 @@ class EventOutbox:
         self.unconfirmed = dropped
         if not kept:
             return 0
-        settled = [k for k in kept if time.monotonic() - k.at >= self._settle_s]
-        troubled = _TROUBLE.last is not None and _TROUBLE.last >= min(k.at for k in kept)
         try:
-            missing = await _missing(settled, timeout_s) if settled and not troubled else []
-            if not missing and not troubled:
-                self._forget(settled)
-                return 0
-            newest = max(k.at for k in kept)
-            await asyncio.sleep(max(0.0, newest + self._settle_s - time.monotonic()))
-            missing = await _missing(kept, timeout_s)
+            missing = await _not_stored(kept, self._settle_s, timeout_s)
         except _Unreachable as exc:
             self.unconfirmed += len(kept)
-            logger.warning(
-                "%d job events could not be checked against the Prefect API (%s); "
-                "kept for the next reconciliation",
-                len(kept),
-                exc,
+            _warn_naming(
+                logger,
+                f"{len(kept)} job events could not be checked against the Prefect API "
+                f"({exc}); kept for the next reconciliation",
+                kept,
             )
             return 0
         resent = 0
@@ -175,10 +158,11 @@ class EventOutbox:
             for event in missing:
                 worker.send(Event.model_validate_json(event.data))
             resent += len(missing)
-            logger.warning(
-                "%d job events the Prefect API had not received (it was unreachable) "
-                "were sent again",
-                len(missing),
+            _warn_naming(
+                logger,
+                f"{len(missing)} job events the Prefect API had not received (it was "
+                "unreachable) were sent again",
+                missing,
             )
             await asyncio.sleep(self._settle_s)
             try:
@@ -189,13 +173,13 @@ class EventOutbox:
         self._forget([k for k in kept if k.id not in still_missing])
         if missing:
             self.unconfirmed += len(missing)
-            logger.warning(
-                "%d job events are still not on the Prefect server after being sent again "
-                "%d times (it ignores for 5 minutes an id it saw, even one it failed to "
-                "store); kept for this process's next reconciliation. Job outcomes are "
-                "not affected",
-                len(missing),
-                RESEND_ROUNDS,
+            _warn_naming(
+                logger,
+                f"{len(missing)} job events are still not on the Prefect server after being "
+                f"sent again {RESEND_ROUNDS} times (it ignores for 5 minutes an id it saw, "
+                "even one it failed to store); kept for this process's next "
+                "reconciliation. Job outcomes are not affected",
+                missing,
             )
         return resent
 
@@ -213,8 +197,45 @@ def _logger() -> logging.Logger | logging.LoggerAdapter[Any]:
         return _log
 
 
+def _warn_naming(
+    logger: logging.Logger | logging.LoggerAdapter[Any], what: str, events: Sequence[_Kept]
+) -> None:
+    """Log ``what`` at WARNING, naming each of ``events`` (its event, job and id)."""
+    for start in range(0, len(events), NAMED_PER_LINE):
+        part = events[start : start + NAMED_PER_LINE]
+        shown = "" if len(events) <= NAMED_PER_LINE else f" ({start + 1}-{start + len(part)})"
+        logger.warning("%s%s: %s", what, shown, "; ".join(_name(k) for k in part))
+
+
+def _name(kept: _Kept) -> str:
+    """E.g. ``prefect-pollers.job.succeeded of exona job scan_1 (event 0190...)``."""
+    try:
+        event = json.loads(kept.data)
+        resource = event["resource"]
+        job = resource.get("prefect.resource.name") or resource["prefect.resource.id"]
+        return f"{event['event']} of {job} (event {kept.id})"
+    except (ValueError, KeyError, TypeError):
+        return f"event {kept.id}"
+
+
 class _Unreachable(Exception):
     """The Prefect API did not answer the checks in time."""
+
+
+async def _not_stored(events: Sequence[_Kept], settle_s: float, timeout_s: float) -> list[_Kept]:
+    """The ``events`` the server does not hold once each is ``settle_s`` old.
+
+    All are checked now; those not stored yet are checked again every ``RECHECK_S``
+    until they are stored or settled (the server writes events in flushes).
+    """
+    missing = await _missing(events, timeout_s)
+    while True:
+        newest = max((k.at for k in missing), default=0.0)
+        left = newest + settle_s - time.monotonic()
+        if left <= 0:
+            return missing
+        await asyncio.sleep(min(RECHECK_S, left))
+        missing = await _missing(missing, timeout_s)
 
 
 async def _missing(events: Sequence[_Kept], timeout_s: float) -> list[_Kept]:
