@@ -68,7 +68,7 @@ async def our_flow(base_url: str, jobs: int, prefix: str, limit: int, scale: flo
         outcomes = await run_provider_batch(credentials, items, title="bench")
         del items
         seen: Counter[str] = Counter()
-        for outcome in outcomes:  # read back one at a time from the files
+        for outcome in outcomes.read():  # read back one at a time from the files
             seen[outcome.outcome.value] += 1
         reads = [b for b in outcomes.batches if b.get("read_s") is not None]
         window = (

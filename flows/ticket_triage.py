@@ -124,7 +124,7 @@ async def ticket_triage(
                 batch_id=outcome.job_id,
                 error=outcome.error,
             )
-            for outcome in outcomes
+            for outcome in outcomes.read()
         ),
         key=lambda row: row.ticket,
     )

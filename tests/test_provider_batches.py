@@ -103,7 +103,7 @@ def tickets(name: str, count: int, *, failing: tuple[int, ...] = ()) -> list[Bat
 def by_key(outcomes: OutcomeFiles, *, twins: str | None = None) -> dict[str, Any]:
     """Each item's outcome by key (an item labelled ``twins`` repeats another's key)."""
     found: dict[str, Any] = {}
-    for outcome in outcomes:
+    for outcome in outcomes.read():
         if outcome.label == twins:
             continue
         assert outcome.key not in found, f"two outcomes for {outcome.key}"
@@ -160,7 +160,7 @@ async def test_items_that_cannot_be_sent_are_refused_alone(name: str, tmp_path: 
         else:
             assert outcomes.counts == {"succeeded": 4, "error": 3}
         assert "item 4 ('no model'): model: Field required" in found["bad-request"].error
-        twin = [o for o in outcomes if o.label == "twin"]
+        twin = [o for o in outcomes.read() if o.label == "twin"]
         assert twin and "unique" in twin[0].error
         if name == "anthropic-batch":
             assert "custom_id" in found["not a custom id!"].error
@@ -271,7 +271,7 @@ async def test_outcome_files_are_read_back_lazily_with_their_result_type(tmp_pat
     async with batch_sim("anthropic-batch", tmp_path) as sim:
         outcomes = await sim.run(tickets("anthropic-batch", 3))
     restored = OutcomeFiles.model_validate_json(outcomes.model_dump_json())
-    results = [o.result for o in restored]
+    results = [o.result for o in restored.read()]
     assert all(isinstance(r, AnthropicBatchResult) for r in results)
     assert keys_in(restored.files) == {"ticket-0", "ticket-1", "ticket-2"}
 

@@ -77,7 +77,7 @@ class OutcomeWriter:
 
 
 class OutcomeFiles(BaseModel):
-    """Every item's outcome, in files, loaded on demand.
+    """Every item's outcome, in files, loaded on demand (:meth:`read`).
 
     Attributes:
         files: The outcome files (JSONL, one line per item).
@@ -97,10 +97,7 @@ class OutcomeFiles(BaseModel):
         """How many items there are."""
         return sum(self.counts.values())
 
-    def __len__(self) -> int:
-        return self.total
-
-    def __iter__(self) -> Iterator[BatchOutcome[Any]]:  # type: ignore[override]
+    def read(self) -> Iterator[BatchOutcome[Any]]:
         """Every outcome, read from the files one at a time."""
         model: type[BatchOutcome[Any]] = BatchOutcome[self._result_model()]  # type: ignore[misc,assignment]
         for name in self.files:
@@ -111,7 +108,7 @@ class OutcomeFiles(BaseModel):
     def failures(self, limit: int | None = None) -> list[BatchOutcome[Any]]:
         """The outcomes other than success, the first ``limit`` of them."""
         found = []
-        for outcome in self:
+        for outcome in self.read():
             if outcome.outcome != Outcome.SUCCEEDED:
                 found.append(outcome)
                 if limit is not None and len(found) >= limit:
