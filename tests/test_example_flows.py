@@ -93,3 +93,18 @@ async def test_generic_jobs_with_a_declared_api(sim):
     )
     assert [r.status for r in rows] == ["succeeded", "failed"]
     assert rows[0].output and "fail-export" in await table("generic-test")
+
+
+@pytest.mark.parametrize("name", ["openai-batch", "anthropic-batch"])
+async def test_ticket_triage_in_a_provider_batch(sim, name):
+    from flows.ticket_triage import ticket_triage
+    from prefect_pollers.testing.registry import provider_entry
+
+    sim.state.config = SimulatorConfig(time_scale=SIM_SCALE, seed=3, batch_duration=(60, 120))
+    credentials = provider_entry(name).simulator_block(sim.url, time_scale=SIM_SCALE)
+    rows = await ticket_triage(credentials=credentials, artifact_key=f"triage-{name}")
+    assert len(rows) == 12 and sim.state.stats()[name]["batches_created"] == 1
+    failed = [row for row in rows if row.status != "succeeded"]
+    assert [row.ticket for row in failed] == ["1006"] and "contains FAIL" in failed[0].error
+    assert all(row.answer for row in rows if row.status == "succeeded")
+    assert "1006" in await table(f"triage-{name}")
