@@ -20,8 +20,10 @@ whose policy has no deadline waits as long as its jobs run; cancel it to give up
 
 Two lines of a suspension are Prefect's own, not ours: its async flow engine logs
 ``Finished in state Suspended(...)`` at ERROR for every state but Completed
-(``prefect/flow_engine.py``, 3.8), and ``asuspend_flow_run`` takes no state message.
-Our INFO line just before says what the run waits for (:func:`waiting_for`).
+(``prefect/flow_engine.py``, 3.8 and 3.9), which
+:func:`~prefect_pollers.durable.suspension.suspend_for_poller` lowers to INFO for
+this suspension only, and ``asuspend_flow_run`` takes no state message. Our INFO
+line just before says what the run waits for (:func:`waiting_for`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from logging import Logger, LoggerAdapter
 from typing import Any
 
 import anyio
-from prefect.flow_runs import asuspend_flow_run
 from prefect.logging import get_run_logger
 from prefect.runtime import deployment, flow_run
 from pydantic import BaseModel, Field
@@ -53,6 +54,7 @@ from prefect_pollers.durable.records import (
     suspend_key,
     write_handover,
 )
+from prefect_pollers.durable.suspension import suspend_for_poller
 from prefect_pollers.engine import Clock, JobRef, PollPolicy, current_clock, use_clock
 from prefect_pollers.events.outbox import reconcile_job_events
 from prefect_pollers.events.reporting import best_effort
@@ -303,7 +305,7 @@ async def _after_handover(
         ids,
         more,
     )
-    await asuspend_flow_run(key=suspend_key(handover.batch_id), timeout=None)  # see the module
+    await suspend_for_poller(suspend_key(handover.batch_id))  # see the module
     logger.warning(
         "%s: resumed before the poller service recorded %d outcomes: waiting for them here",
         title,

@@ -4,12 +4,14 @@ Each in its own process, on the package's stack: the flow run hands its jobs ove
 suspends (its process exits), the poller (``prefect-pollers poller``) waits for them
 and resumes the run, the worker re-runs it and it completes with every outcome; the
 poller SIGKILLed mid-wait and started again loses nothing; a suspended run cancelled
-has its remote jobs cancelled; two pollers on two shards never poll the same job.
+has its remote jobs cancelled; two pollers on two shards never poll the same job; a
+healthy durable run's log, read from the API, holds no ERROR (its suspension is INFO).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import signal
 import sys
@@ -21,8 +23,13 @@ from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+from prefect.client.schemas.objects import FlowRun, Log, StateType
 from prefect.events import Event
 from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
 
@@ -261,3 +268,36 @@ async def test_two_pollers_on_two_shards_never_poll_the_same_job(stack: Stack) -
     after = twyn(stack)
     assert after["submits"] - before["submits"] == 2 * SIMULATIONS
     assert after["duplicate_submits"] == before["duplicate_submits"]
+
+
+async def run_logs(client: PrefectClient, flow_run_id: UUID) -> list[Log]:
+    """Every log of flow run ``flow_run_id`` held by the server."""
+    run = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+    logs: list[Log] = []
+    while page := await client.read_logs(log_filter=run, offset=len(logs), limit=200):
+        logs += page
+    return logs
+
+
+async def test_a_healthy_durable_run_logs_its_suspension_at_info_and_no_error(
+    stack: Stack, poller: Process
+) -> None:
+    flow_run_id = run_deployment(stack, SWEEP)
+    done = await until_state(stack, flow_run_id, "Completed", timeout=180)
+    assert done.state_type == StateType.COMPLETED, f"{done.state}\n{poller.tail()}"
+    async with api_client(stack.api_url) as client:
+        history = [s.name for s in await client.read_flow_run_states(flow_run_id)]
+        # Both processes' logs, the suspended one's and the resumed one's, sent at exit.
+        logs = await poll(
+            lambda: run_logs(client, flow_run_id),
+            lambda found: sum(log.message.startswith("Finished in state") for log in found) >= 2,
+            timeout=30,
+        )
+    assert "Suspended" in history, history
+    finished = {log.message: log.level for log in logs if log.message.startswith("Finished in")}
+    [suspended] = [
+        message for message in finished if message.startswith("Finished in state Suspended(")
+    ]
+    assert finished[suspended] == logging.INFO, finished  # Prefect's own line, lowered
+    errors = [(log.level, log.name, log.message) for log in logs if log.level >= logging.ERROR]
+    assert errors == [], errors
