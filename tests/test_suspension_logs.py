@@ -29,7 +29,8 @@ from prefect_pollers.durable.suspension import (
     suspend_for_poller,
 )
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+# Slow: each test runs a deployment on the test server (30 s or more on this machine).
+pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
 
 def ours() -> list[logging.Filter]:
