@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -55,8 +56,11 @@ class StatusMap(BaseModel):
         """The normalized state of ``raw`` and whether ``raw`` was recognized."""
         if raw is None:
             return JobState.RUNNING, False
-        key = str(raw).lower()
-        for state, values in self._groups():
-            if key in values:
-                return JobState(state), True
-        return JobState.RUNNING, False
+        state = _states_of(self).get(str(raw).lower())
+        return (JobState.RUNNING, False) if state is None else (state, True)
+
+
+@functools.lru_cache(maxsize=256)
+def _states_of(status_map: StatusMap) -> dict[str, JobState]:
+    """Each raw value ``status_map`` knows, lowercased, and its state (once per map's values)."""
+    return {value: JobState(state) for state, values in status_map._groups() for value in values}

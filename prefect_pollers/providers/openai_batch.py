@@ -96,10 +96,7 @@ OPENAI_BATCH_SPEC = ProviderBatchSpec(
     ),
     find=FindSpec(path="batches?limit=100"),
     results=("files/{output_file_id}/content", "files/{error_file_id}/content"),
-    line_status=(
-        "error.code || (response.status_code >= `200` && response.status_code < `300` "
-        "&& 'succeeded') || 'failed'"
-    ),
+    line_status="error.code || response.status_code < `300` && 'succeeded' || 'failed'",
     line_states=StatusMap(
         succeeded=frozenset({"succeeded"}),
         failed=frozenset({"failed"}),
