@@ -39,7 +39,15 @@ async def test_health_lists_the_providers() -> None:
         body = (await client.get("/_sim/health")).json()
         assert body == {
             "status": "ok",
-            "providers": ["apixo", "exona", "generic", "modelroute", "twyn"],
+            "providers": [
+                "anthropic-batch",
+                "apixo",
+                "exona",
+                "generic",
+                "modelroute",
+                "openai-batch",
+                "twyn",
+            ],
         }
 
 
