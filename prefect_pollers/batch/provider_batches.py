@@ -365,15 +365,7 @@ class _Run:
             if not exc.may_have_created and file_id is not None:
                 await self._delete_upload(one.key, file_id)
             raise
-        job_id = job_id_at(contract.job_id_field, reply.body)
-        if job_id is None:
-            raise MalformedResponseError(
-                f"{self.credentials.provider} create response has no batch id at "
-                f"{contract.job_id_field!r}",
-                provider=self.credentials.provider,
-                idempotency_key=one.key,
-                may_have_created=True,
-            )
+        job_id = self._id_in(reply.body, contract.job_id_field, "create", one.key, created=True)
         if file_id is not None:
             await self.packs.forget_upload(one.key)
         return self._ref(job_id, one.key)
@@ -401,15 +393,23 @@ class _Run:
             resend=True,  # a second upload costs storage, never a paid request
             what="input upload",
         )
-        file_id = job_id_at(upload.file_id_field, reply.body)
-        if file_id is None:
+        return self._id_in(reply.body, upload.file_id_field, "upload", one.key, created=False)
+
+    def _id_in(self, body: Any, field: str, what: str, key: str, *, created: bool) -> str:
+        """The id ``field`` selects in the answer to a create or an upload.
+
+        Raises:
+            MalformedResponseError: when there is none (``created``: the thing may exist).
+        """
+        found = job_id_at(field, body)
+        if found is None:
             raise MalformedResponseError(
-                f"{self.credentials.provider} upload response has no file id at "
-                f"{upload.file_id_field!r}",
+                f"{self.credentials.provider} {what} response has no id at {field!r}",
                 provider=self.credentials.provider,
-                idempotency_key=one.key,
+                idempotency_key=key,
+                may_have_created=created,
             )
-        return file_id
+        return found
 
     async def _delete_upload(self, pack_key: str, file_id: str) -> None:
         """Delete an input file whose batch surely was not created (best effort)."""
