@@ -693,6 +693,8 @@ async def provider_batch_outcomes(
 ) -> OutcomeFiles:
     """The work of :func:`run_provider_batch`, in any task or none.
 
+    Outside a flow run there are no artifacts (Prefect keeps them for runs).
+
     Args:
         credentials: A provider-batch block.
         items: The requests (see :func:`run_provider_batch`).
@@ -721,8 +723,9 @@ async def provider_batch_outcomes(
         run.refused(refused_path, refused.counts)
     else:
         refused_path.unlink()
-    run.progress = ProviderBatchProgress(name, sum(len(one.lines) for one in packs))
-    await run.progress.start()
+    if run.flow_run_id is not None:  # artifacts belong to a run
+        run.progress = ProviderBatchProgress(name, sum(len(one.lines) for one in packs))
+        await run.progress.start()
     async with LedgerSubmitter(
         credentials, flow_run_id=run.flow_run_id, ledger=run.ledger
     ) as submitter:
@@ -739,7 +742,8 @@ async def provider_batch_outcomes(
         result_type=f"{result_model.__module__}:{result_model.__qualname__}",
         batches=[vars(summary) for summary in run.summaries],
     )
-    await _publish(name, outcomes)
+    if run.flow_run_id is not None:
+        await _publish(name, outcomes)
     return outcomes
 
 
