@@ -77,7 +77,7 @@ flaky: install $(if $(filter test,$(LANE)),postgresql)
 	done; \
 	$(BIN)/python scripts/flaky_report.py .flaky/run-*.xml
 
-## Benchmarks: one JSON line each, also appended to benchmarks/results.jsonl (BENCH_RESULTS=path elsewhere; BENCH=name runs one: poll_efficiency, rate_limit, shared_rate_limit, overhead, scale, scale_out, callbacks, durable, ledger).
+## Benchmarks: one JSON line each, also appended to benchmarks/results.jsonl (BENCH_RESULTS=path elsewhere; BENCH=name runs one: poll_efficiency, rate_limit, shared_rate_limit, overhead, scale, scale_out, callbacks, durable, ledger, provider_batch).
 bench: install postgresql
 	$(BIN)/python -m benchmarks $(BENCH)
 

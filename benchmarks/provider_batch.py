@@ -95,11 +95,39 @@ def child(args: argparse.Namespace) -> None:
     )
 
 
+def crash_between_upload_and_create(sim, env: dict[str, str], args: list[str]) -> dict:
+    """Kill a run whose create hangs after its upload; run it again; its figures."""
+
+    def uploaded() -> int:
+        return sim.stats()[PROVIDER]["files_uploaded"]
+
+    before = uploaded()
+    patch = {"faults": [{"provider": PROVIDER, "route": "submit", "kind": "slow",
+                         "rate": 1.0, "delay_s": 36000}]}  # fmt: skip
+    httpx.patch(f"{sim.url}/_sim/config", json=patch, timeout=10).raise_for_status()
+    crashing = subprocess.Popen(
+        [sys.executable, *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 600
+    while uploaded() == before:
+        if time.monotonic() > deadline or crashing.poll() is not None:
+            raise RuntimeError("the crashing run never uploaded its input")
+        time.sleep(0.5)
+    time.sleep(2.0)  # its create is sent (and hangs) just after the upload
+    stop_process_group(crashing, timeout=5, sig=signal.SIGKILL)
+    httpx.patch(f"{sim.url}/_sim/config", json={"faults": []}, timeout=10).raise_for_status()
+    return run_child(args, env)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--limit", type=int, default=25_000)
-    parser.add_argument("--crash-jobs", type=int, default=5_000)
+    parser.add_argument("--crash-jobs", type=int, default=5_000, help="0: no crash re-run")
     parser.add_argument("--time-scale", type=float, default=0.01)
     parser.add_argument("--child", action="store_true")
     parser.add_argument("--base-url")
@@ -150,28 +178,13 @@ def main() -> None:
         again = run_child(command("pb", args.jobs), env)
         rerun_created = stats()["batches_created"] - created
 
-        # A crash between upload and create: the create hangs, the process is killed.
-        before = stats()
-        patch = {"faults": [{"provider": PROVIDER, "route": "submit", "kind": "slow",
-                             "rate": 1.0, "delay_s": 36000}]}  # fmt: skip
-        httpx.patch(f"{sim.url}/_sim/config", json=patch, timeout=10).raise_for_status()
-        crashing = subprocess.Popen(
-            [sys.executable, *command("crash", args.crash_jobs)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 600
-        while stats()["files_uploaded"] == before["files_uploaded"]:
-            if time.monotonic() > deadline or crashing.poll() is not None:
-                raise RuntimeError("the crashing run never uploaded its input")
-            time.sleep(0.5)
-        time.sleep(2.0)  # its create is sent (and hangs) just after the upload
-        stop_process_group(crashing, timeout=5, sig=signal.SIGKILL)
-        httpx.patch(f"{sim.url}/_sim/config", json={"faults": []}, timeout=10).raise_for_status()
-        crash_rerun = run_child(command("crash", args.crash_jobs), env)
-        after = stats()
+        before = after = stats()
+        crash_rerun: dict = {"counts": {}}
+        if args.crash_jobs:
+            crash_rerun = crash_between_upload_and_create(
+                sim, env, command("crash", args.crash_jobs)
+            )
+            after = stats()
     emit(
         "provider_batch",
         requests=args.jobs,

@@ -132,3 +132,17 @@ def test_ledger_smoke():
     assert figures["concurrent_copies_duplicates"] == 0
     assert figures["concurrent_copies_completed"] == [6, 6]
     assert figures["ledger_rows_bytes"] > 0
+
+
+@pytest.mark.e2e  # flow runs in subprocesses against the test server
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_provider_batch_smoke():
+    figures = bench(
+        "benchmarks.provider_batch",
+        *("--jobs", "40", "--limit", "10", "--crash-jobs", "0", "--time-scale", "0.01"),
+        api_url=PREFECT_API_URL.value(),
+    )
+    assert figures["completed"] == figures["outcomes"] == 40
+    assert figures["batches_created"] == 4 and figures["rerun_batches_created"] == 0
+    assert figures["rerun_outcomes"] == 40 and figures["peak_rss_mb"] > 0
