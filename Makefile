@@ -30,7 +30,7 @@ ifeq ($(LINE)-$(VENV_PY_MINOR),3.9-10)
 $(error LINE=3.9: Prefect 3.9 requires Python 3.11 or newer, $(VENV) has 3.10 (LINE=3.8 is its line))
 endif
 
-.PHONY: install demo check test-fast test flaky bench soak ui simulator lint clean \
+.PHONY: install demo check test-fast test test-latest flaky bench soak ui simulator lint clean \
 	postgresql server-postgres docs docs-serve
 
 # Re-run when the dependencies or their pins change, or the venv's line does (the stamp
@@ -84,6 +84,25 @@ test-fast: install
 ## Every test (fast lane, slow, e2e on PostgreSQL), with branch coverage of prefect_pollers/.
 test: install postgresql
 	$(PYTEST) -q $(ALL_LANES) $(XDIST) $(COVERAGE) $(PYTEST_ARGS)
+
+# What a new user's `pip install prefect-pollers[...]` gets today: no constraints file, so
+# the resolver picks the newest releases pyproject.toml's bounds allow (on PYTHON).
+LATEST_VENV ?= .venv-latest
+LATEST_PACKAGES := prefect fastapi SQLAlchemy starlette uvicorn pydantic httpx
+
+## The fast lane on the newest releases: the package and its extras without any pins, in a throwaway venv (LATEST_VENV, .venv-latest, made anew each time).
+test-latest:
+	@test -n "$(PYTHON_EXE)" || { echo "no runnable $(PYTHON)" >&2; exit 1; }
+	rm -rf $(LATEST_VENV)
+	$(PYTHON_EXE) -m venv $(LATEST_VENV)
+	@echo '*' > $(LATEST_VENV)/.gitignore
+	$(LATEST_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LATEST_VENV)/bin/python -m pip install -q -e '.[simulator,webhooks,testing,test]'
+	@$(LATEST_VENV)/bin/python -c 'import sys; from importlib.metadata import version; \
+		print("resolved on Python", sys.version.split()[0] + ":", \
+		", ".join(f"{n} {version(n)}" for n in sys.argv[1:]))' $(LATEST_PACKAGES)
+	PREFECT_SERVER_LOGGING_LEVEL=CRITICAL $(LATEST_VENV)/bin/python -m pytest -q $(FAST_LANE) \
+		$(XDIST) $(PYTEST_ARGS)
 
 ## Run a lane N times (N=3 LANE=check|test) and list the tests that failed in any run.
 flaky: install $(if $(filter test,$(LANE)),postgresql)
