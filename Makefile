@@ -4,8 +4,6 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Known-good versions (pyproject.toml has the bounds a user installs with).
-CONSTRAINTS := constraints.txt
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 # Material for MkDocs prints a banner about its successor on every build (`make docs`).
@@ -16,17 +14,37 @@ export NO_MKDOCS_2_WARNING := 1
 PYTHON_EXE = $(shell $(PYTHON) -c 'import sys; print(sys.executable)' 2>/dev/null \
 	|| ls -d "$$(pyenv root 2>/dev/null)"/versions/*/bin/$(notdir $(PYTHON)) 2>/dev/null | sort -V | tail -n 1)
 
-.PHONY: install demo check test-fast test flaky bench soak ui simulator lint clean postgresql \
-	server-postgres docs docs-serve
+# Two tested lines, each with its known-good versions (pyproject.toml has the bounds a user
+# installs with): constraints/prefect-3.8.txt (Python 3.10 to 3.13) and
+# constraints/prefect-3.9.txt (Python 3.11 to 3.13; Prefect 3.9 requires 3.11). The line
+# follows the venv's Python (its existing interpreter, else the one it will be built
+# with): 3.10 takes 3.8, newer ones 3.9. LINE=3.8 overrides it (`make test LINE=3.8`).
+VENV_PYTHON = $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON_EXE))
+VENV_PY_MINOR := $(shell $(VENV_PYTHON) -c 'import sys; print(sys.version_info[1])' 2>/dev/null)
+LINE ?= $(if $(filter 10,$(VENV_PY_MINOR)),3.8,3.9)
+CONSTRAINTS := constraints/prefect-$(LINE).txt
+ifeq ($(wildcard $(CONSTRAINTS)),)
+$(error LINE=$(LINE): no $(CONSTRAINTS) (the lines: $(patsubst constraints/prefect-%.txt,%,$(wildcard constraints/prefect-*.txt))))
+endif
+ifeq ($(LINE)-$(VENV_PY_MINOR),3.9-10)
+$(error LINE=3.9: Prefect 3.9 requires Python 3.11 or newer, $(VENV) has 3.10 (LINE=3.8 is its line))
+endif
 
-# Re-run when the dependencies or their pins change. The venv ignores itself for git.
-$(STAMP): pyproject.toml $(CONSTRAINTS)
+.PHONY: install demo check test-fast test test-latest flaky bench soak ui simulator lint clean \
+	postgresql server-postgres docs docs-serve
+
+# Re-run when the dependencies or their pins change, or the venv's line does (the stamp
+# names the constraints file it was installed with). The venv ignores itself for git.
+$(STAMP): pyproject.toml $(CONSTRAINTS) $(if $(wildcard $(STAMP)),$(if $(filter $(CONSTRAINTS),$(file < $(STAMP))),,FORCE))
 	@test -x $(BIN)/python || { test -n "$(PYTHON_EXE)" || { echo "no runnable $(PYTHON)" >&2; exit 1; }; \
 		$(PYTHON_EXE) -m venv $(VENV); }
 	@echo '*' > $(VENV)/.gitignore
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[simulator,webhooks,test]' -c $(CONSTRAINTS)
-	@touch $(STAMP)
+	@echo $(CONSTRAINTS) > $(STAMP)
+
+.PHONY: FORCE
+FORCE:
 
 install: $(STAMP)
 
@@ -66,6 +84,25 @@ test-fast: install
 ## Every test (fast lane, slow, e2e on PostgreSQL), with branch coverage of prefect_pollers/.
 test: install postgresql
 	$(PYTEST) -q $(ALL_LANES) $(XDIST) $(COVERAGE) $(PYTEST_ARGS)
+
+# What a new user's `pip install prefect-pollers[...]` gets today: no constraints file, so
+# the resolver picks the newest releases pyproject.toml's bounds allow (on PYTHON).
+LATEST_VENV ?= .venv-latest
+LATEST_PACKAGES := prefect fastapi SQLAlchemy starlette uvicorn pydantic httpx
+
+## The fast lane on the newest releases: the package and its extras without any pins, in a throwaway venv (LATEST_VENV, .venv-latest, made anew each time).
+test-latest:
+	@test -n "$(PYTHON_EXE)" || { echo "no runnable $(PYTHON)" >&2; exit 1; }
+	rm -rf $(LATEST_VENV)
+	$(PYTHON_EXE) -m venv $(LATEST_VENV)
+	@echo '*' > $(LATEST_VENV)/.gitignore
+	$(LATEST_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LATEST_VENV)/bin/python -m pip install -q -e '.[simulator,webhooks,testing,test]'
+	@$(LATEST_VENV)/bin/python -c 'import sys; from importlib.metadata import version; \
+		print("resolved on Python", sys.version.split()[0] + ":", \
+		", ".join(f"{n} {version(n)}" for n in sys.argv[1:]))' $(LATEST_PACKAGES)
+	PREFECT_SERVER_LOGGING_LEVEL=CRITICAL $(LATEST_VENV)/bin/python -m pytest -q $(FAST_LANE) \
+		$(XDIST) $(PYTEST_ARGS)
 
 ## Run a lane N times (N=3 LANE=check|test) and list the tests that failed in any run.
 flaky: install $(if $(filter test,$(LANE)),postgresql)

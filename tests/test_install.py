@@ -73,7 +73,7 @@ def test_engine_imports_without_prefect():
 
 
 def test_core_dependencies_are_bounds_and_server_deps_an_extra():
-    """pyproject.toml: lower/upper bounds (pins live in constraints.txt); servers in extras."""
+    """pyproject.toml: lower/upper bounds (pins live in constraints/); servers in extras."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     core = {_name(req): req for req in project["dependencies"]}
     assert set(core) == {
@@ -92,18 +92,70 @@ def test_core_dependencies_are_bounds_and_server_deps_an_extra():
     assert project["requires-python"] == ">=3.10"
 
 
-def test_constraints_pin_what_the_server_needs():
-    """constraints.txt holds Prefect 3.8 and the limits its server and scheduler need."""
-    pins = {}
-    for line in (ROOT / "constraints.txt").read_text().splitlines():
-        spec = line.split("#")[0].split(";")[0].strip()
+LINES = {"3.8": "3.10", "3.9": "3.11"}  # each tested Prefect line and its oldest Python
+
+
+def _pins(line: str) -> dict[str, list[str]]:
+    """Every exact pin of a line's constraints file, by normalized name (markers aside)."""
+    pins: dict[str, list[str]] = {}
+    for text in (ROOT / "constraints" / f"prefect-{line}.txt").read_text().splitlines():
+        spec = text.split("#")[0].split(";")[0].strip()
         if spec:
             name, _, version = spec.partition("==")
-            assert version, f"{line}: an exact pin"
-            pins.setdefault(_name(name), version)
-    assert pins["prefect"].startswith("3.8.")
-    assert tuple(int(p) for p in pins["fastapi"].split(".")[:2]) < (0, 151)
-    assert pins["sqlalchemy"].startswith("2.0.")
+            assert version, f"{text}: an exact pin"
+            pins.setdefault(_name(name), []).append(version)
+    return pins
+
+
+@pytest.mark.parametrize("line", sorted(LINES))
+def test_each_line_pins_its_prefect(line: str) -> None:
+    """One constraints file per tested line; each pins its own Prefect and the server's stack."""
+    pins = _pins(line)
+    assert [v.rsplit(".", 1)[0] for v in pins["prefect"]] == [line]
+    for name in ("fastapi", "sqlalchemy", "starlette", "uvicorn", "pydantic", "pydantic-core"):
+        assert pins[name], name
+    # Prefect 3.9.1 requires fastapi<0.151 itself; SQLAlchemy 2.1 requires Python 3.11.
+    assert all(tuple(int(p) for p in v.split(".")[:2]) < (0, 151) for v in pins["fastapi"])
+    assert {v.rsplit(".", 1)[0] for v in pins["sqlalchemy"]} == {"2.0" if line == "3.8" else "2.1"}
+    assert sorted(LINES) == sorted(
+        p.stem.removeprefix("prefect-") for p in (ROOT / "constraints").glob("prefect-*.txt")
+    )
+
+
+def _make_install(*args: str) -> subprocess.CompletedProcess[str]:
+    """What `make install` would run (`make -n`), for a venv that does not exist."""
+    return subprocess.run(
+        ["make", "-n", "install", f"PYTHON={sys.executable}", "VENV=.venv-no-such", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        ((), "3.8" if sys.version_info < (3, 11) else "3.9"),  # this interpreter's line
+        (("VENV_PY_MINOR=10",), "3.8"),
+        (("VENV_PY_MINOR=11",), "3.9"),
+        (("VENV_PY_MINOR=13",), "3.9"),
+        (("VENV_PY_MINOR=13", "LINE=3.8"), "3.8"),
+    ],
+)
+def test_make_installs_with_the_line_of_the_venv_s_python(args: tuple[str, ...], line: str):
+    """Python 3.10 takes the 3.8 line, newer ones the 3.9 line, unless LINE= says otherwise."""
+    done = _make_install(*args)
+    assert done.returncode == 0, done.stderr
+    assert f"-c constraints/prefect-{line}.txt" in done.stdout
+
+
+def test_make_refuses_a_line_the_python_cannot_install():
+    refused = _make_install("VENV_PY_MINOR=10", "LINE=3.9")
+    assert refused.returncode != 0 and "requires Python 3.11" in refused.stderr
+    unknown = _make_install("LINE=3.7")
+    assert unknown.returncode != 0 and "no constraints/prefect-3.7.txt" in unknown.stderr
 
 
 def _name(requirement: str) -> str:

@@ -195,11 +195,19 @@ def test_license_changelog_and_compatibility_statement():
     changelog = (ROOT / "CHANGELOG.md").read_text()
     assert "## [Unreleased]" in changelog
     assert f"## [{prefect_pollers.__version__}]" in changelog
-    # The README states what constraints.txt pins and pyproject's classifiers list.
-    readme = (ROOT / "README.md").read_text()
-    pinned = re.search(r"^prefect==(\d+\.\d+)\.", (ROOT / "constraints.txt").read_text(), re.M)
-    assert pinned and f"Prefect {pinned.group(1)}.x" in readme
+    # The README and the docs' home page state every tested line (one constraints file
+    # each: the Prefect it pins, on which Python CI tests it) and pyproject's classifiers.
     project = (ROOT / "pyproject.toml").read_text()
     pythons = re.findall(r"Python :: (3\.\d+)\"", project)
-    assert f"Python {pythons[0]} to {pythons[-1]}" in readme
     assert pythons == ["3.10", "3.11", "3.12", "3.13"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    for page in (ROOT / "README.md", ROOT / "docs" / "index.md"):
+        text = " ".join(page.read_text().split())
+        assert f"Python {pythons[0]} to {pythons[-1]}" in text, page
+        assert "not installable" not in text and "untested" not in text, page
+        for line, python in (("3.8", "3.10"), ("3.9", "3.13")):
+            pins = (ROOT / "constraints" / f"prefect-{line}.txt").read_text()
+            pinned = re.search(r"^prefect==(\d+\.\d+\.\d+)", pins, re.M)
+            assert pinned and pinned.group(1).startswith(f"{line}."), line
+            assert f"**Prefect {line}.x** on **Python {python}** ({pinned.group(1)}" in text
+    assert "OLDEST=3.10" in ci and "NEWEST=3.13" in ci
