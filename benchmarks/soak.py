@@ -1,11 +1,13 @@
-"""Soak: 1,000 jobs on all five providers, every simulator fault, and a Prefect API outage.
+"""Soak: 1,000 jobs on five providers, 4,000 provider-batch requests, faults, an API outage.
 
 A real Prefect server (its own home, on a throwaway PostgreSQL as in production: a
 SQLite server loses events after a restart, see ``docs/concepts/failures.md``) and
 the simulator, each in its own process, with every fault kind of the simulator
 injected at low rates on submits, status polls and result fetches, plus failures,
 expiries, cancellations and jobs that never end. One flow process per provider runs
-a batch of 200 jobs (batched mode, 20 in flight). ``OUTAGE_AFTER_S`` after every
+a batch of 200 jobs (batched mode, 20 in flight), and one per provider-batch API
+(OpenAI Batch, Anthropic Message Batches) 2,000 requests in provider batches of 500,
+with failed, expired and malformed results lines. ``OUTAGE_AFTER_S`` after every
 flow run has submitted its first jobs the server is stopped, and ``OUTAGE_S`` later
 started again on the same port and database.
 
@@ -15,7 +17,13 @@ them); ``api_outage_s`` (from the stop to the server answering again); ``termina
 created that the client neither knows nor announced in an error saying the job may
 exist: 0); ``duplicate_submits`` (0); ``events_missing_after`` (job events the flows
 emitted that the server does not hold at the end: 0);
-``wall_s``. Also ``reset_after_create_faults`` (a job created, then the connection
+``wall_s``. For the provider batches: ``batch_requests``; ``batch_outcomes`` (one per
+request: equal); ``batch_items_without_outcome`` (0); ``batches_created`` and
+``batch_duplicate_creates`` (creates beyond the first under one key: 0);
+``batches_unclaimed`` (batches the simulator created that no outcome names: 0, unless
+a create's answer was lost where the API keeps no key, which its items' errors
+announce: ``batch_items_may_have_created``); ``batch_outcome_counts``.
+Also ``reset_after_create_faults`` (a job created, then the connection
 dropped before its id came back), ``submits_that_may_have_created`` (the submits
 that ended in an error saying so, naming their idempotency key: the crash window no
 provider's docs let us close) with their ``may_have_created_causes``, and
@@ -41,7 +49,12 @@ import httpx
 
 from benchmarks.common import PrefectServerProcess, emit, simulator_process
 from deployments.postgres import local_postgres
-from prefect_pollers.testing.registry import PROVIDERS, provider_entry, varied_request
+from prefect_pollers.testing.registry import (
+    BATCH_PROVIDERS,
+    PROVIDERS,
+    provider_entry,
+    varied_request,
+)
 from prefect_pollers.testing.simulator.config import every_fault_kind
 
 SCALE = 0.05
@@ -50,6 +63,8 @@ CONCURRENCY = 20
 OUTAGE_AFTER_S = 5.0
 OUTAGE_S = 30.0
 TIMEOUT_S = 2.0
+BATCH_REQUESTS = 2000
+PER_BATCH = 500
 MAYBE_CREATED = "may have been created"
 
 
@@ -70,6 +85,10 @@ def simulator_config() -> dict[str, Any]:
         "twyn_config_duration": (60, 90),
         "twyn_simulation_duration": (120, 160),
         "twyn_analysis_duration": (60, 90),
+        "batch_duration": (60, 300),
+        "batch_request_failure_rate": 0.02,
+        "batch_expire_rate": 0.1,
+        "batch_malformed_line_rate": 0.002,
     }
 
 
@@ -148,6 +167,73 @@ async def child(provider: str, jobs: int, base_url: str) -> dict[str, Any]:
     }
 
 
+async def batch_child(provider: str, requests: int, base_url: str) -> dict[str, Any]:
+    """One provider-batch API's requests in a flow run; its outcomes' counts and events."""
+    from prefect import flow
+
+    import prefect_pollers.events.jobs as events
+    from prefect_pollers import BatchItem, run_provider_batch
+
+    emitted: list[str] = []
+    emit_event = events.emit_event
+
+    def recording(**event: Any) -> Any:
+        sent = emit_event(**event)
+        if sent is not None:
+            emitted.append(str(sent.id))
+        return sent
+
+    events.emit_event = recording
+    block = provider_entry(provider).block(
+        base_url,
+        "sim-key",
+        policy_scale=SCALE,
+        timeout_s=TIMEOUT_S,
+        max_requests_per_batch=PER_BATCH,
+    )
+    nonce = os.urandom(4).hex()
+    sample = provider_entry(provider).sample_request
+    items = [
+        BatchItem(
+            label=f"{provider}-{i}",
+            key=f"soak-{nonce}-{i}",
+            request={**sample, "messages": [{"role": "user", "content": f"ticket {i}"}]},
+        )
+        for i in range(requests)
+    ]
+
+    @flow(name=f"soak-{provider}")
+    async def soak() -> Any:
+        return await run_provider_batch(block, items, title=f"soak {provider}")
+
+    state = await soak(return_state=True)
+    outcomes = await state.aresult(raise_on_failure=False)
+    keys: set[str] = set()
+    batch_ids: set[str] = set()
+    counts = Counter[str]()
+    lines = maybe_created = 0
+    if not isinstance(outcomes, BaseException):
+        for outcome in outcomes.read():
+            lines += 1
+            keys.add(outcome.key)
+            counts[outcome.outcome.value] += 1
+            maybe_created += MAYBE_CREATED in (outcome.error or "")
+            if outcome.job_id:
+                batch_ids.add(outcome.job_id)
+    return {
+        "provider": provider,
+        "flow_run_id": str(state.state_details.flow_run_id),
+        "state": state.type.value,
+        "emitted": emitted,
+        "requests": requests,
+        "outcomes": lines,
+        "without_outcome": len({item.key for item in items} - keys),
+        "batch_ids": sorted(batch_ids),
+        "counts": dict(counts),
+        "maybe_created": maybe_created,
+    }
+
+
 async def missing_events(api_url: str, results: list[dict[str, Any]]) -> int:
     """How many emitted job events the server holds neither as themselves nor resent."""
     from prefect.client.orchestration import get_client
@@ -204,7 +290,7 @@ def _run(server: PrefectServerProcess) -> dict[str, Any]:
                         "--child",
                         entry.name,
                         "--jobs",
-                        str(JOBS_PER_PROVIDER),
+                        str(BATCH_REQUESTS if entry in BATCH_PROVIDERS else JOBS_PER_PROVIDER),
                         "--base-url",
                         sim.base_url(entry.name),
                     ],
@@ -213,12 +299,13 @@ def _run(server: PrefectServerProcess) -> dict[str, Any]:
                     stderr=open(os.path.join(server.home, f"{entry.name}.log"), "w"),  # noqa: SIM115
                     text=True,
                 )
-                for entry in PROVIDERS
+                for entry in (*PROVIDERS, *BATCH_PROVIDERS)
             }
+            job_children = [entry.name for entry in PROVIDERS]
             # The outage comes once every flow run is under way (jobs submitted).
             deadline = time.monotonic() + 180
             while time.monotonic() < deadline and any(
-                sim.stats()[name]["submits"] < CONCURRENCY for name in children
+                sim.stats()[name]["submits"] < CONCURRENCY for name in job_children
             ):
                 time.sleep(0.5)
             time.sleep(OUTAGE_AFTER_S)
@@ -246,9 +333,11 @@ def _run(server: PrefectServerProcess) -> dict[str, Any]:
         events_missing = asyncio.run(missing_events(server.url, results))
     finally:
         server.cleanup()
+    batch_results = [r for r in results if r["provider"] not in job_children]
+    results_of_jobs = [r for r in results if r["provider"] in job_children]
     jobs = terminal = lost = maybe_created = 0
     causes = Counter[str]()
-    for result in results:
+    for result in results_of_jobs:
         rows = result["rows"]
         jobs += JOBS_PER_PROVIDER
         terminal += len(rows)
@@ -264,7 +353,7 @@ def _run(server: PrefectServerProcess) -> dict[str, Any]:
     ambiguous = sum(
         n
         for name, provider_stats in stats.items()
-        if name in children
+        if name in job_children
         for kind, n in provider_stats["faults_on_submit"].items()
         if leaves_submit_uncertain(kind, name)
     )
@@ -282,8 +371,33 @@ def _run(server: PrefectServerProcess) -> dict[str, Any]:
         "may_have_created_causes": dict(causes.most_common()),
         "submit_faults_a_client_cannot_tell": ambiguous,
         "may_have_created_beyond_those_faults": max(0, maybe_created - ambiguous),
+        **batch_figures(batch_results, stats, created),
         "flow_runs_completed": sum(r["state"] == "COMPLETED" for r in results),
         "wall_s": round(time.monotonic() - started, 1),
+    }
+
+
+def batch_figures(
+    results: list[dict[str, Any]], stats: dict[str, Any], created: dict[str, set[str]]
+) -> dict[str, Any]:
+    """The provider batches' figures of the line (see the module)."""
+    counts = Counter[str]()
+    for result in results:
+        counts.update(result["counts"])
+    names = [result["provider"] for result in results]
+    return {
+        "batch_requests": sum(result["requests"] for result in results),
+        "batch_outcomes": sum(result["outcomes"] for result in results),
+        "batch_items_without_outcome": sum(result["without_outcome"] for result in results),
+        "batches_created": sum(stats[name]["batches_created"] for name in names),
+        "batch_duplicate_creates": sum(
+            n - 1 for name in names for n in stats[name]["batches_by_key"].values() if n > 1
+        ),
+        "batches_unclaimed": sum(
+            len(created[result["provider"]] - set(result["batch_ids"])) for result in results
+        ),
+        "batch_items_may_have_created": sum(result["maybe_created"] for result in results),
+        "batch_outcome_counts": dict(counts.most_common()),
     }
 
 
@@ -294,7 +408,9 @@ def main() -> None:
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(asyncio.run(child(args.child, args.jobs, args.base_url))), flush=True)
+        batch = args.child in {entry.name for entry in BATCH_PROVIDERS}
+        work = (batch_child if batch else child)(args.child, args.jobs, args.base_url)
+        print(json.dumps(asyncio.run(work)), flush=True)
         return
     emit("soak", **run())
 

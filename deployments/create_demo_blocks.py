@@ -1,7 +1,8 @@
 """Save demo credentials blocks that point at the local provider simulator.
 
 The deployments in ``deployments/prefect.yaml`` load their credentials by block name
-(``exona``, ``twyn``, ``apixo``, ``modelroute``, ``generic``). This saves blocks of
+(``exona``, ``twyn``, ``apixo``, ``modelroute``, ``generic``, ``openai-batch``,
+``anthropic-batch``). This saves blocks of
 those names for the simulator (``make simulator``), with its API key and its time
 scale as ``policy_scale``; blocks of the same names with real API keys and base URLs
 make the same deployments run against the real providers. It also saves
@@ -24,6 +25,7 @@ from typing import Any
 
 from prefect_pollers import JobApiCredentials
 from prefect_pollers.testing.registry import (
+    BATCH_PROVIDERS,
     DEMO_TIME_SCALE,
     PROVIDERS,
     SIMULATOR_API_KEY,
@@ -49,7 +51,7 @@ def demo_blocks(
         entry.name: entry.simulator_block(
             simulator_url, api_key=SIMULATOR_API_KEY, time_scale=time_scale
         )
-        for entry in PROVIDERS
+        for entry in (*PROVIDERS, *BATCH_PROVIDERS)
     }
     blocks[CALLBACK_BLOCK] = provider_entry("apixo").simulator_block(
         simulator_url,

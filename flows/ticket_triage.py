@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from prefect_pollers import (
     AnthropicBatchCredentials,
     BatchItem,
+    DurableWait,
     OpenAIBatchCredentials,
     Outcome,
     cancel_remote_jobs,
@@ -88,6 +89,7 @@ async def ticket_triage(
     csv_path: str = str(Path(__file__).parent / "data" / "tickets.csv"),
     credentials: OpenAIBatchCredentials | AnthropicBatchCredentials | str = "openai-batch",
     artifact_key: str = "ticket-triage",
+    durable: DurableWait | None = None,
 ) -> list[TicketRow]:
     """Classify every ticket of ``csv_path``; one row per ticket.
 
@@ -95,6 +97,8 @@ async def ticket_triage(
         csv_path: The tickets (``ticket_id``, ``subject``, ``body``).
         credentials: A provider-batch block, or the name of a saved OpenAI one.
         artifact_key: Key of the result table artifact.
+        durable: Hand the batches to the poller service and suspend the flow run
+            while they run (a deployment's run and a saved block; see "Durable waits").
     """
     creds: ProviderBatchCredentials = (
         await load_credentials(OpenAIBatchCredentials, credentials)
@@ -112,7 +116,7 @@ async def ticket_triage(
         )
         for line, ticket in enumerate(tickets, start=2)
     ]
-    outcomes = await run_provider_batch(creds, items, title="ticket triage")
+    outcomes = await run_provider_batch(creds, items, title="ticket triage", durable=durable)
     subjects = {ticket["ticket_id"]: ticket["subject"] for ticket in tickets}
     rows = sorted(
         (

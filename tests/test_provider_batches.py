@@ -280,3 +280,36 @@ def keys_in(files: list[str]) -> set[str]:
     return {
         json.loads(line)["key"] for name in files for line in Path(name).read_text().splitlines()
     }
+
+
+@pytest.mark.parametrize("name", NAMES)
+async def test_a_batch_handed_over_gets_its_outcomes_when_run_again_not_a_second_create(
+    name: str, tmp_path: Path
+) -> None:
+    # The durable path's two task runs: the first hands every batch over (its wait
+    # returns None), the second (the resumed run) finds them and reads their results.
+    handed: list[str] = []
+
+    async def hand_over(ref: Any, on_status: Any) -> None:
+        handed.append(ref.job_id)
+
+    async with batch_sim(name, tmp_path) as sim:
+        items = tickets(name, 25, failing=(3,))
+        first = await provider_batch_outcomes(
+            sim.credentials,
+            items,
+            ledger=sim.ledger,
+            client=sim.client,
+            directory=sim.directory,
+            wait=hand_over,
+        )
+        assert len(handed) == 3 and sim.stats["batches_created"] == 3
+        assert sum(first.counts.values()) == 0  # no outcome for a handed-over batch
+        assert {batch["state"] for batch in first.batches} == {"handed over"}
+        resumed = await sim.run(items)
+        assert sim.stats["batches_created"] == 3  # found in the ledger, not created again
+    outcomes = by_key(resumed)
+    assert sorted(outcomes) == sorted(item.key for item in items)
+    assert {outcomes[key].job_id for key in outcomes} == set(handed)
+    assert outcomes["ticket-3"].outcome is Outcome.FAILED
+    assert resumed.counts == {"succeeded": 24, "failed": 1}

@@ -35,11 +35,11 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from prefect import task
@@ -65,6 +65,7 @@ from prefect_pollers.engine import (
     PollPolicy,
     current_clock,
 )
+from prefect_pollers.engine.wait import StatusHook
 from prefect_pollers.events.jobs import announce_submitted
 from prefect_pollers.events.tables import artifact_key, publish_table
 from prefect_pollers.ledger import Ledger, LedgerSubmitter, current_ledger
@@ -74,7 +75,7 @@ from prefect_pollers.ledger.store import SubmitState
 from prefect_pollers.ledger.submitter import endpoint_of
 from prefect_pollers.providers.batch_spec import ProviderBatchSpec
 from prefect_pollers.providers.contract import fill, fill_url, job_id_at, search
-from prefect_pollers.providers.provider_batch import ProviderBatchCredentials
+from prefect_pollers.providers.provider_batch import ProviderBatchCredentials, ProviderBatchJob
 from prefect_pollers.tasks.observed import observed_wait
 
 if sys.version_info < (3, 11):  # pragma: no cover - the builtin from Python 3.11
@@ -87,6 +88,9 @@ ASSIGN_ROUNDS = 10
 _CUSTOM_ID = re.compile(r'"custom_id"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 _log = logging.getLogger("prefect_pollers.provider_batches")
+
+BatchWait = Callable[[JobRef, StatusHook], Awaitable[ProviderBatchJob | None]]
+"""A provider batch's wait: its final status, or None when it was handed over elsewhere."""
 
 
 @dataclass
@@ -136,8 +140,10 @@ class _Run:
         directory: Path,
         title: str,
         logger: logging.Logger | logging.LoggerAdapter[Any],
+        wait: BatchWait | None = None,
     ) -> None:
         self.credentials = credentials
+        self.wait: BatchWait = wait or self._wait_here
         self.spec: ProviderBatchSpec = credentials.batch_spec()
         self.client = client
         self.policy = policy
@@ -153,6 +159,7 @@ class _Run:
         self.counts: Counter[str] = Counter()
         self.summaries: list[_Summary] = []
         self.progress: ProviderBatchProgress | None = None
+        self.handed_over = 0
 
     # -- preparing -----------------------------------------------------------------------
     def prepare(self, items: Sequence[BatchItem], refused: OutcomeWriter) -> list[_Line]:
@@ -305,14 +312,11 @@ class _Run:
         )
         ended: JobEndedError | None = None
         try:
-            job = await observed_wait(
-                self.credentials,
-                ref,
-                self.policy,
-                logger=self.log,
-                client=self.client,
-                on_status=lambda status: self._on_status(ref, status.payload),
-            )
+            job = await self.wait(ref, lambda status: self._on_status(ref, status.payload))
+            if job is None:  # handed over: its results are read after the wait
+                summary.state = "handed over"
+                self.handed_over += 1
+                return
             payload: dict[str, Any] = job.payload
             summary.state = JobState.SUCCEEDED.value
         except JobEndedError as exc:
@@ -322,6 +326,17 @@ class _Run:
             return
         await self._on_status(ref, payload)
         await self._read_results(one, summary, ref, payload, ended)
+
+    async def _wait_here(self, ref: JobRef, on_status: StatusHook) -> ProviderBatchJob:
+        job: ProviderBatchJob = await observed_wait(
+            self.credentials,
+            ref,
+            self.policy,
+            logger=self.log,
+            client=self.client,
+            on_status=on_status,
+        )
+        return job
 
     async def _create(self, submitter: LedgerSubmitter, one: _Pack) -> tuple[JobRef, bool]:
         if one.ref is not None:
@@ -637,6 +652,25 @@ class _Run:
                 await self.progress.update(ref.job_id, counts)
 
 
+class DurableProviderBatch(Protocol):
+    """A way for provider batches' waits to leave their process: ``durable=``'s hook.
+
+    :class:`~prefect_pollers.durable.DurableWait` is one; ``batch`` never imports
+    ``durable``, which builds on it.
+    """
+
+    async def run_provider_batch(
+        self,
+        credentials: ProviderBatchCredentials,
+        items: Sequence[BatchItem],
+        *,
+        policy: PollPolicy | None,
+        title: str,
+        ledger: Ledger | None,
+    ) -> OutcomeFiles:
+        """Run ``items`` as provider batches; one outcome per item."""
+
+
 async def run_provider_batch(
     credentials: ProviderBatchCredentials,
     items: Sequence[BatchItem],
@@ -644,6 +678,7 @@ async def run_provider_batch(
     policy: PollPolicy | None = None,
     title: str | None = None,
     ledger: Ledger | None = None,
+    durable: DurableProviderBatch | None = None,
 ) -> OutcomeFiles:
     """Run ``items`` as the requests of provider batches: one outcome per item.
 
@@ -656,13 +691,47 @@ async def run_provider_batch(
         policy: The poll policy of each batch's wait (the block's preset if None).
         title: Names the batch in its artifacts (the provider's name if None).
         ledger: The ledger (the configured one if None).
+        durable: E.g. ``DurableWait(handover_after=...)``: hand the batches still
+            running to the poller service and suspend the flow run until they end
+            (:mod:`~prefect_pollers.durable`); needs a deployment's run and a saved
+            block.
 
     Returns:
         Every item's outcome, in files read on demand (:class:`OutcomeFiles`).
     """
+    if durable is not None:
+        return await durable.run_provider_batch(
+            credentials,
+            items,
+            policy=policy,
+            title=title or f"{credentials.provider} batch",
+            ledger=ledger,
+        )
+    return await provider_batch_task(credentials, items, policy=policy, title=title, ledger=ledger)
+
+
+async def provider_batch_task(
+    credentials: ProviderBatchCredentials,
+    items: Sequence[BatchItem],
+    *,
+    policy: PollPolicy | None,
+    title: str | None,
+    ledger: Ledger | None,
+    wait: BatchWait | None = None,
+) -> OutcomeFiles:
+    """:func:`provider_batch_outcomes` in one ``provider-batch`` task run.
+
+    Args:
+        credentials: A provider-batch block.
+        items: The requests.
+        policy: The poll policy of each batch's wait.
+        title: Names the batch in its artifacts.
+        ledger: The ledger (the configured one if None).
+        wait: Each batch's wait (waited here, to its end, if None).
+    """
     # Quoted: Prefect would otherwise visit every item of a 100,000-item list.
     return await _provider_batch(
-        credentials, quote(items), policy=policy, title=title, ledger=ledger
+        credentials, quote(items), policy=policy, title=title, ledger=ledger, wait=wait
     )
 
 
@@ -674,9 +743,16 @@ async def _provider_batch(
     policy: PollPolicy | None,
     title: str | None,
     ledger: Ledger | None,
+    wait: BatchWait | None,
 ) -> OutcomeFiles:
     return await provider_batch_outcomes(
-        credentials, items, policy=policy, title=title, ledger=ledger, logger=get_run_logger()
+        credentials,
+        items,
+        policy=policy,
+        title=title,
+        ledger=ledger,
+        logger=get_run_logger(),
+        wait=wait,
     )
 
 
@@ -690,6 +766,7 @@ async def provider_batch_outcomes(
     client: JobApiClient[Any] | None = None,
     directory: Path | None = None,
     logger: logging.Logger | logging.LoggerAdapter[Any] = _log,
+    wait: BatchWait | None = None,
 ) -> OutcomeFiles:
     """The work of :func:`run_provider_batch`, in any task or none.
 
@@ -704,6 +781,8 @@ async def provider_batch_outcomes(
         client: The client (the block's shared one if None).
         directory: Where the outcome files go (:func:`outcomes_dir` if None).
         logger: Where the batches' state changes are logged.
+        wait: Each batch's wait (waited here, to its end, if None). A batch it hands
+            over gets no outcomes in this call, and no table artifact is published.
     """
     name = title or f"{credentials.provider} batch"
     run = _Run(
@@ -714,6 +793,7 @@ async def provider_batch_outcomes(
         directory=directory or outcomes_dir(flow_run.get_id()),
         title=name,
         logger=logger,
+        wait=wait,
     )
     refused_path = run.directory / f"{credentials.provider}-refused-{_digest(items)}.jsonl"
     with OutcomeWriter(refused_path) as refused:
@@ -742,7 +822,7 @@ async def provider_batch_outcomes(
         result_type=f"{result_model.__module__}:{result_model.__qualname__}",
         batches=[vars(summary) for summary in run.summaries],
     )
-    if run.flow_run_id is not None:
+    if run.flow_run_id is not None and not run.handed_over:
         await _publish(name, outcomes)
     return outcomes
 

@@ -8,8 +8,8 @@
   event (the poller creates it when it starts).
 """
 
-from prefect_pollers.durable.handover import DurableWait
 from prefect_pollers.durable.poller import PollerService
 from prefect_pollers.durable.resume import ensure_resume_automation
+from prefect_pollers.durable.wait import DurableWait
 
 __all__ = ["DurableWait", "PollerService", "ensure_resume_automation"]

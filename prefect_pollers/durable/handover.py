@@ -37,7 +37,6 @@ from typing import Any
 import anyio
 from prefect.logging import get_run_logger
 from prefect.runtime import deployment, flow_run
-from pydantic import BaseModel, Field
 
 from prefect_pollers.batch.items import run_items, secrets_of
 from prefect_pollers.batch.models import BatchItem, BatchOutcome
@@ -56,6 +55,7 @@ from prefect_pollers.durable.records import (
 )
 from prefect_pollers.durable.suspension import suspend_for_poller
 from prefect_pollers.engine import Clock, JobRef, PollPolicy, current_clock, use_clock
+from prefect_pollers.engine.wait import StatusHook
 from prefect_pollers.events.outbox import reconcile_job_events
 from prefect_pollers.events.reporting import best_effort
 from prefect_pollers.providers.base import JobApiCredentials
@@ -66,33 +66,12 @@ NAMED_JOBS = 10
 """How many job ids the handover's log line names."""
 
 
-class DurableWait(BaseModel):
-    """How a batch's wait leaves its flow-run process (``run_batch(durable=...)``).
+def require_deployment_run() -> str:
+    """The current flow run's id, if a deployment's run (only those can be resumed).
 
-    Attributes:
-        handover_after: Seconds each job is waited for in process first. A job still
-            running then is expected to run long and is handed over; 0 hands over
-            every job not already finished at submission. Any value works with any
-            policy: a job whose next poll falls after it is handed over at once,
-            with that poll's time (the poller keeps the pace).
+    Raises:
+        ValueError: saying what to do, when it is not.
     """
-
-    handover_after: float = Field(30.0, ge=0)
-
-    async def run_batch(
-        self,
-        credentials: JobApiCredentials[ResultT],
-        items: Sequence[BatchItem],
-        *,
-        concurrency: int,
-        policy: PollPolicy | None,
-        title: str,
-    ) -> list[BatchOutcome[ResultT]]:
-        """Run a validated batch durably (:func:`run_batch_durably`): ``run_batch``'s hook."""
-        return await run_batch_durably(credentials, items, concurrency, policy, title, self)
-
-
-def _require_deployment_run() -> str:
     flow_run_id = flow_run.get_id()
     if flow_run_id is None or deployment.get_id() is None:
         raise ValueError(
@@ -102,7 +81,12 @@ def _require_deployment_run() -> str:
     return flow_run_id
 
 
-def _require_saved_block(credentials: JobApiCredentials[Any]) -> tuple[str, str]:
+def require_saved_block(credentials: JobApiCredentials[Any]) -> tuple[str, str]:
+    """The block's type slug and name (the poller service loads it by name).
+
+    Raises:
+        ValueError: saying what to do, when the block was not saved.
+    """
     slug = type(credentials).get_block_type_slug()
     name = credentials._block_document_name
     if not name or getattr(credentials, "_is_anonymous", False):
@@ -158,6 +142,7 @@ async def wait_briefly(
     *,
     logger: Logger | LoggerAdapter[Any],
     client: JobApiClient[ResultT] | None = None,
+    on_status: StatusHook | None = None,
 ) -> ResultT | HandOver:
     """The job's result if it ends within ``handover_after`` s; else a :class:`HandOver`.
 
@@ -172,7 +157,9 @@ async def wait_briefly(
     with anyio.CancelScope() as scope:
         cut = _CutClock(inner, inner.time() + handover_after, scope)
         with use_clock(cut):
-            return await observed_wait(credentials, ref, policy, logger=logger, client=client)
+            return await observed_wait(
+                credentials, ref, policy, logger=logger, client=client, on_status=on_status
+            )
     at = cut.next_poll_at
     return HandOver(None if at is None else datetime.fromtimestamp(at, timezone.utc))
 
@@ -210,7 +197,7 @@ async def run_batch_durably(
     concurrency: int,
     policy: PollPolicy | None,
     title: str,
-    durable: DurableWait,
+    handover_after: float,
 ) -> list[BatchOutcome[ResultT]]:
     """Run a validated batch, handing long jobs to the poller service; see the module.
 
@@ -218,8 +205,8 @@ async def run_batch_durably(
         ValueError: not a deployment's flow run, or credentials not from a saved block.
         Pause: (Prefect's) the flow run is suspended; its process exits.
     """
-    flow_run_id = _require_deployment_run()
-    slug, name = _require_saved_block(credentials)
+    flow_run_id = require_deployment_run()
+    slug, name = require_saved_block(credentials)
     logger = get_run_logger()
     batch = batch_id([item.key for item in items])
     records = durable_records()
@@ -244,9 +231,7 @@ async def run_batch_durably(
     running: dict[str, HandedOverJob] = {}
 
     async def wait(item: BatchItem, ref: JobRef) -> ResultT | None:
-        verdict = await wait_briefly(
-            credentials, ref, policy, durable.handover_after, logger=logger
-        )
+        verdict = await wait_briefly(credentials, ref, policy, handover_after, logger=logger)
         if not isinstance(verdict, HandOver):
             return verdict
         running[item.key] = HandedOverJob(

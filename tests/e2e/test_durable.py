@@ -301,3 +301,51 @@ async def test_a_healthy_durable_run_logs_its_suspension_at_info_and_no_error(
     assert finished[suspended] == logging.INFO, finished  # Prefect's own line, lowered
     errors = [(log.level, log.name, log.message) for log in logs if log.level >= logging.ERROR]
     assert errors == [], errors
+
+
+TRIAGE = "ticket-triage/nightly-ticket-triage"
+TICKETS = 12  # flows/data/tickets.csv
+
+
+async def test_a_durable_provider_batch_suspends_and_reads_one_outcome_per_ticket(
+    stack: Stack, poller: Process
+) -> None:
+    # Batches of 5-10 s (at the stack's time scale): the flow hands the batch over at
+    # once (the deployment's handover_after: 0), so it is still running when it does.
+    state = stack.simulator_state
+    state.config = SimulatorConfig(time_scale=TIME_SCALE, seed=11, batch_duration=(250.0, 500.0))
+    before = stack.simulator_stats()["openai-batch"]
+    try:
+        flow_run_id = run_deployment(stack, TRIAGE)
+        suspended = await until_state(stack, flow_run_id, "Suspended", timeout=90)
+        assert suspended.state_name == "Suspended", f"{suspended.state}\n{stack.worker.tail()}"
+        created = stack.simulator_stats()["openai-batch"]
+        assert created["batches_created"] - before["batches_created"] == 1
+        alive = await poll(
+            lambda: _async(flow_processes(stack)), lambda found: not found, timeout=30
+        )
+        assert alive == [], alive
+        done = await until_state(stack, flow_run_id, "Completed", timeout=180)
+        assert done.state_type == StateType.COMPLETED, f"{done.state}\n{poller.tail()}"
+        async with api_client(stack.api_url) as client:
+            history = [s.name for s in await client.read_flow_run_states(flow_run_id)]
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])
+                )
+            )
+    finally:
+        state.config = SimulatorConfig(time_scale=TIME_SCALE, seed=11)
+    after = stack.simulator_stats()["openai-batch"]
+
+    assert history.count("Suspended") == 1 and history[-1] == "Completed", history
+    # Created once: the resumed run found the batch and its upload in the ledger.
+    assert after["batches_created"] - before["batches_created"] == 1
+    assert after["files_uploaded"] - before["files_uploaded"] == 1
+    [table] = [a for a in artifacts if a.type == "table" and a.key == "ticket-triage"]
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert sorted(row["ticket"] for row in rows) == sorted({row["ticket"] for row in rows})
+    assert len(rows) == TICKETS
+    assert {row["status"] for row in rows} <= {"succeeded", "failed"}
+    assert all(row["answer"] for row in rows if row["status"] == "succeeded"), rows
+    assert len({row["batch_id"] for row in rows}) == 1, rows
