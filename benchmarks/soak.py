@@ -211,6 +211,7 @@ async def batch_child(provider: str, requests: int, base_url: str) -> dict[str, 
     keys: set[str] = set()
     batch_ids: set[str] = set()
     counts = Counter[str]()
+    causes = Counter[str]()
     lines = maybe_created = 0
     if not isinstance(outcomes, BaseException):
         for outcome in outcomes.read():
@@ -218,6 +219,8 @@ async def batch_child(provider: str, requests: int, base_url: str) -> dict[str, 
             keys.add(outcome.key)
             counts[outcome.outcome.value] += 1
             maybe_created += MAYBE_CREATED in (outcome.error or "")
+            if outcome.outcome.value == "error":
+                causes[(outcome.error or "")[:160]] += 1
             if outcome.job_id:
                 batch_ids.add(outcome.job_id)
     return {
@@ -231,6 +234,7 @@ async def batch_child(provider: str, requests: int, base_url: str) -> dict[str, 
         "batch_ids": sorted(batch_ids),
         "counts": dict(counts),
         "maybe_created": maybe_created,
+        "error_causes": dict(causes.most_common(5)),
     }
 
 
@@ -396,8 +400,11 @@ def batch_figures(
         "batches_unclaimed": sum(
             len(created[result["provider"]] - set(result["batch_ids"])) for result in results
         ),
-        "batch_items_may_have_created": sum(result["maybe_created"] for result in results),
+        "batch_items_may_have_created": {
+            result["provider"]: result["maybe_created"] for result in results
+        },
         "batch_outcome_counts": dict(counts.most_common()),
+        "batch_error_causes": {result["provider"]: result["error_causes"] for result in results},
     }
 
 

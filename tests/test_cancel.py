@@ -3,7 +3,9 @@
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
+from collections import Counter
 from types import SimpleNamespace
 
 import pytest
@@ -11,14 +13,18 @@ from prefect import flow
 
 from flows.generic_jobs import simulator_generic_api
 from prefect_pollers import (
+    BatchItem,
     ExonaCredentials,
     JobCancelledError,
     JobRef,
+    Outcome,
     PollPolicy,
     run_job,
+    run_provider_batch,
 )
 from prefect_pollers.ops import cancellation
 from prefect_pollers.ops.cancellation import cancel_remote_jobs
+from prefect_pollers.testing.registry import provider_entry
 from prefect_pollers.testing.simulator import SimulatorConfig
 from tests.constants import SIM_SCALE
 
@@ -88,6 +94,49 @@ async def test_cancellation_hook_cancels_jobs_in_flight_in_this_process(sim, cap
         "exona job" in messages and "keeps running" in messages and "no cancel endpoint" in messages
     )
     assert messages.count("cancelled with the provider") == 3
+
+
+@pytest.mark.slow  # 2 x 5 s: real batches of 6-9 s on the session simulator
+@pytest.mark.parametrize("name", ["openai-batch", "anthropic-batch"])
+async def test_a_cancelled_run_cancels_its_provider_batches_and_a_rerun_keeps_what_arrived(
+    sim, name
+):
+    # Batches of 6-9 s: cancelled 3 s after both are created, some requests have
+    # finished and the others have not.
+    sim.state.config = SimulatorConfig(time_scale=SIM_SCALE, seed=4, batch_duration=(600, 900))
+    entry = provider_entry(name)
+    block = entry.block(
+        sim.base_url(name), "sim-key", policy_scale=SIM_SCALE, max_requests_per_batch=10
+    )
+    run = uuid.uuid4().hex[:8]
+    items = [
+        BatchItem(label=f"ticket {i}", key=f"cancel-{run}-{i}", request=entry.sample_request)
+        for i in range(20)
+    ]
+
+    @flow
+    async def triage():
+        return await run_provider_batch(block, items)
+
+    running = asyncio.create_task(triage())
+    for _ in range(600):  # until both batches' waits are tracked
+        if sum(len(waits) for waits in cancellation._in_flight.values()) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    created_at = time.monotonic()
+    await asyncio.sleep(3.0)
+    await cancel_remote_jobs(None, SimpleNamespace(id=the_run_id()), None)
+    assert time.monotonic() - created_at < 6.0, "cancelled too late to test anything"
+    await stop(running)
+    assert sim.state.stats()[name]["cancels"] == 2
+
+    outcomes = await flow(triage.fn, name="triage-again")()  # a re-run, another flow run
+    stats = sim.state.stats()[name]
+    assert stats["batches_created"] == 2  # found in the ledger, not created again
+    rows = list(outcomes.read())
+    assert sorted(row.key for row in rows) == sorted(item.key for item in items)
+    counts = Counter(row.outcome for row in rows)
+    assert set(counts) == {Outcome.SUCCEEDED, Outcome.CANCELLED}, counts
 
 
 @pytest.mark.slow  # 11 s
