@@ -20,9 +20,10 @@ emitted that the server does not hold at the end: 0);
 ``wall_s``. For the provider batches: ``batch_requests``; ``batch_outcomes`` (one per
 request: equal); ``batch_items_without_outcome`` (0); ``batches_created`` and
 ``batch_duplicate_creates`` (creates beyond the first under one key: 0);
-``batches_unclaimed`` (batches the simulator created that no outcome names: 0, unless
-a create's answer was lost where the API keeps no key, which its items' errors
-announce: ``batch_items_may_have_created``); ``batch_outcome_counts``.
+``batches_unclaimed`` (batches the simulator created that no outcome names: 0);
+``batch_items_may_have_created`` (items of a create answered with a 5xx or cut off:
+their errors name the pack's key; a re-run looks the batch up by it where the API
+keeps one, OpenAI); ``batch_outcome_counts`` and ``batch_error_causes``.
 Also ``reset_after_create_faults`` (a job created, then the connection
 dropped before its id came back), ``submits_that_may_have_created`` (the submits
 that ended in an error saying so, naming their idempotency key: the crash window no

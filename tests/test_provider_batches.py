@@ -313,3 +313,17 @@ async def test_a_batch_handed_over_gets_its_outcomes_when_run_again_not_a_second
     assert {outcomes[key].job_id for key in outcomes} == set(handed)
     assert outcomes["ticket-3"].outcome is Outcome.FAILED
     assert resumed.counts == {"succeeded": 24, "failed": 1}
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("kind", ["empty", "malformed_json"])
+async def test_a_results_file_shorter_than_the_counts_is_read_again(
+    name: str, kind: str, tmp_path: Path
+) -> None:
+    # A proxy's 200 with an empty or cut body looks like a results file without lines:
+    # the final status's request counts say how many there are, so it is read again.
+    fault = FaultRule(kind=kind, route="result", first=1)  # type: ignore[arg-type]
+    async with batch_sim(name, tmp_path, faults=[fault]) as sim:
+        outcomes = await sim.run(tickets(name, 8, failing=(3,)))
+        assert sim.stats["faults_injected"] == {kind: 1}
+    assert outcomes.counts == {"succeeded": 7, "failed": 1}

@@ -83,6 +83,10 @@ if sys.version_info < (3, 11):  # pragma: no cover - the builtin from Python 3.1
 
 READ_ATTEMPTS = 5
 """Reads of one results file before its unread requests end in an error."""
+READ_ROUNDS = 3
+"""Reads of a batch's results files while they hold fewer lines than its counts promise."""
+_UNFINISHED_COUNTS = frozenset({"total", "processing"})
+"""Request counts of requests with no results line (the rest each have one)."""
 ASSIGN_ROUNDS = 10
 """Rounds of packing and claiming before items still unclaimed are refused."""
 _CUSTOM_ID = re.compile(r'"custom_id"\s*:\s*"((?:[^"\\]|\\.)*)"')
@@ -483,15 +487,34 @@ class _Run:
             return
         expected = {line.item.key: line.item for line in one.lines}
         seen: set[str] = set()
+        mentioned: set[str] = set()
         problem: PollerError | None = None
+        promised = self._promised_lines(payload)
         summary.read_started_at, started = time.time(), time.monotonic()
         partial = self.directory / f"{name}.partial.jsonl"
         with OutcomeWriter(partial) as writer:
-            for template in self.spec.results:
-                url = fill_url(template, payload)
-                if url is None:
-                    continue
-                problem = await self._read_file(url, ref, expected, seen, writer) or problem
+            for attempt in range(1, READ_ROUNDS + 1):
+                for template in self.spec.results:
+                    url = fill_url(template, payload)
+                    if url is None:
+                        continue
+                    problem = (
+                        await self._read_file(url, ref, expected, seen, mentioned, writer)
+                        or problem
+                    )
+                if problem is not None or len(seen) == len(expected):
+                    break
+                if len(mentioned) >= promised or attempt == READ_ROUNDS:
+                    break
+                # A file shorter than the counts say (e.g. an empty 200 from a proxy).
+                self.log.warning(
+                    "the results of provider batch %s hold %d requests of the %d its status "
+                    "counts: reading them again",
+                    ref.job_id,
+                    len(mentioned),
+                    promised,
+                )
+                await current_clock().sleep(2.0**attempt * self.credentials.policy_scale)
             for key, item in expected.items():
                 if key not in seen:
                     writer.write(self._unmentioned(item, ref, ended, problem))
@@ -508,15 +531,19 @@ class _Run:
         ref: JobRef,
         expected: dict[str, BatchItem],
         seen: set[str],
+        mentioned: set[str],
         writer: OutcomeWriter,
     ) -> PollerError | None:
-        """Read one results file into outcomes; the error that stopped it, if one did."""
+        """Read one results file into outcomes; the error that stopped it, if one did.
+
+        ``seen`` gets the keys of ``expected`` read, ``mentioned`` every ``custom_id``.
+        """
         clock = current_clock()
         for attempt in range(1, READ_ATTEMPTS + 1):
             try:
                 async with self.client.stream_lines(url, job_id=ref.job_id) as lines:
                     async for text in lines:
-                        self._one_line(text, ref, expected, seen, writer)
+                        self._one_line(text, ref, expected, seen, mentioned, writer)
                 return None
             except PollerError as exc:
                 if not exc.retryable or attempt == READ_ATTEMPTS:
@@ -534,6 +561,7 @@ class _Run:
         ref: JobRef,
         expected: dict[str, BatchItem],
         seen: set[str],
+        mentioned: set[str],
         writer: OutcomeWriter,
     ) -> None:
         if not text.strip():
@@ -545,10 +573,23 @@ class _Run:
             body = None
             found = _CUSTOM_ID.search(text)
             custom_id = found.group(1) if found else None
+        if isinstance(custom_id, str):
+            mentioned.add(custom_id)
         if not isinstance(custom_id, str) or custom_id not in expected or custom_id in seen:
             return  # another run's item, a line read twice, or no custom_id at all
         seen.add(custom_id)
         writer.write(self._line_outcome(expected[custom_id], ref, body))
+
+    def _promised_lines(self, payload: dict[str, Any]) -> int:
+        """How many results lines the final status's request counts promise (0: unknown)."""
+        counts = search(self.spec.counts, payload) if self.spec.counts else None
+        if not isinstance(counts, dict):
+            return 0
+        return sum(
+            value
+            for name, value in counts.items()
+            if name not in _UNFINISHED_COUNTS and isinstance(value, int)
+        )
 
     def _line_outcome(self, item: BatchItem, ref: JobRef, body: Any) -> BatchOutcome[Any]:
         provider = self.credentials.provider
