@@ -86,7 +86,9 @@ def simulator_config() -> dict[str, Any]:
         "twyn_config_duration": (60, 90),
         "twyn_simulation_duration": (120, 160),
         "twyn_analysis_duration": (60, 90),
-        "batch_duration": (60, 300),
+        # Batches of 75-125 s: they run through the outage and end after it (a flow
+        # run that ends while the API is down fails in Prefect's engine, not ours).
+        "batch_duration": (1500, 2500),
         "batch_request_failure_rate": 0.02,
         "batch_expire_rate": 0.1,
         "batch_malformed_line_rate": 0.002,
