@@ -242,7 +242,10 @@ class CallbackSpec(BaseModel):
         field = self.url_field
         if self.url_in == "none":
             if field is not None:
-                raise ValueError("url_field names nothing when the callback URL goes nowhere")
+                raise ValueError(
+                    "url_field (an HttpJobApi's callback_url_field) must be empty when "
+                    "the callback URL goes nowhere"
+                )
         elif field is None:
             raise ValueError(f"a callback URL in the {self.url_in} needs url_field")
         elif self.url_in == "body" and not _FIELD_PATH.match(field):

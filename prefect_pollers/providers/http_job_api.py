@@ -251,11 +251,6 @@ api = HttpJobApi.load("BLOCK_NAME")
 
     @model_validator(mode="after")
     def _one_way_per_header(self) -> HttpJobApi:
-        if self.callback_url_in == "none" and self.callback_url_field is not None:
-            raise ValueError(
-                "callback_url_field names where the URL goes: leave it empty with "
-                "callback_url_in='none'"
-            )
         if self.callback_url_in == "query" and self.callback_url_field is None:
             raise ValueError("callback_url_in='query' needs callback_url_field (its name)")
         if (self.username is None) != (self.password is None):
