@@ -17,6 +17,7 @@ from importlib.metadata import version as _version
 from prefect_pollers.engine import (
     AuthenticationError,
     BadRequestError,
+    ContractMismatchError,
     InvalidRequestError,
     JobCancelledError,
     JobEndedError,
@@ -28,6 +29,7 @@ from prefect_pollers.engine import (
     PollerError,
     PollPolicy,
     ProviderUnavailableError,
+    ResultUnavailableError,
     WaitTimeoutError,
 )
 
@@ -63,6 +65,7 @@ __all__ = [
     "BadRequestError",
     "BatchItem",
     "BatchOutcome",
+    "ContractMismatchError",
     "DurableWait",
     "ExonaCredentials",
     "HttpJobApi",
@@ -85,6 +88,7 @@ __all__ = [
     "PollerJob",
     "PollerJobRun",
     "ProviderUnavailableError",
+    "ResultUnavailableError",
     "TwynCredentials",
     "WaitTimeoutError",
     "__version__",

@@ -27,16 +27,20 @@ from pydantic import BaseModel
 from prefect_pollers.engine import (
     BadRequestError,
     CallbackBinding,
+    ContractMismatchError,
     JobRef,
+    JobState,
     JobStatus,
     JsonReply,
     MalformedResponseError,
     PollerError,
     PollPolicy,
     RateLimitedError,
+    ResultUnavailableError,
     TransientRequestError,
     Wakeup,
     current_clock,
+    raise_for_outcome,
     request_json,
     wait_for_terminal,
 )
@@ -45,16 +49,17 @@ from prefect_pollers.engine.ratelimit import RateLimitGate
 from prefect_pollers.engine.wait import StateChangeHook, StatusHook
 from prefect_pollers.limits.shared import SharedLimiter
 from prefect_pollers.providers.callback_urls import (
+    NO_FLOW_RUN,
     callback_url,
     capability_token,
     flow_run_segment,
     new_nonce,
 )
-from prefect_pollers.providers.contract import job_id_at, search
+from prefect_pollers.providers.contract import Endpoint, job_id_at, search
 from prefect_pollers.providers.protocol import CallbackSettings, JobApiBlock, ResultT
 
 SUBMIT_ATTEMPTS = 4
-"""Submit attempts in all when a failure surely created no job."""
+"""Submit attempts in all when a failure surely created no job (and result fetches)."""
 CONNECTIONS_PER_POOL = 4
 """Connections of each of a client's small pools (see :class:`JobApiClient`)."""
 SUBMIT_BACKOFF_S = 1.0
@@ -384,7 +389,7 @@ class JobApiClient(Generic[ResultT]):
         )
 
     async def retrying(self, send: Callable[[], Awaitable[T]], *, resend: bool, what: str) -> T:
-        """``send``, retried while that is safe: the one retry layer of requests that create.
+        """``send``, retried while safe: the one retry layer of creates and result fetches.
 
         A retryable failure is retried (``SUBMIT_ATTEMPTS`` in all, 1 s, 2 s, 4 s apart
         times the block's ``policy_scale``, or as long as ``Retry-After`` says) when it
@@ -394,7 +399,10 @@ class JobApiClient(Generic[ResultT]):
         Args:
             send: Sends the request once.
             resend: Whether a request that may have created something may be re-sent.
-            what: Names the request in the log (``submit``, ``upload``).
+            what: Names the request in the log (``submit``, ``upload``, ``result fetch``).
+
+        A result fetch comes after its job ended, where a wait's error budget no
+        longer covers it: its few attempts here are all it gets.
         """
         clock = current_clock()
         for attempt in range(1, SUBMIT_ATTEMPTS + 1):
@@ -435,8 +443,13 @@ class JobApiClient(Generic[ResultT]):
 
     def _callback_for(
         self, request: BaseModel, flow_run_id: str | None
-    ) -> tuple[CallbackBinding, str] | None:
-        """The callback binding and URL of a submit, when the block's callbacks are on."""
+    ) -> tuple[CallbackBinding, str | None] | None:
+        """The callback binding and URL of a submit, when the block's callbacks are on.
+
+        For an API that calls one URL per account (``url_in="none"``) the submit
+        carries no URL, and its callbacks come to the receiver's URL without a
+        flow run (``{callback_base_url}/hooks/{provider}/-``).
+        """
         callbacks = self._callbacks
         if callbacks is None or not self.credentials.wants_callback(request):
             return None
@@ -444,6 +457,8 @@ class JobApiClient(Generic[ResultT]):
         base_url = callbacks.callback_base_url
         if spec is None or base_url is None:
             return None
+        if spec.url_in == "none":
+            return CallbackBinding(flow_run=NO_FLOW_RUN), None
         segment = flow_run_segment(flow_run_id)
         if spec.scheme == "standard-webhooks":
             binding = CallbackBinding(flow_run=segment)
@@ -458,7 +473,7 @@ class JobApiClient(Generic[ResultT]):
         self,
         request: BaseModel,
         idempotency_key: str | None,
-        callback: tuple[CallbackBinding, str] | None = None,
+        callback: tuple[CallbackBinding, str | None] | None = None,
     ) -> JobRef:
         method, path, body = self.contract.submit_request(
             request, callback_url=callback[1] if callback else None
@@ -494,7 +509,10 @@ class JobApiClient(Generic[ResultT]):
             job_id=job_id,
             submitted_at=datetime.fromtimestamp(current_clock().time(), timezone.utc),
             idempotency_key=idempotency_key,
-            context=self.contract.context_of(request),
+            context={
+                **self.contract.context_of(request),
+                **self.contract.response_context_of(reply.body),
+            },
             submitted_status=status if status is not None and status.state.terminal else None,
             callback=callback[0] if callback else None,
         )
@@ -507,7 +525,7 @@ class JobApiClient(Generic[ResultT]):
             ref: The job.
             until: A deadline the rate gate does not hold the request past.
         """
-        path = self.contract.job_path(self.contract.status, ref.job_id, ref.context)
+        path = self._job_url(self.contract.status, ref)
         reply = await self.request(
             self.contract.status.method, path, job_id=ref.job_id, polling=True, until=until
         )
@@ -551,31 +569,55 @@ class JobApiClient(Generic[ResultT]):
             on_status=on_status,
         )
 
+    def _job_url(
+        self, endpoint: Endpoint, ref: JobRef, status: dict[str, Any] | None = None
+    ) -> str:
+        """``endpoint``'s URL for ``ref``: relative, or absolute on base_url's origin.
+
+        Raises:
+            ContractMismatchError: the template names a field the API never sent.
+            BadRequestError: an absolute URL on another origin (the key stays home).
+        """
+        try:
+            url = self.contract.job_path(endpoint, ref.job_id, ref.context, status)
+        except ValueError as exc:
+            raise ContractMismatchError(
+                f"{self.provider}: {exc}", provider=self.provider, job_id=ref.job_id
+            ) from None
+        return self._on_origin(url, ref.job_id)
+
     async def fetch_result(self, ref: JobRef, status: JobStatus | None = None) -> ResultT:
         """The typed result of a succeeded job (from its result endpoint, if declared).
 
+        A result request that fails in a way that may pass (5xx, network, 429) is
+        retried ``SUBMIT_ATTEMPTS`` times in all, seconds apart (:meth:`retrying`).
+
         Args:
             ref: The job.
-            status: Its final status (needed where the result is in it).
+            status: Its final status (needed where the result is in it, or where
+                the result URL names one of its fields).
 
         Raises:
-            MalformedResponseError: when the result is not what the provider documents.
+            ContractMismatchError: the result is not what the contract declares (not
+                JSON, not an object, not what ``build_result`` reads). Never retried.
+            ResultUnavailableError: the result request still failed after its attempts.
+            JobFailedError, JobCancelledError, JobExpiredError: the result request
+                answered an HTTP status the contract's ``result_ended`` maps.
         """
         reply = None
-        if self.contract.result is None:
+        endpoint = self.contract.result
+        if endpoint is None:
             if status is None:
                 raise ValueError(f"{self.provider} results are in the final status: pass it")
             body = status.payload
         else:
-            path = self.contract.job_path(self.contract.result, ref.job_id, ref.context)
-            reply = await self.request(
-                self.contract.result.method, path, job_id=ref.job_id, polling=True
-            )
+            url = self._job_url(endpoint, ref, status.payload if status else None)
+            reply = await self._result_reply(endpoint, url, ref, status)
             body = reply.body
         try:
             return self.credentials.build_result(ref, body)
         except ValueError as exc:
-            raise MalformedResponseError(
+            raise ContractMismatchError(
                 f"{self.provider} result does not match the documented shape: "
                 f"{_first_problem(exc)}",
                 provider=self.provider,
@@ -583,6 +625,52 @@ class JobApiClient(Generic[ResultT]):
                 path=reply.path if reply else None,
                 http_status=reply.status_code if reply else None,
             ) from None
+
+    async def _result_reply(
+        self, endpoint: Endpoint, url: str, ref: JobRef, status: JobStatus | None
+    ) -> JsonReply:
+        """The result response, within a few attempts; see :meth:`fetch_result`."""
+
+        async def once() -> JsonReply:
+            try:
+                return await self.request(endpoint.method, url, job_id=ref.job_id, polling=True)
+            except MalformedResponseError as exc:
+                raise ContractMismatchError(
+                    f"{exc.message} at the result URL {url}; the contract reads a JSON object "
+                    "there",
+                    provider=self.provider,
+                    job_id=ref.job_id,
+                    path=exc.path,
+                    http_status=exc.http_status,
+                ) from None
+
+        try:
+            return await self.retrying(once, resend=True, what="result fetch")
+        except TransientRequestError as exc:
+            raise ResultUnavailableError(
+                f"the result URL {url} still failed after {SUBMIT_ATTEMPTS} attempts: "
+                f"{exc.message}",
+                provider=self.provider,
+                job_id=ref.job_id,
+                path=exc.path,
+                http_status=exc.http_status,
+            ) from None
+        except PollerError as exc:
+            ended = self.contract.result_ended.get(exc.http_status or 0)
+            if ended is None:
+                raise
+            final = status or JobStatus(job_id=ref.job_id, state=JobState.SUCCEEDED)
+            raise_for_outcome(
+                final.model_copy(
+                    update={
+                        "state": JobState(ended),
+                        "error_code": str(exc.http_status),
+                        "error_message": exc.message,
+                    }
+                ),
+                provider=self.provider,
+            )
+            raise  # pragma: no cover (raise_for_outcome raised)
 
     async def wait_for_result(
         self,
@@ -615,7 +703,7 @@ class JobApiClient(Generic[ResultT]):
         """
         if self.contract.cancel is None:
             return False
-        path = self.contract.job_path(self.contract.cancel, ref.job_id, ref.context)
+        path = self._job_url(self.contract.cancel, ref)
         await self.request(self.contract.cancel.method, path, job_id=ref.job_id)
         return True
 

@@ -54,6 +54,7 @@ from prefect_pollers.engine import (
     JobNotFoundError,
     MalformedResponseError,
     RateLimitedError,
+    ResultUnavailableError,
     TransientRequestError,
 )
 from prefect_pollers.testing.simulator import FaultRule, SimulatorConfig
@@ -237,8 +238,12 @@ async def test_result_faults_and_errors_are_typed_and_name_the_job(sim, provider
         error_type, http_status = BadRequestError, 409
     else:
         status = await shared_client(creds).wait(ref)
-        configure(sim, fault(kind, "result", provider.name))
         error_type, http_status = RESULT_FAULTS[kind]
+        if issubclass(error_type, TransientRequestError):  # every attempt fails: after a few
+            error_type = ResultUnavailableError
+            configure(sim, fault(kind, "result", provider.name, every=1))
+        else:
+            configure(sim, fault(kind, "result", provider.name))
     with pytest.raises(error_type) as info:
         await shared_client(creds).fetch_result(ref, status)
     result_path = {

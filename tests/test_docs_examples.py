@@ -61,8 +61,8 @@ def replies(*bodies: dict[str, Any], status_code: int = 200) -> list[httpx.Respo
     return [httpx.Response(status_code, json=body) for body in bodies]
 
 
-def test_the_page_declares_three_valid_real_apis():
-    assert set(REAL_APIS) == {"replicate", "assemblyai", "runpod"}
+def test_the_page_declares_four_valid_real_apis():
+    assert set(REAL_APIS) == {"replicate", "fal", "assemblyai", "runpod"}
     for name, api in REAL_APIS.items():
         assert isinstance(api, HttpJobApi) and api.api_name == name
         HttpJobApi.model_validate(api.model_dump())  # every validator passes again

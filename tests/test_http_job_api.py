@@ -332,7 +332,6 @@ async def test_run_batch_refuses_the_batch_before_submitting_anything(sim, clock
     assert counters(sim)["submits"] == 0
 
 
-@pytest.mark.parametrize("url", ["tasks/{job_id}/{model}", "tasks/latest"])
-def test_job_url_templates_may_name_only_the_job_id(url):
-    with pytest.raises(ValidationError, match="must name"):
-        generic(status_url=url)
+def test_a_job_url_template_must_name_something_of_the_job():
+    with pytest.raises(ValidationError, match="names nothing of the job"):
+        generic(status_url="tasks/latest")

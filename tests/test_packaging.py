@@ -54,6 +54,7 @@ PUBLIC = {
     # errors
     "AuthenticationError",
     "BadRequestError",
+    "ContractMismatchError",
     "InvalidRequestError",
     "JobCancelledError",
     "JobEndedError",
@@ -61,6 +62,7 @@ PUBLIC = {
     "JobFailedError",
     "PollerError",
     "ProviderUnavailableError",
+    "ResultUnavailableError",
     "WaitTimeoutError",
 }
 
@@ -182,6 +184,7 @@ def test_the_wheel_ships_py_typed_the_license_and_the_entry_point(tmp_path):
         metadata = archive.read(f"{dist_info}/METADATA").decode()
         entry_points = archive.read(f"{dist_info}/entry_points.txt").decode()
     assert "prefect_pollers/py.typed" in names
+    assert "prefect_pollers/providers/catalog/fal.json" in names  # the catalog's data
     assert "prefect_pollers/testing/__init__.py" in names
     assert any(n.endswith("/LICENSE") for n in names)
     assert "Provides-Extra: testing" in metadata

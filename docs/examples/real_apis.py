@@ -1,85 +1,45 @@
-"""Three real public job APIs declared as ``HttpJobApi`` blocks: data, no code.
+"""Four real public job APIs as ``HttpJobApi`` blocks: the catalog's presets, data, no code.
 
-Each declaration names only what the provider's public documentation states (the
-pages are cited in ``docs/providers/http-job-api.md``, which includes this file, and
-``tests/test_docs_examples.py`` runs each one against mocks shaped like those pages).
-Put your own key in ``api_key`` (or load a saved block) before submitting.
+Each preset is a JSON file of ``prefect_pollers/providers/catalog/`` that names only what
+the provider's public documentation states (the pages are cited in the file and in
+``docs/providers/``), and ``tests/test_docs_examples.py`` and ``tests/test_catalog.py``
+run each one against fakes shaped like those pages. Put your own key in ``api_key`` (or
+load a saved block) before submitting.
 """
 
 from __future__ import annotations
 
-from prefect_pollers import HttpJobApi, PollPolicy
+from prefect_pollers import HttpJobApi
+from prefect_pollers.providers.catalog import preset
 
 # --8<-- [start:replicate]
 # Replicate predictions: POST /v1/predictions {"version", "input"}, then
 # GET /v1/predictions/{id} until succeeded / failed / canceled.
-replicate = HttpJobApi(
-    api_name="replicate",
-    base_url="https://api.replicate.com/v1",
-    api_key="r8_...",  # Authorization: Bearer <token>
-    submit_path="predictions",  # the request is the body: {"version": ..., "input": {...}}
-    job_id_field="id",
-    status_url="predictions/{job_id}",
-    status_field="status",
-    succeeded=["succeeded"],
-    failed=["failed"],
-    cancelled=["canceled"],
-    pending=["starting"],  # a worker is being started
-    running=["processing"],
-    error_message_field="error",
-    result_field="output",  # read from the final status: no separate result call
-    cancel_url="predictions/{job_id}/cancel",
-    policy=PollPolicy(initial_delay=2, interval=2, multiplier=1.5, max_interval=30, deadline=1800),
-)
+replicate = preset("replicate", api_key="r8_...")  # Authorization: Bearer <token>
 # --8<-- [end:replicate]
+
+# --8<-- [start:fal]
+# fal queue: POST https://queue.fal.run/{app} answers status_url, response_url and
+# cancel_url, which the preset's templates name ({status_url}, ...): one block per key,
+# whatever the app.
+fal = preset("fal", app="fal-ai/flux/dev", api_key="...")  # Authorization: Key <key>
+# --8<-- [end:fal]
 
 # --8<-- [start:assemblyai]
 # AssemblyAI transcripts: POST /v2/transcript {"audio_url"}, then
 # GET /v2/transcript/{id} until completed / error.
-assemblyai = HttpJobApi(
-    api_name="assemblyai",
-    base_url="https://api.assemblyai.com/v2",
-    api_key="...",
-    auth_scheme="",  # the key alone in Authorization
-    submit_path="transcript",  # the request is the body: {"audio_url": ...}
-    job_id_field="id",
-    status_url="transcript/{job_id}",
-    status_field="status",
-    succeeded=["completed"],
-    failed=["error"],
-    pending=["queued"],  # only while a job is held back (e.g. past a rate limit)
-    running=["processing"],
-    error_message_field="error",
-    result_field="text",
-    policy=PollPolicy(initial_delay=3, interval=3, multiplier=1.5, max_interval=30, deadline=3600),
-)
+assemblyai = preset("assemblyai", api_key="...")  # the key alone in Authorization
 # --8<-- [end:assemblyai]
 
 # --8<-- [start:runpod]
 # RunPod serverless (queue-based endpoints): POST /v2/{endpoint_id}/run {"input"}, then
 # GET /v2/{endpoint_id}/status/{job_id} until COMPLETED / FAILED / CANCELLED / TIMED_OUT.
-runpod = HttpJobApi(
-    api_name="runpod",
-    base_url="https://api.runpod.ai/v2/ENDPOINT_ID",  # your endpoint's id
-    api_key="...",  # Authorization: Bearer <key>
-    submit_path="run",  # the request is the body: {"input": {...}}
-    job_id_field="id",
-    status_url="status/{job_id}",
-    status_field="status",
-    succeeded=["COMPLETED"],
-    failed=["FAILED"],
-    cancelled=["CANCELLED"],
-    expired=["TIMED_OUT"],
-    pending=["IN_QUEUE"],
-    running=["IN_PROGRESS"],
-    result_field="output",
-    # Results of /run jobs are kept 30 minutes after completion: poll well within that.
-    policy=PollPolicy(initial_delay=2, interval=2, multiplier=1.5, max_interval=20, deadline=3600),
-)
+runpod = preset("runpod", endpoint_id="ENDPOINT_ID", api_key="...")
 # --8<-- [end:runpod]
 
 REAL_APIS: dict[str, HttpJobApi] = {
     "replicate": replicate,
+    "fal": fal,
     "assemblyai": assemblyai,
     "runpod": runpod,
 }

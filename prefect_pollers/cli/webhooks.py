@@ -12,8 +12,10 @@ from prefect.blocks.core import Block
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL
 
+from prefect_pollers.engine import PollerError
 from prefect_pollers.ops.serving import HEADER_TIMEOUT_S, bind_or_report, uvicorn_server
 from prefect_pollers.providers.base import JobApiCredentials
+from prefect_pollers.providers.callbacks import CallbackCredentials
 from prefect_pollers.webhooks.app import BODY_TIMEOUT_S, MAX_BODY_BYTES, create_webhook_app
 
 DESCRIPTION = (
@@ -75,7 +77,10 @@ async def _load_blocks(names: list[str]) -> list[JobApiCredentials[Any]]:
             ) from None
         if not isinstance(block, JobApiCredentials):
             raise ValueError(f"block {name!r} is not a prefect-pollers credentials block")
-        blocks.append(block)
+        found: JobApiCredentials[Any] = block
+        if isinstance(found, CallbackCredentials):
+            found = await found.with_webhook_secret()  # the API's, where it answers it
+        blocks.append(found)
     return blocks
 
 
@@ -94,7 +99,7 @@ def run_webhooks_cli(args: argparse.Namespace) -> int:
             max_body_bytes=args.max_body_bytes,
             body_timeout_s=args.body_timeout,
         )
-    except ValueError as exc:
+    except (ValueError, PollerError) as exc:
         print(f"webhooks: {exc}", file=sys.stderr)
         return 2
     sock = bind_or_report("webhooks", args.host, args.port)

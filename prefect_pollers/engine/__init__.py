@@ -4,6 +4,7 @@ from prefect_pollers.engine.clock import Clock, SystemClock, VirtualClock, curre
 from prefect_pollers.engine.errors import (
     AuthenticationError,
     BadRequestError,
+    ContractMismatchError,
     InvalidRequestError,
     JobCancelledError,
     JobEndedError,
@@ -15,6 +16,7 @@ from prefect_pollers.engine.errors import (
     PollerError,
     ProviderUnavailableError,
     RateLimitedError,
+    ResultUnavailableError,
     TransientRequestError,
     WaitTimeoutError,
 )
@@ -30,6 +32,7 @@ __all__ = [
     "BadRequestError",
     "CallbackBinding",
     "Clock",
+    "ContractMismatchError",
     "InvalidRequestError",
     "JobCancelledError",
     "JobEndedError",
@@ -46,6 +49,7 @@ __all__ = [
     "PollerError",
     "ProviderUnavailableError",
     "RateLimitedError",
+    "ResultUnavailableError",
     "ServerHints",
     "StatusMap",
     "SystemClock",

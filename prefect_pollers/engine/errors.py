@@ -144,6 +144,21 @@ class MalformedResponseError(PollerError):
     advice = "The provider returned an unexpected body; it is retried within the error budget"
 
 
+class ContractMismatchError(MalformedResponseError):
+    """A response lacks what the contract declares where asking again cannot help.
+
+    A result body that is not JSON or not an object, one ``build_result`` cannot
+    read, or a job URL template naming a field the API never sent. Never retried.
+    """
+
+    retryable = False
+    advice = (
+        "The API answered otherwise than its declaration says (the message names what was "
+        "expected and what came): check the block's fields against the API's docs; "
+        "nothing was retried"
+    )
+
+
 class TransientRequestError(PollerError):
     """A request failed in a way that may pass on retry (network, timeout, 5xx).
 
@@ -189,6 +204,18 @@ class ProviderUnavailableError(PollerError):
 
     retryable = True
     advice = "The job may still be running: retry the wait with the same JobRef to re-attach"
+
+
+class ResultUnavailableError(PollerError):
+    """A job ended, but its result URL kept failing (5xx, network, 429) for a few attempts.
+
+    Not retried further: the job is done and its result may still be there later.
+    """
+
+    advice = (
+        "The job has ended: fetch its result again later with the same JobRef "
+        "(JobApiClient.fetch_result), or check the result URL named above"
+    )
 
 
 class JobEndedError(PollerError):

@@ -14,14 +14,14 @@ import hmac
 import math
 import time
 from abc import ABC
-from typing import Any
+from typing import Any, TypeVar
 
 import standardwebhooks
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
-from prefect_pollers.engine import JobRef
+from prefect_pollers.engine import ContractMismatchError, JobRef
 from prefect_pollers.providers.base import JobApiCredentials
-from prefect_pollers.providers.contract import CallbackScheme, CallbackSpec
+from prefect_pollers.providers.contract import CallbackScheme, CallbackSpec, compiled, search
 from prefect_pollers.providers.protocol import ResultT
 
 MIN_CAPABILITY_SECRET_CHARS = 32
@@ -29,6 +29,9 @@ MIN_CAPABILITY_SECRET_CHARS = 32
 TOKEN_GRACE_S = 300.0
 """How long after its job's deadline a capability token is still accepted (late posts)."""
 _ATTESTATION_CONTEXT = b"prefect-pollers/callback-attestation/v1"
+_C = TypeVar("_C", bound="CallbackCredentials[Any]")
+# (pool key, secret URL) -> the secret the API answered: fetched once per process.
+_FETCHED_SECRETS: dict[tuple[tuple[str, str], str], SecretStr] = {}
 
 
 class CallbackCredentials(JobApiCredentials[ResultT], ABC):
@@ -41,6 +44,11 @@ class CallbackCredentials(JobApiCredentials[ResultT], ABC):
         webhook_secret: For ``capability-url``, the key of the per-job tokens (any
             random string of 32+ characters, shared with the receiver); for
             ``standard-webhooks``, the provider's signing secret (``whsec_...``).
+        webhook_secret_url: Where the API answers its webhook signing secret, a
+            path relative to ``base_url`` (Replicate's ``webhooks/default/secret``):
+            with it, ``webhook_secret`` may stay empty and
+            :meth:`with_webhook_secret` fetches it (the receiver does at start).
+        webhook_secret_field: JMESPath to the secret in that response.
         callback_scheme: Overrides the API's documented scheme.
         trust_signed_callbacks: End a wait on a signed callback's own status,
             without the confirming status call (Standard Webhooks only). The status
@@ -57,6 +65,14 @@ class CallbackCredentials(JobApiCredentials[ResultT], ABC):
         default=None,
         description="Key of capability tokens, or the provider's Standard Webhooks secret.",
     )
+    webhook_secret_url: str | None = Field(
+        default=None,
+        description="Path (relative to base_url) answering the webhook signing secret, "
+        "fetched when webhook_secret is empty.",
+    )
+    webhook_secret_field: str = Field(
+        default="key", description="JMESPath to the secret in the webhook_secret_url response."
+    )
     callback_scheme: CallbackScheme | None = Field(
         default=None,
         description="capability-url or standard-webhooks; empty: the API's documented one.",
@@ -66,6 +82,22 @@ class CallbackCredentials(JobApiCredentials[ResultT], ABC):
         description="End a wait on a signed callback's status without a confirming poll.",
     )
 
+    @field_validator("webhook_secret_url")
+    @classmethod
+    def _relative_secret_url(cls, value: str | None) -> str | None:
+        if value is not None and ("://" in value or value.startswith("//")):
+            raise ValueError(
+                "webhook_secret_url must be a path relative to base_url (the API key is "
+                f"sent only there), got {value!r}"
+            )
+        return value
+
+    @field_validator("webhook_secret_field")
+    @classmethod
+    def _valid_secret_path(cls, value: str) -> str:
+        compiled(value)
+        return value
+
     @model_validator(mode="after")
     def _callbacks_configured(self) -> CallbackCredentials[Any]:
         spec = self.callback_spec()
@@ -74,9 +106,22 @@ class CallbackCredentials(JobApiCredentials[ResultT], ABC):
         base_url = self.callback_base_url or ""
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"callback_base_url must be an http(s) URL, got {base_url!r}")
+        if spec.scheme == "capability-url" and spec.url_in == "none":
+            raise ValueError(
+                "capability-url callbacks need a per-job URL: with callback_url_in='none' "
+                "use a signed scheme (standard-webhooks)"
+            )
+        if self.trust_signed_callbacks and spec.scheme != "standard-webhooks":
+            raise ValueError("trust_signed_callbacks needs the standard-webhooks scheme")
         if self.webhook_secret is None:
+            if self.webhook_secret_url is not None and spec.scheme != "capability-url":
+                return self  # fetched by with_webhook_secret, and checked then
             raise ValueError("callbacks need a webhook_secret (the receiver holds the same one)")
-        secret = self.webhook_secret.get_secret_value()
+        self._check_secret(spec, self.webhook_secret.get_secret_value())
+        return self
+
+    def _check_secret(self, spec: CallbackSpec, secret: str) -> None:
+        """Raise ValueError when ``secret`` cannot serve ``spec``'s scheme."""
         if spec.scheme == "capability-url" and len(secret) < MIN_CAPABILITY_SECRET_CHARS:
             raise ValueError(
                 f"webhook_secret must be at least {MIN_CAPABILITY_SECRET_CHARS} characters "
@@ -90,9 +135,40 @@ class CallbackCredentials(JobApiCredentials[ResultT], ABC):
                 raise ValueError(
                     "webhook_secret is not a Standard Webhooks secret (whsec_ and base64)"
                 ) from None
-        if self.trust_signed_callbacks and spec.scheme != "standard-webhooks":
-            raise ValueError("trust_signed_callbacks needs the standard-webhooks scheme")
-        return self
+
+    async def with_webhook_secret(self: _C) -> _C:
+        """This block with its webhook secret, fetched from ``webhook_secret_url`` if empty.
+
+        Fetched once per process (cached in memory, never logged nor stored); a
+        block with a ``webhook_secret`` or no ``webhook_secret_url`` comes back as it is.
+
+        Raises:
+            ContractMismatchError: the response has no string at ``webhook_secret_field``.
+            ValueError: the secret does not fit the callback scheme.
+            PollerError: the request failed (its typed error).
+        """
+        url = self.webhook_secret_url
+        if self.webhook_secret is not None or url is None:
+            return self
+        key = (self.pool_key(), url)
+        secret = _FETCHED_SECRETS.get(key)
+        if secret is None:
+            async with self.get_client() as client:
+                reply = await client.request("GET", url)
+            value = search(self.webhook_secret_field, reply.body)
+            if not isinstance(value, str) or not value:
+                raise ContractMismatchError(
+                    f"{self.provider} answered no webhook secret at "
+                    f"{self.webhook_secret_field!r} (got {type(value).__name__})",
+                    provider=self.provider,
+                    path=reply.path,
+                    http_status=reply.status_code,
+                )
+            secret = _FETCHED_SECRETS[key] = SecretStr(value)
+        spec = self.callback_spec()
+        if spec is not None:
+            self._check_secret(spec, secret.get_secret_value())
+        return self.model_copy(update={"webhook_secret": secret})
 
     def callback_spec(self) -> CallbackSpec | None:
         """The API's callback spec with this block's scheme, when callbacks are on."""

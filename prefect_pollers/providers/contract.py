@@ -24,7 +24,7 @@ from urllib.parse import quote
 import jmespath
 from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from prefect_pollers.engine import (
     JobState,
@@ -39,9 +39,17 @@ from prefect_pollers.engine.http import RateLimitReset
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 _FIELD_PATH = re.compile(r"^[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*$")
 
+_QUERY_NAME = re.compile(r"^[A-Za-z0-9_.~-]+$")
+
 CallbackScheme = Literal["capability-url", "standard-webhooks"]
 """How a callback proves where it comes from: an unguessable per-job token in its URL
 (for APIs that sign nothing), or a Standard Webhooks signature over its body."""
+CallbackUrlIn = Literal["body", "query", "none"]
+"""Where a submit carries its callback URL: a body field, a query parameter of the
+submit URL, or nowhere (the API calls one URL per account, set in its dashboard, and
+the callback body names the job)."""
+EndedState = Literal["failed", "cancelled", "expired"]
+"""A terminal state that is not success."""
 
 
 @functools.lru_cache(maxsize=512)
@@ -104,6 +112,38 @@ def fill_url(template: str, values: Mapping[str, Any]) -> str | None:
 def template_names(template: str) -> list[str]:
     """The names a URL template's ``{name}`` placeholders take, each once, in order."""
     return list(dict.fromkeys(_PLACEHOLDER.findall(template)))
+
+
+def scalar_fields(body: Mapping[str, Any]) -> dict[str, str]:
+    """The top-level string and number fields of a JSON object, as strings."""
+    return {
+        name: str(value)
+        for name, value in body.items()
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and value != ""
+    }
+
+
+def job_url(template: str, job_id: str, values: Mapping[str, Any]) -> str:
+    """A job's URL from ``template``: ``{job_id}`` and the fields ``values`` names.
+
+    A template that is one response field alone (``{status_url}``) takes the whole
+    URL the API named, as it is (:func:`fill_url`); any other value is one
+    percent-encoded path segment, the job id always.
+
+    Raises:
+        ValueError: naming the placeholder that has no value.
+    """
+    filled = {**values, "job_id": job_id}
+    if template == "{job_id}":
+        return fill(template, filled)
+    url = fill_url(template, filled)
+    if url is None:
+        missing = [name for name in template_names(template) if filled.get(name) is None]
+        raise ValueError(
+            f"URL template {template!r} names {{{missing[0]}}}, which neither the submit "
+            "response, the request nor the status carried"
+        )
+    return url
 
 
 def path_field_problems(template: str, data: Mapping[str, Any]) -> list[str]:
@@ -178,8 +218,10 @@ class CallbackSpec(BaseModel):
     """How a job API calls back when a job ends (a webhook), as data.
 
     Attributes:
-        url_field: Dotted path of the submit-body field that carries the callback
-            URL (e.g. ``callback_url``, ``webhook.url``).
+        url_in: Where a submit carries the callback URL (:data:`CallbackUrlIn`).
+        url_field: For ``body``, the dotted path of the submit-body field that
+            carries it (``callback_url``, ``webhook.url``); for ``query``, the query
+            parameter's name (``fal_webhook``); for ``none``, None.
         scheme: How a callback is authenticated (:data:`CallbackScheme`).
         job_id_field: JMESPath to the job id in a callback body.
         status_body: JMESPath that turns a callback body into the shape of a status
@@ -189,17 +231,28 @@ class CallbackSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    url_field: str
+    url_in: CallbackUrlIn = "body"
+    url_field: str | None = None
     scheme: CallbackScheme = "standard-webhooks"
     job_id_field: str = "id"
     status_body: str | None = None
 
-    @field_validator("url_field")
-    @classmethod
-    def _dotted_path(cls, value: str) -> str:
-        if not _FIELD_PATH.match(value):
-            raise ValueError(f"url_field must be a dotted path of field names, got {value!r}")
-        return value
+    @model_validator(mode="after")
+    def _url_where_declared(self) -> CallbackSpec:
+        field = self.url_field
+        if self.url_in == "none":
+            if field is not None:
+                raise ValueError(
+                    "url_field (an HttpJobApi's callback_url_field) must be empty when "
+                    "the callback URL goes nowhere"
+                )
+        elif field is None:
+            raise ValueError(f"a callback URL in the {self.url_in} needs url_field")
+        elif self.url_in == "body" and not _FIELD_PATH.match(field):
+            raise ValueError(f"url_field must be a dotted path of field names, got {field!r}")
+        elif self.url_in == "query" and not _QUERY_NAME.match(field):
+            raise ValueError(f"url_field must be a query parameter name, got {field!r}")
+        return self
 
     @field_validator("job_id_field", "status_body")
     @classmethod
@@ -231,6 +284,9 @@ class JobApiContract(BaseModel):
         job_id_field: JMESPath to the job id in the submit response.
         context_fields: Job ref context to keep from the request, name -> JMESPath
             (what later status URLs name besides the job id).
+        response_context: Top-level fields of the submit response kept in the job
+            ref's context (``status_url``, ``response_url``): what the job URL
+            templates name, kept so that a resumed wait has them too.
         status: The status request; its path takes ``{job_id}`` and the context.
         status_field: JMESPath to the raw status in a status (or submit) response.
         phase_field: JMESPath to a phase, where the API has phases apart from its
@@ -239,7 +295,11 @@ class JobApiContract(BaseModel):
         error_message_field: JMESPath to a failed job's error message.
         status_map: Which raw statuses mean which normalized state.
         result: Where a succeeded job's result is fetched from (None: it is in the
-            final status response).
+            final status response); its template may also name fields of the final
+            status (``{response_url}``).
+        result_ended: HTTP statuses a result fetch answers for a job that ended
+            otherwise although its status said it succeeded (fal answers 499 for a
+            cancelled request), and the state each means.
         cancel: The cancel request, if the API documents one.
         callback: How the API calls back when a job ends, if it can.
         dedup_header: The header the API documents deduplicating submits on: a
@@ -266,6 +326,7 @@ class JobApiContract(BaseModel):
     submit_drop_nulls: bool = True
     job_id_field: str = "id"
     context_fields: dict[str, str] = Field(default_factory=dict)
+    response_context: frozenset[str] = Field(default_factory=frozenset)
     status: Endpoint
     status_field: str = "status"
     phase_field: str | None = None
@@ -273,6 +334,7 @@ class JobApiContract(BaseModel):
     error_message_field: str | None = None
     status_map: StatusMap
     result: Endpoint | None = None
+    result_ended: dict[int, EndedState] = Field(default_factory=dict)
     cancel: Endpoint | None = None
     callback: CallbackSpec | None = None
     dedup_header: str | None = None
@@ -291,6 +353,14 @@ class JobApiContract(BaseModel):
     def _valid_jmespath(cls, value: str | None) -> str | None:
         if value is not None:
             compiled(value)
+        return value
+
+    @field_validator("result_ended")
+    @classmethod
+    def _error_statuses(cls, value: dict[int, EndedState]) -> dict[int, EndedState]:
+        wrong = sorted(code for code in value if not 400 <= code <= 599)
+        if wrong:
+            raise ValueError(f"result_ended takes HTTP error statuses (400-599), got {wrong}")
         return value
 
     @field_validator("context_fields")
@@ -318,7 +388,8 @@ class JobApiContract(BaseModel):
 
         Args:
             request: The validated request.
-            callback_url: Put at the callback spec's ``url_field`` of the body.
+            callback_url: Put where the callback spec says: at the ``url_field`` of
+                the body, or in the ``url_field`` query parameter of the path.
         """
         data = request.model_dump(mode="json")
         body = request.model_dump(
@@ -328,11 +399,17 @@ class JobApiContract(BaseModel):
         )
         if self.submit_body:
             body = search(self.submit_body, body)
+        path = fill(self.submit.path, data)
         if callback_url is not None:
-            if self.callback is None:
-                raise ValueError("this API declares no callbacks")
-            body = set_field(body, self.callback.url_field, callback_url)
-        return self.submit.method, fill(self.submit.path, data), body
+            spec = self.callback
+            if spec is None or spec.url_field is None:
+                raise ValueError("this API declares no per-job callback URL")
+            if spec.url_in == "query":
+                separator = "&" if "?" in path else "?"
+                path = f"{path}{separator}{spec.url_field}={quote(callback_url, safe='')}"
+            else:
+                body = set_field(body, spec.url_field, callback_url)
+        return self.submit.method, path, body
 
     def callback_status(self, provider: str, job_id: str, body: Any) -> JobStatus:
         """The normalized status a callback body reports (for trusted signed callbacks).
@@ -357,6 +434,11 @@ class JobApiContract(BaseModel):
         data = request.model_dump(mode="json")
         found = {name: search(path, data) for name, path in self.context_fields.items()}
         return {name: str(value) for name, value in found.items() if value is not None}
+
+    def response_context_of(self, body: Mapping[str, Any]) -> dict[str, str]:
+        """The job ref context kept from a submit response (:attr:`response_context`)."""
+        fields = scalar_fields(body)
+        return {name: fields[name] for name in sorted(self.response_context) if name in fields}
 
     def status_of(self, provider: str, job_id: str, reply: JsonReply) -> JobStatus:
         """The normalized status in a status response.
@@ -392,6 +474,23 @@ class JobApiContract(BaseModel):
             recognized=recognized,
         )
 
-    def job_path(self, endpoint: Endpoint, job_id: str, context: Mapping[str, str]) -> str:
-        """``endpoint``'s path for one job."""
-        return fill(endpoint.path, {**context, "job_id": job_id})
+    def job_path(
+        self,
+        endpoint: Endpoint,
+        job_id: str,
+        context: Mapping[str, str],
+        status: Mapping[str, Any] | None = None,
+    ) -> str:
+        """``endpoint``'s URL for one job: a path relative to base_url, or an absolute URL.
+
+        Args:
+            endpoint: The status, result or cancel request.
+            job_id: The job.
+            context: The job ref's context (request and submit-response fields).
+            status: The final status's body, whose top-level fields a result
+                template may name too (the context wins where both have one).
+
+        Raises:
+            ValueError: naming the placeholder no value was found for.
+        """
+        return job_url(endpoint.path, job_id, {**scalar_fields(status or {}), **context})

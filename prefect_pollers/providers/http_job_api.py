@@ -5,8 +5,12 @@ JSON, and which raw status values mean succeeded / failed / cancelled / expired,
 are declared, not coded. Every path into a JSON body is a JMESPath expression
 (the ``jmespath`` package, as botocore uses); the submit body is one too, so a
 multiselect hash such as ``{task: {kind: kind, params: params}}`` reshapes the
-request. URL templates take ``{job_id}`` (the submit path: request fields), each
-value percent-encoded into one path segment.
+request. The submit path takes request fields (``{name}``); the status, result and
+cancel templates take ``{job_id}`` and any top-level field of the submit response
+(``{status_url}``), the result template fields of the final status too, each value
+percent-encoded into one path segment, or, for a template that is one field alone,
+the whole URL the API named (absolute URLs must stay on base_url's origin). What a
+template names is kept in the job ref's context at submit, so resumed waits have it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from prefect_pollers.providers.callbacks import CallbackCredentials
 from prefect_pollers.providers.contract import (
     BasicAuth,
     CallbackSpec,
+    CallbackUrlIn,
+    EndedState,
     Endpoint,
     JobApiContract,
     compiled,
@@ -74,6 +80,8 @@ class HttpJobApi(CallbackCredentials[HttpJobResult]):
             that takes ``username`` and ``password``, or no credentials).
         auth_header: The header that carries the key.
         auth_scheme: Put before the key (``Bearer``); empty to send the key alone.
+        headers: Fixed headers sent with every request (an API version); not
+            secret (they show in the block's repr): keys go in ``api_key``.
         username / password: HTTP Basic credentials, sent in ``Authorization``
             (with an ``api_key`` too, ``auth_header`` must be another header).
         submit_method: HTTP method of the submit request.
@@ -83,21 +91,33 @@ class HttpJobApi(CallbackCredentials[HttpJobResult]):
         submit_exclude: Request fields kept out of the body; without a
             ``submit_body``, the fields ``submit_path`` names are kept out too.
         job_id_field: JMESPath to the job id in the submit response.
-        status_url: Status URL template (relative to base_url), with ``{job_id}``.
-        status_field: JMESPath to the raw status in a status response.
+        status_url: Status URL template: relative to base_url, naming ``{job_id}``
+            and/or top-level fields of the submit response (``{status_url}`` alone:
+            the URL the API answered, which must be on base_url's origin).
+        status_field: JMESPath to the raw status in a status response; it may
+            derive one from several fields (``error && 'FAILED' || status``).
         phase_field: JMESPath to a phase, if the API has phases apart from its status.
         succeeded / failed / cancelled / expired: Raw status values of each outcome.
         pending: Known values of a job not started yet (queued).
         running: Known non-terminal values (others count as running, warned once).
         error_code_field / error_message_field: JMESPaths to the failure's code and text.
-        result_url: Result URL template with ``{job_id}``, if results live apart.
+        result_url: Result URL template, if results live apart: like ``status_url``,
+            and it may name fields of the final status too (``{response_url}``).
         result_field: JMESPath to the result in that response (or in the final status).
-        cancel_method / cancel_url: The cancel request, if the API has one.
+        result_ended: HTTP statuses of a result request that mean the job ended
+            otherwise (``{499: "cancelled"}``: fal's cancelled requests).
+        cancel_method / cancel_url: The cancel request, if the API has one (a
+            template like ``status_url``).
         policy: The poll policy of waits on this API.
         ratelimit_reset: How the API states ``X-RateLimit-Reset``: ``epoch``
             seconds (the default) or ``delta``, seconds from now.
-        callback_url_field: Dotted path of the submit-body field that takes the
-            callback URL, for an API that calls back when a job ends (with
+        callback_url_in: Where a submit sends the callback URL: ``body`` (the
+            ``callback_url_field`` body field), ``query`` (the query parameter
+            ``callback_url_field``) or ``none``: the API calls one URL per account,
+            set in its dashboard (``{callback_base_url}/hooks/{api_name}/-``), and
+            a callback is matched to its job by ``callback_job_id_field``.
+        callback_url_field: The body field's dotted path, or the query
+            parameter's name, for an API that calls back when a job ends (with
             ``callback_base_url`` and ``webhook_secret`` set: callbacks on).
         callback_job_id_field: JMESPath to the job id in a callback body.
         callback_status_body: JMESPath turning a callback body into the shape of a
@@ -155,6 +175,10 @@ api = HttpJobApi.load("BLOCK_NAME")
     )
     auth_header: str = "Authorization"
     auth_scheme: str = "Bearer"
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Fixed headers sent with every request (not secret: keys go in api_key).",
+    )
     username: str | None = Field(default=None, description="HTTP Basic user name.")
     password: SecretStr | None = Field(default=None, description="HTTP Basic password.")
     submit_method: str = "POST"
@@ -175,10 +199,15 @@ api = HttpJobApi.load("BLOCK_NAME")
     error_message_field: str | None = None
     result_url: str | None = None
     result_field: str | None = None
+    result_ended: dict[int, EndedState] = Field(
+        default_factory=dict,
+        description="HTTP statuses of a result request that mean the job ended otherwise.",
+    )
     cancel_method: str = "POST"
     cancel_url: str | None = None
     policy: PollPolicy = Field(default_factory=PollPolicy)
     ratelimit_reset: RateLimitReset = "epoch"
+    callback_url_in: CallbackUrlIn = "body"
     callback_url_field: str | None = None
     callback_job_id_field: str = "id"
     callback_status_body: str | None = None
@@ -203,12 +232,27 @@ api = HttpJobApi.load("BLOCK_NAME")
     @field_validator("status_url", "result_url", "cancel_url")
     @classmethod
     def _valid_template(cls, value: str | None) -> str | None:
-        if value is not None and template_names(value) != ["job_id"]:
-            raise ValueError(f"URL template {value!r} must name {{job_id}} and nothing else")
+        if value is not None and not template_names(value):
+            raise ValueError(
+                f"URL template {value!r} names nothing of the job: give {{job_id}} or a "
+                "field of the submit response such as {status_url}"
+            )
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _no_auth_in_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        if any(name.lower() == "authorization" for name in value):
+            raise ValueError(
+                "Authorization goes in api_key (or username/password), not in headers: "
+                "headers show in the block's repr"
+            )
         return value
 
     @model_validator(mode="after")
     def _one_way_per_header(self) -> HttpJobApi:
+        if self.callback_url_in == "query" and self.callback_url_field is None:
+            raise ValueError("callback_url_in='query' needs callback_url_field (its name)")
         if (self.username is None) != (self.password is None):
             raise ValueError("HTTP Basic auth needs both username and password")
         if (
@@ -229,7 +273,9 @@ api = HttpJobApi.load("BLOCK_NAME")
 
     def contract(self) -> JobApiContract:
         """The contract these fields declare."""
+        templates = (self.status_url, self.result_url or "", self.cancel_url or "")
         return JobApiContract(
+            headers=self.headers,
             auth_header=self.auth_header,
             auth_scheme=self.auth_scheme,
             basic_auth=BasicAuth(username=self.username, password=self.password)
@@ -241,6 +287,9 @@ api = HttpJobApi.load("BLOCK_NAME")
             | frozenset([] if self.submit_body else template_names(self.submit_path)),
             submit_drop_nulls=False,
             job_id_field=self.job_id_field,
+            response_context=frozenset(
+                name for url in templates for name in template_names(url) if name != "job_id"
+            ),
             status=Endpoint(path=self.status_url),
             status_field=self.status_field,
             phase_field=self.phase_field,
@@ -256,16 +305,18 @@ api = HttpJobApi.load("BLOCK_NAME")
                 running=frozenset(self.running),
             ),
             result=Endpoint(path=self.result_url) if self.result_url else None,
+            result_ended=self.result_ended,
             cancel=Endpoint(method=self.cancel_method, path=self.cancel_url)
             if self.cancel_url
             else None,
             callback=CallbackSpec(
+                url_in=self.callback_url_in,
                 url_field=self.callback_url_field,
                 scheme=self.callback_scheme or "standard-webhooks",
                 job_id_field=self.callback_job_id_field,
                 status_body=self.callback_status_body,
             )
-            if self.callback_url_field
+            if self.callback_url_field or self.callback_url_in == "none"
             else None,
             dedup_header=self.idempotency_header if self.deduplicates_submits else None,
             submit_not_created_statuses=frozenset(self.submit_not_created_statuses),

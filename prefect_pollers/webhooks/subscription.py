@@ -222,4 +222,9 @@ def listening_for_submit(
     """Hold the event subscription open around a submit whose callback may come at once."""
     if not credentials.wants_callback(request):
         return contextlib.nullcontext()
-    return subscribed(credentials.provider, flow_run_segment(flow_run_id))
+    spec = credentials.callback_spec()
+    # One URL per account: its callbacks name no flow run (as the job's binding says).
+    per_account = spec is not None and spec.url_in == "none"
+    return subscribed(
+        credentials.provider, NO_FLOW_RUN if per_account else flow_run_segment(flow_run_id)
+    )
