@@ -9,20 +9,30 @@ slow ``callback_safety_interval`` until the callback wakes it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import math
 import time
 from abc import ABC
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import standardwebhooks
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr, model_validator
 
 from prefect_pollers.engine import JobRef
 from prefect_pollers.providers.base import JobApiCredentials
-from prefect_pollers.providers.contract import CallbackScheme, CallbackSpec
+from prefect_pollers.providers.contract import CallbackSpec
 from prefect_pollers.providers.protocol import ResultT
+from prefect_pollers.providers.signatures import (
+    CapabilityUrl,
+    Ed25519Jwks,
+    HmacSignature,
+    SignatureScheme,
+    StandardWebhooks,
+    as_scheme,
+)
 
 MIN_CAPABILITY_SECRET_CHARS = 32
 """The shortest webhook secret accepted for capability tokens (their MAC key)."""
@@ -40,14 +50,25 @@ class CallbackCredentials(JobApiCredentials[ResultT], ABC):
             None: callbacks off.
         webhook_secret: For ``capability-url``, the key of the per-job tokens (any
             random string of 32+ characters, shared with the receiver); for
-            ``standard-webhooks``, the provider's signing secret (``whsec_...``).
-        callback_scheme: Overrides the API's documented scheme.
+            ``standard-webhooks``, the provider's signing secret (``whsec_...``);
+            for ``hmac``, the shared secret; ``ed25519-jwks`` needs none (public
+            keys), except as the attestation key of ``trust_signed_callbacks``.
+        callback_scheme: Overrides the API's documented scheme: a
+            :data:`~prefect_pollers.providers.signatures.SignatureScheme` (e.g.
+            ``GITHUB``, ``STRIPE``, ``FAL``, or an ``Ed25519Jwks`` whose
+            ``jwks_url`` points at a test server), or a name
+            (``standard-webhooks``, ``capability-url``).
         trust_signed_callbacks: End a wait on a signed callback's own status,
-            without the confirming status call (Standard Webhooks only). The status
+            without the confirming status call (signed schemes only). The status
             reaches a wait in another process only in an event the receiver
             attested with a key derived from ``webhook_secret``
             (:meth:`attestation_key`): whoever can write events cannot end a wait.
     """
+
+    fetches_signing_secret: ClassVar[bool] = False
+    """True on a block whose :meth:`signing_secret` fetches the secret from the provider
+    (e.g. Replicate's ``GET /v1/webhooks/default/secret``): ``webhook_secret`` may
+    then stay empty under a signed scheme."""
 
     callback_base_url: str | None = Field(
         default=None,
@@ -57,9 +78,10 @@ class CallbackCredentials(JobApiCredentials[ResultT], ABC):
         default=None,
         description="Key of capability tokens, or the provider's Standard Webhooks secret.",
     )
-    callback_scheme: CallbackScheme | None = Field(
+    callback_scheme: Annotated[SignatureScheme | None, BeforeValidator(as_scheme)] = Field(
         default=None,
-        description="capability-url or standard-webhooks; empty: the API's documented one.",
+        description="How callbacks are signed (standard-webhooks, capability-url, hmac, "
+        "ed25519-jwks); empty: the API's documented scheme.",
     )
     trust_signed_callbacks: bool = Field(
         default=False,
@@ -74,24 +96,41 @@ class CallbackCredentials(JobApiCredentials[ResultT], ABC):
         base_url = self.callback_base_url or ""
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"callback_base_url must be an http(s) URL, got {base_url!r}")
+        scheme = spec.scheme
         if self.webhook_secret is None:
-            raise ValueError("callbacks need a webhook_secret (the receiver holds the same one)")
+            if isinstance(scheme, CapabilityUrl) or (
+                not isinstance(scheme, Ed25519Jwks) and not self.fetches_signing_secret
+            ):
+                raise ValueError(
+                    "callbacks need a webhook_secret (the receiver holds the same one)"
+                )
+            if self.trust_signed_callbacks:
+                raise ValueError(
+                    "trust_signed_callbacks needs a webhook_secret (its attestation key)"
+                )
+            return self
         secret = self.webhook_secret.get_secret_value()
-        if spec.scheme == "capability-url" and len(secret) < MIN_CAPABILITY_SECRET_CHARS:
-            raise ValueError(
-                f"webhook_secret must be at least {MIN_CAPABILITY_SECRET_CHARS} characters "
-                "for capability tokens (e.g. python -c 'import secrets; "
-                "print(secrets.token_urlsafe(32))')"
-            )
-        if spec.scheme == "standard-webhooks":
+        if isinstance(scheme, CapabilityUrl):
+            if len(secret) < MIN_CAPABILITY_SECRET_CHARS:
+                raise ValueError(
+                    f"webhook_secret must be at least {MIN_CAPABILITY_SECRET_CHARS} "
+                    "characters for capability tokens (e.g. python -c 'import secrets; "
+                    "print(secrets.token_urlsafe(32))')"
+                )
+            if self.trust_signed_callbacks:
+                raise ValueError("trust_signed_callbacks needs a signed scheme, not capability-url")
+        elif isinstance(scheme, StandardWebhooks):
             try:
                 standardwebhooks.Webhook(secret)
             except Exception:
                 raise ValueError(
                     "webhook_secret is not a Standard Webhooks secret (whsec_ and base64)"
                 ) from None
-        if self.trust_signed_callbacks and spec.scheme != "standard-webhooks":
-            raise ValueError("trust_signed_callbacks needs the standard-webhooks scheme")
+        elif isinstance(scheme, HmacSignature) and scheme.secret_encoding == "base64":
+            try:
+                base64.b64decode(secret.rpartition("_")[2], validate=True)
+            except binascii.Error:
+                raise ValueError("webhook_secret is not base64 (after its prefix)") from None
         return self
 
     def callback_spec(self) -> CallbackSpec | None:
@@ -102,6 +141,16 @@ class CallbackCredentials(JobApiCredentials[ResultT], ABC):
         if self.callback_scheme is not None and self.callback_scheme != spec.scheme:
             spec = spec.model_copy(update={"scheme": self.callback_scheme})
         return spec
+
+    async def signing_secret(self) -> SecretStr | None:
+        """The secret callbacks are signed with: ``webhook_secret``.
+
+        A block whose provider serves its signing secret (and sets
+        :attr:`fetches_signing_secret`) overrides this to fetch it on first use and
+        keep it; the receiver awaits it for each signed callback, and answers 503
+        (the provider retries) while it is None.
+        """
+        return self.webhook_secret
 
     def wants_callback(self, request: BaseModel) -> bool:
         """Every request, when callbacks are on."""
@@ -131,7 +180,7 @@ class CallbackCredentials(JobApiCredentials[ResultT], ABC):
         if (
             not self.trust_signed_callbacks
             or spec is None
-            or spec.scheme != "standard-webhooks"
+            or isinstance(spec.scheme, CapabilityUrl)
             or self.webhook_secret is None
         ):
             return None

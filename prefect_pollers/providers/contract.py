@@ -18,13 +18,13 @@ import base64
 import functools
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import jmespath
 from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
 
 from prefect_pollers.engine import (
     JobState,
@@ -35,13 +35,10 @@ from prefect_pollers.engine import (
     StatusMap,
 )
 from prefect_pollers.engine.http import RateLimitReset
+from prefect_pollers.providers.signatures import SignatureScheme, StandardWebhooks, as_scheme
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 _FIELD_PATH = re.compile(r"^[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*$")
-
-CallbackScheme = Literal["capability-url", "standard-webhooks"]
-"""How a callback proves where it comes from: an unguessable per-job token in its URL
-(for APIs that sign nothing), or a Standard Webhooks signature over its body."""
 
 
 @functools.lru_cache(maxsize=512)
@@ -180,7 +177,9 @@ class CallbackSpec(BaseModel):
     Attributes:
         url_field: Dotted path of the submit-body field that carries the callback
             URL (e.g. ``callback_url``, ``webhook.url``).
-        scheme: How a callback is authenticated (:data:`CallbackScheme`).
+        scheme: How a callback proves where it comes from
+            (:data:`~prefect_pollers.providers.signatures.SignatureScheme`; a name,
+            ``standard-webhooks`` or ``capability-url``, is taken too).
         job_id_field: JMESPath to the job id in a callback body.
         status_body: JMESPath that turns a callback body into the shape of a status
             response (None: it has that shape already), so that the contract's
@@ -190,7 +189,7 @@ class CallbackSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     url_field: str
-    scheme: CallbackScheme = "standard-webhooks"
+    scheme: Annotated[SignatureScheme, BeforeValidator(as_scheme)] = StandardWebhooks()
     job_id_field: str = "id"
     status_body: str | None = None
 

@@ -33,7 +33,8 @@ from prefect_pollers.ledger.replays import LedgerReplays
 from prefect_pollers.providers.base import JobApiCredentials
 from prefect_pollers.providers.callback_urls import NO_FLOW_RUN
 from prefect_pollers.webhooks.inbox import INBOX, CallbackInbox
-from prefect_pollers.webhooks.verify import CallbackVerifier, Rejection, VerifiedCallback
+from prefect_pollers.webhooks.signatures import Rejection
+from prefect_pollers.webhooks.verify import CallbackVerifier, VerifiedCallback
 
 MAX_BODY_BYTES = 256 * 1024
 """The largest callback body accepted (413 beyond)."""
@@ -144,7 +145,7 @@ def create_webhook_app(
         token = request.path_params.get("token")
         try:
             body = await _read_body_within(request, max_body_bytes, body_timeout_s)
-            callback = verifier.verify(provider, flow_run, token, request.headers, body)
+            callback = await verifier.verify(provider, flow_run, token, request.headers, body)
             await claim(callback)
         except Rejection as rejection:
             known = provider if provider in verifier.providers else "unknown provider"
