@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import httpx
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
@@ -104,6 +105,7 @@ def create_webhook_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     body_timeout_s: float = BODY_TIMEOUT_S,
     replays: LedgerReplays | None = None,
+    jwks_transport: httpx.AsyncBaseTransport | None = None,
 ) -> Starlette:
     """The receiver of ``blocks``' callbacks.
 
@@ -119,11 +121,12 @@ def create_webhook_app(
         max_body_bytes: The largest body accepted.
         body_timeout_s: The most seconds a client may take to send the body.
         replays: The replay memory (None: the ledger of the settings).
+        jwks_transport: The httpx transport JWKS are fetched through (None: the network).
 
     Raises:
         ValueError: see :class:`CallbackVerifier`.
     """
-    verifier = CallbackVerifier(blocks)
+    verifier = CallbackVerifier(blocks, jwks_transport=jwks_transport)
     memory = replays or LedgerReplays()
     stats = ReceiverStats()
 
@@ -173,6 +176,7 @@ def create_webhook_app(
         ]
     )
     app.state.receiver_stats = stats
+    app.state.verifier = verifier
     return app
 
 
