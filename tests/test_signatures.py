@@ -212,7 +212,7 @@ async def test_an_unreachable_jwks_refuses_and_keeps_the_keys_it_has():
     jwks.status = 503
     clock[0] = 11.0
     assert len(await keys.keys()) == 1  # the fetch failed: the old keys stay in use
-    assert not await keys.refresh()  # within the cooldown of that failed fetch
+    assert not await keys.refresh(keys.fetches)  # within the cooldown of that failed fetch
 
 
 async def test_replays_are_refused_under_every_signed_scheme():

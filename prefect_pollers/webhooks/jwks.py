@@ -36,7 +36,7 @@ class JwksKeys:
         now: Monotonic seconds (tests pass their own).
 
     Attributes:
-        fetches: How many times the JWKS was requested.
+        fetches: How many times the JWKS was requested (counted once each ended).
     """
 
     def __init__(
@@ -59,29 +59,32 @@ class JwksKeys:
         self.fetches = 0
 
     async def keys(self) -> list[Ed25519PublicKey]:
-        """The cached keys; fetched first when there are none yet or they are too old."""
+        """The cached keys; fetched first when there are none yet or they are too old.
+
+        :attr:`fetches` right after it returns says which fetch they came from: pass
+        it to :meth:`refresh` when none of them verifies.
+        """
         fetched = self._fetched_at
         if fetched is None or self._now() - fetched >= self._ttl_s:
-            await self._fetch(allowed_since=fetched)
+            await self._fetch(seen=self.fetches)
         return self._keys
 
-    async def refresh(self) -> bool:
-        """Fetch again unless the last fetch is within the cooldown.
+    async def refresh(self, seen: int) -> bool:
+        """Fetch again, unless the keys changed since fetch ``seen`` or within the cooldown.
 
         Returns:
-            Whether the keys were fetched now (or by a concurrent caller just before).
+            Whether there are keys newer than fetch ``seen`` now.
         """
-        return await self._fetch(allowed_since=self._fetched_at)
+        return await self._fetch(seen=seen)
 
-    async def _fetch(self, *, allowed_since: float | None) -> bool:
+    async def _fetch(self, *, seen: int) -> bool:
         async with self._lock:
-            last = self._fetched_at
-            if last != allowed_since:  # another caller fetched while this one waited
+            if self.fetches != seen:  # another caller fetched since
                 return True
+            last = self._fetched_at
             if last is not None and self._now() - last < self._cooldown_s:
                 return False
             self._fetched_at = self._now()
-            self.fetches += 1
             try:
                 async with httpx.AsyncClient(
                     transport=self._transport, timeout=JWKS_TIMEOUT_S
@@ -93,6 +96,8 @@ class JwksKeys:
                 # The keys held stay in use; the next try waits out the cooldown.
                 _log.warning("the JWKS at %s could not be read: %s", self.url, type(exc).__name__)
                 return False
+            finally:
+                self.fetches += 1  # after the keys changed: readers pair them right
             return True
 
 

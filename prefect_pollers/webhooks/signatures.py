@@ -145,9 +145,9 @@ async def check_ed25519(
             return True
         return False
 
-    if not verifies(await keys.keys()) and not (
-        await keys.refresh() and verifies(await keys.keys())
-    ):
+    cached = await keys.keys()
+    seen = keys.fetches
+    if not verifies(cached) and not (await keys.refresh(seen) and verifies(await keys.keys())):
         raise Rejection(401, "bad signature (under every key of the JWKS)")
     return "id:" + delivery_id
 
