@@ -28,6 +28,7 @@ from prefect_pollers.engine import PollerError
 from prefect_pollers.providers.base import JobApiCredentials
 from prefect_pollers.providers.callback_urls import token_claim, valid_flow_run_segment
 from prefect_pollers.providers.callbacks import CallbackCredentials
+from prefect_pollers.providers.contract import CallbackSpec
 from prefect_pollers.providers.signatures import (
     CapabilityUrl,
     Ed25519Jwks,
@@ -90,6 +91,10 @@ class CallbackVerifier:
         jwks_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._blocks: dict[str, CallbackCredentials[Any]] = {}
+        # Read once: an HttpJobApi builds its contract anew on each call, which cost
+        # more than checking an Ed25519 signature.
+        self._specs: dict[str, CallbackSpec] = {}
+        self._attestation_keys: dict[str, bytes | None] = {}
         self.jwks: dict[str, JwksKeys] = {}
         """The JWKS cache of each provider whose scheme is ``ed25519-jwks``."""
         for block in blocks:
@@ -104,6 +109,8 @@ class CallbackVerifier:
                     "webhook_secret on the block)"
                 )
             self._blocks[block.provider] = block
+            self._specs[block.provider] = spec
+            self._attestation_keys[block.provider] = block.attestation_key()
             scheme = spec.scheme
             if isinstance(scheme, Ed25519Jwks):
                 self.jwks[block.provider] = JwksKeys(
@@ -135,9 +142,7 @@ class CallbackVerifier:
         block = self._blocks.get(provider)
         if block is None or not valid_flow_run_segment(flow_run):
             raise Rejection(404, "unknown callback URL")
-        spec = block.callback_spec()
-        if spec is None:  # checked when built
-            raise Rejection(404, "unknown callback URL")
+        spec = self._specs[provider]
         scheme = spec.scheme
         now = self._now()
         nonce = None
@@ -169,7 +174,7 @@ class CallbackVerifier:
         if job_id is None:
             raise Rejection(422, f"the body names no job at {spec.job_id_field!r}")
         delivery = Delivery(provider, job_id, delivery_id, nonce)
-        key = block.attestation_key()
+        key = self._attestation_keys[provider]
         if key is not None:
             try:
                 status = block.contract().callback_status(provider, job_id, parsed)

@@ -84,6 +84,9 @@ class CallbackSender:
         self._provider = provider
         self._keys = keys
         self._last: tuple[str, datetime] | None = None
+        # Message ids are drawn from the seeded generator, but a sender made after a
+        # reset must not repeat its predecessor's: a receiver's replay memory outlives it.
+        self._salt = uuid.uuid4().hex[:12]
         self._rng = random.Random(seed)
         self._tick = tick
         self._timeout = timeout
@@ -163,7 +166,7 @@ class CallbackSender:
         """
         config = self._config()
         if not again or self._last is None:
-            msg_id = f"msg_{uuid.UUID(int=self._rng.getrandbits(128)).hex}"
+            msg_id = f"msg_{self._salt}{uuid.UUID(int=self._rng.getrandbits(128)).hex}"
             self._last = (msg_id, datetime.now(timezone.utc))
         msg_id, stamp = self._last
         kind = config.signing(self._provider)
