@@ -255,3 +255,30 @@ async def test_hmac_signed_callbacks_end_waits_and_forged_ones_are_refused(
     assert all(status.state is JobState.SUCCEEDED for _, status in results)
     assert stats["status_calls"] == 6
     assert receiver.stats["accepted"] == 6 and sum(receiver.stats["rejected"].values()) == 6
+
+
+async def test_forged_and_replayed_ed25519_callbacks_are_refused_without_refetches(
+    sim, receiver_url
+):
+    sim.state.config = SimulatorConfig(
+        time_scale=SIM_SCALE,
+        seed=9,
+        callback_signing={"generic": "ed25519"},
+        callback_faults=[
+            CallbackFault(kind="forged", rate=0.5),
+            CallbackFault(kind="replayed", rate=1.0),
+        ],
+    )
+    sim.state.reset()
+    block = generic_block(sim, receiver_url, webhook_secret=None, callback_scheme=sim_ed25519())
+    receiver = served(receiver_url, block)
+    try:
+        results = await run_jobs(block, receiver.inbox, generic_tasks(8))
+        stats = await settled(sim, "generic", 16)
+    finally:
+        receiver.server.stop()
+    assert all(status.state is JobState.SUCCEEDED for _, status in results)
+    assert stats["status_calls"] == 8
+    assert receiver.stats["accepted"] == 8
+    assert sum(receiver.stats["rejected"].values()) == 8  # every forged or replayed copy
+    assert sim.state.signing.jwks_requests == 1  # forged ones refetch only after the cooldown

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from prefect_pollers import HttpJobApi
 from prefect_pollers.ledger.replays import LedgerReplays
@@ -272,3 +272,31 @@ def test_jwks_urls_are_https_loopback_or_on_the_api_origin():
     )
     with pytest.raises(ValidationError, match="placeholder"):
         HmacSignature(header="X-Sig", signed="{body}.{secret}")
+
+
+class ServedSecretApi(HttpJobApi):
+    """An API that serves its signing secret: fetched on first use, None until then."""
+
+    _block_type_slug = "served-secret-api-test"
+    fetches_signing_secret = True
+    served: str | None = None
+
+    async def signing_secret(self):
+        return SecretStr(self.served) if self.served else None
+
+
+async def test_a_secret_the_provider_serves_is_resolved_lazily():
+    api = ServedSecretApi(
+        **GENERIC_SIMULATOR_API,
+        api_key="sim-key",
+        base_url="http://127.0.0.1:9/generic/v2",
+        callback_base_url="http://127.0.0.1:8",
+        callback_url_field="task.callback_url",
+        callback_job_id_field="task.uid",
+        callback_scheme=GITHUB,
+    )
+    verifier = CallbackVerifier([api])
+    assert (await refused(verifier, github_headers(BODY))).status == 503  # not served yet
+    api.served = HMAC_SECRET
+    verified = await verifier.verify("generic", "-", None, github_headers(BODY), BODY)
+    assert verified.delivery.job_id == "t-1"
