@@ -57,6 +57,7 @@ from prefect_pollers.providers.callback_urls import (
 )
 from prefect_pollers.providers.contract import Endpoint, job_id_at, search
 from prefect_pollers.providers.protocol import CallbackSettings, JobApiBlock, ResultT
+from prefect_pollers.providers.signatures import CapabilityUrl
 
 SUBMIT_ATTEMPTS = 4
 """Submit attempts in all when a failure surely created no job (and result fetches)."""
@@ -460,7 +461,7 @@ class JobApiClient(Generic[ResultT]):
         if spec.url_in == "none":
             return CallbackBinding(flow_run=NO_FLOW_RUN), None
         segment = flow_run_segment(flow_run_id)
-        if spec.scheme == "standard-webhooks":
+        if not isinstance(spec.scheme, CapabilityUrl):  # a signed scheme: no token
             binding = CallbackBinding(flow_run=segment)
             return binding, callback_url(base_url, self.provider, flow_run_id)
         nonce = new_nonce()

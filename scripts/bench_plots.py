@@ -142,7 +142,7 @@ CHARTS: dict[str, Chart] = {
         headline="makespan_ratio",
     ),
     "callbacks": Chart(
-        "APIXO tasks: callbacks against polling",
+        "Callbacks against polling (APIXO tasks; generic tasks signed by Ed25519)",
         (
             Bars(
                 "status calls per job",
@@ -150,6 +150,7 @@ CHARTS: dict[str, Chart] = {
                     ("callbacks", "calls_per_job"),
                     ("polling", "poll_calls_per_job"),
                     ("callbacks, some lost", "dropped_calls_per_job"),
+                    ("Ed25519 callbacks", "ed25519_calls_per_job"),
                 ),
                 "calls",
             ),
@@ -159,6 +160,7 @@ CHARTS: dict[str, Chart] = {
                     ("callbacks", "mean_lag_s"),
                     ("polling", "poll_mean_lag_s"),
                     ("callbacks, some lost", "dropped_mean_lag_s"),
+                    ("Ed25519 callbacks", "ed25519_mean_lag_s"),
                 ),
                 "seconds",
             ),

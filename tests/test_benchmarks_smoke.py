@@ -60,6 +60,9 @@ def test_callbacks_smoke():
     figures = bench("benchmarks.callbacks", "--jobs", "10", "--drop", "0.5", "--time-scale", "0.02")
     assert figures["benchmark"] == "callbacks" and figures["jobs"] == 10
     assert figures["completed"] == figures["poll_completed"] == figures["dropped_completed"] == 10
+    assert figures["ed25519_completed"] == figures["ed25519_dropped_completed"] == 10
+    assert figures["ed25519_calls_per_job"] >= 1.0 and figures["ed25519_jwks_fetches"] >= 1
+    assert figures["ed25519_verify_us"] > 0 and figures["ed25519_mean_lag_s"] is not None
     assert figures["errors"] == 0
 
 

@@ -1,4 +1,4 @@
-"""Callbacks end waits: APIXO's capability URLs and Standard Webhooks, on the real simulator.
+"""Callbacks end waits: APIXO's capability URLs and every signed scheme, on the real simulator.
 
 The simulator posts callbacks over loopback to a receiver served in this process;
 the receiver wakes the wait through the inbox (no Prefect here: events off).
@@ -14,6 +14,7 @@ from prefect_pollers import ApixoCredentials, HttpJobApi, PollPolicy
 from prefect_pollers.engine import JobState
 from prefect_pollers.ledger.replays import LedgerReplays
 from prefect_pollers.ops.serving import BackgroundServer, bind_socket
+from prefect_pollers.providers.signatures import FAL, GITHUB, STRIPE
 from prefect_pollers.testing.registry import GENERIC_SIMULATOR_API
 from prefect_pollers.testing.simulator import SimulatorConfig
 from prefect_pollers.testing.simulator.config import CallbackFault
@@ -47,10 +48,9 @@ def generic_block(sim, receiver_url, **fields):
         base_url=sim.base_url("generic"),
         policy_scale=SIM_SCALE,
         callback_base_url=receiver_url,
-        webhook_secret=SIGNING_SECRET,
         callback_url_field="task.callback_url",
         callback_job_id_field="task.uid",
-        **fields,
+        **{"webhook_secret": SIGNING_SECRET, **fields},
     )
 
 
@@ -199,3 +199,86 @@ async def test_a_trusted_signed_callback_ends_the_wait_without_a_status_call(sim
         receiver.server.stop()
     assert all(status.state is JobState.SUCCEEDED for _, status in results)
     assert sim.stats()["generic"]["status_calls"] == 0
+
+
+def sim_ed25519(**fields):
+    """fal's Ed25519 scheme with the simulator's JWKS (a path on the API's origin)."""
+    return FAL.model_copy(update={"jwks_url": "/.well-known/jwks.json", **fields})
+
+
+def generic_tasks(n, start=0):
+    return [{"kind": "render", "params": {"n": i}} for i in range(start, start + n)]
+
+
+async def test_ed25519_callbacks_end_waits_and_a_rotated_key_costs_one_refetch(sim, receiver_url):
+    sim.state.config = SimulatorConfig(
+        time_scale=SIM_SCALE, seed=7, callback_signing={"generic": "ed25519"}
+    )
+    sim.state.reset()
+    scheme = sim_ed25519(refetch_cooldown_s=0.0)
+    block = generic_block(sim, receiver_url, webhook_secret=None, callback_scheme=scheme)
+    receiver = served(receiver_url, block)
+    try:
+        first = await run_jobs(block, receiver.inbox, generic_tasks(5))
+        sim.state.signing.rotate()  # mid-run: the receiver's cached key is now stale
+        second = await run_jobs(block, receiver.inbox, generic_tasks(5, start=5))
+        stats = await settled(sim, "generic", 10)
+    finally:
+        receiver.server.stop()
+    assert all(status.state is JobState.SUCCEEDED for _, status in first + second)
+    assert stats["status_calls"] == 10  # one confirming poll per job: every wait ended by callback
+    assert receiver.stats["accepted"] == 10 and receiver.stats["rejected"] == {}
+    assert sim.state.signing.jwks_requests == 2  # the first fetch, one refetch after the rotation
+
+
+@pytest.mark.parametrize("signing", ["github", "stripe"])
+async def test_hmac_signed_callbacks_end_waits_and_forged_ones_are_refused(
+    sim, receiver_url, signing
+):
+    secret = secrets.token_urlsafe(24)
+    sim.state.config = SimulatorConfig(
+        time_scale=SIM_SCALE,
+        seed=8,
+        callback_secret=secret,
+        callback_signing={"*": signing},
+        callback_faults=[CallbackFault(kind="forged", rate=1.0)],
+    )
+    sim.state.reset()
+    scheme = {"github": GITHUB, "stripe": STRIPE}[signing]
+    block = generic_block(sim, receiver_url, webhook_secret=secret, callback_scheme=scheme)
+    receiver = served(receiver_url, block)
+    try:
+        results = await run_jobs(block, receiver.inbox, generic_tasks(6))
+        stats = await settled(sim, "generic", 12)
+    finally:
+        receiver.server.stop()
+    assert all(status.state is JobState.SUCCEEDED for _, status in results)
+    assert stats["status_calls"] == 6
+    assert receiver.stats["accepted"] == 6 and sum(receiver.stats["rejected"].values()) == 6
+
+
+async def test_forged_and_replayed_ed25519_callbacks_are_refused_without_refetches(
+    sim, receiver_url
+):
+    sim.state.config = SimulatorConfig(
+        time_scale=SIM_SCALE,
+        seed=9,
+        callback_signing={"generic": "ed25519"},
+        callback_faults=[
+            CallbackFault(kind="forged", rate=0.5),
+            CallbackFault(kind="replayed", rate=1.0),
+        ],
+    )
+    sim.state.reset()
+    block = generic_block(sim, receiver_url, webhook_secret=None, callback_scheme=sim_ed25519())
+    receiver = served(receiver_url, block)
+    try:
+        results = await run_jobs(block, receiver.inbox, generic_tasks(8))
+        stats = await settled(sim, "generic", 16)
+    finally:
+        receiver.server.stop()
+    assert all(status.state is JobState.SUCCEEDED for _, status in results)
+    assert stats["status_calls"] == 8
+    assert receiver.stats["accepted"] == 8
+    assert sum(receiver.stats["rejected"].values()) == 8  # every forged or replayed copy
+    assert sim.state.signing.jwks_requests == 1  # forged ones refetch only after the cooldown

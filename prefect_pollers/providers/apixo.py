@@ -29,6 +29,7 @@ from prefect_pollers.engine import InvalidRequestError, JobRef, PollPolicy, Stat
 from prefect_pollers.providers.callbacks import CallbackCredentials
 from prefect_pollers.providers.contract import CallbackSpec, Endpoint, JobApiContract
 from prefect_pollers.providers.protocol import JobResult
+from prefect_pollers.providers.signatures import CapabilityUrl
 
 # model -> (initial wait, interval, max) in seconds, from the guide's getPollingConfig.
 APIXO_SCHEDULES: dict[str, tuple[float, float, float]] = {
@@ -120,7 +121,7 @@ APIXO_CONTRACT = JobApiContract(
     ),
     callback=CallbackSpec(
         url_field="callback_url",
-        scheme="capability-url",
+        scheme=CapabilityUrl(),
         job_id_field="taskId || data.taskId",
         status_body="data && @ || {data: @}",
     ),

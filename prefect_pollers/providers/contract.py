@@ -18,13 +18,21 @@ import base64
 import functools
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 import jmespath
 from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from prefect_pollers.engine import (
     JobState,
@@ -35,15 +43,13 @@ from prefect_pollers.engine import (
     StatusMap,
 )
 from prefect_pollers.engine.http import RateLimitReset
+from prefect_pollers.providers.signatures import SignatureScheme, StandardWebhooks, as_scheme
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 _FIELD_PATH = re.compile(r"^[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*$")
 
 _QUERY_NAME = re.compile(r"^[A-Za-z0-9_.~-]+$")
 
-CallbackScheme = Literal["capability-url", "standard-webhooks"]
-"""How a callback proves where it comes from: an unguessable per-job token in its URL
-(for APIs that sign nothing), or a Standard Webhooks signature over its body."""
 CallbackUrlIn = Literal["body", "query", "none"]
 """Where a submit carries its callback URL: a body field, a query parameter of the
 submit URL, or nowhere (the API calls one URL per account, set in its dashboard, and
@@ -222,7 +228,9 @@ class CallbackSpec(BaseModel):
         url_field: For ``body``, the dotted path of the submit-body field that
             carries it (``callback_url``, ``webhook.url``); for ``query``, the query
             parameter's name (``fal_webhook``); for ``none``, None.
-        scheme: How a callback is authenticated (:data:`CallbackScheme`).
+        scheme: How a callback proves where it comes from
+            (:data:`~prefect_pollers.providers.signatures.SignatureScheme`; a name,
+            ``standard-webhooks`` or ``capability-url``, is taken too).
         job_id_field: JMESPath to the job id in a callback body.
         status_body: JMESPath that turns a callback body into the shape of a status
             response (None: it has that shape already), so that the contract's
@@ -233,7 +241,7 @@ class CallbackSpec(BaseModel):
 
     url_in: CallbackUrlIn = "body"
     url_field: str | None = None
-    scheme: CallbackScheme = "standard-webhooks"
+    scheme: Annotated[SignatureScheme, BeforeValidator(as_scheme)] = StandardWebhooks()
     job_id_field: str = "id"
     status_body: str | None = None
 

@@ -36,6 +36,7 @@ from prefect_pollers.providers.contract import (
     template_names,
 )
 from prefect_pollers.providers.protocol import JobResult
+from prefect_pollers.providers.signatures import StandardWebhooks
 
 _EXPRESSION_FIELDS = (
     "submit_body",
@@ -122,8 +123,9 @@ class HttpJobApi(CallbackCredentials[HttpJobResult]):
         callback_job_id_field: JMESPath to the job id in a callback body.
         callback_status_body: JMESPath turning a callback body into the shape of a
             status response (for ``trust_signed_callbacks``; None: it is one).
-        callback_scheme: ``standard-webhooks`` (the default here) or
-            ``capability-url``.
+        callback_scheme: ``standard-webhooks`` (the default here),
+            ``capability-url``, or any
+            :data:`~prefect_pollers.providers.signatures.SignatureScheme`.
         deduplicates_submits: The API documents that a submit re-sent with the
             same ``idempotency_header`` value creates no second job: a submit whose
             answer was lost is then re-sent under the same key. Off by default (an
@@ -312,7 +314,7 @@ api = HttpJobApi.load("BLOCK_NAME")
             callback=CallbackSpec(
                 url_in=self.callback_url_in,
                 url_field=self.callback_url_field,
-                scheme=self.callback_scheme or "standard-webhooks",
+                scheme=self.callback_scheme or StandardWebhooks(),
                 job_id_field=self.callback_job_id_field,
                 status_body=self.callback_status_body,
             )

@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import httpx
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
@@ -33,7 +34,8 @@ from prefect_pollers.ledger.replays import LedgerReplays
 from prefect_pollers.providers.base import JobApiCredentials
 from prefect_pollers.providers.callback_urls import NO_FLOW_RUN
 from prefect_pollers.webhooks.inbox import INBOX, CallbackInbox
-from prefect_pollers.webhooks.verify import CallbackVerifier, Rejection, VerifiedCallback
+from prefect_pollers.webhooks.signatures import Rejection
+from prefect_pollers.webhooks.verify import CallbackVerifier, VerifiedCallback
 
 MAX_BODY_BYTES = 256 * 1024
 """The largest callback body accepted (413 beyond)."""
@@ -103,6 +105,7 @@ def create_webhook_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     body_timeout_s: float = BODY_TIMEOUT_S,
     replays: LedgerReplays | None = None,
+    jwks_transport: httpx.AsyncBaseTransport | None = None,
 ) -> Starlette:
     """The receiver of ``blocks``' callbacks.
 
@@ -118,11 +121,12 @@ def create_webhook_app(
         max_body_bytes: The largest body accepted.
         body_timeout_s: The most seconds a client may take to send the body.
         replays: The replay memory (None: the ledger of the settings).
+        jwks_transport: The httpx transport JWKS are fetched through (None: the network).
 
     Raises:
         ValueError: see :class:`CallbackVerifier`.
     """
-    verifier = CallbackVerifier(blocks)
+    verifier = CallbackVerifier(blocks, jwks_transport=jwks_transport)
     memory = replays or LedgerReplays()
     stats = ReceiverStats()
 
@@ -144,7 +148,7 @@ def create_webhook_app(
         token = request.path_params.get("token")
         try:
             body = await _read_body_within(request, max_body_bytes, body_timeout_s)
-            callback = verifier.verify(provider, flow_run, token, request.headers, body)
+            callback = await verifier.verify(provider, flow_run, token, request.headers, body)
             await claim(callback)
         except Rejection as rejection:
             known = provider if provider in verifier.providers else "unknown provider"
@@ -172,6 +176,7 @@ def create_webhook_app(
         ]
     )
     app.state.receiver_stats = stats
+    app.state.verifier = verifier
     return app
 
 

@@ -1,18 +1,16 @@
 """Verifying a callback before anything else is done with it.
 
-Two schemes (:data:`~prefect_pollers.providers.contract.CallbackScheme`):
+The block's scheme (:data:`~prefect_pollers.providers.signatures.SignatureScheme`)
+says how: a per-job ``capability-url`` token, checked in constant time and refused
+after its expiry (:mod:`prefect_pollers.providers.callback_urls`), or a signature
+(Standard Webhooks, an HMAC header, Ed25519 under a JWKS) checked by
+:mod:`prefect_pollers.webhooks.signatures`, timestamps within the scheme's tolerance.
 
-- ``standard-webhooks``: the ``webhook-id``, ``webhook-timestamp`` and
-  ``webhook-signature`` headers, an HMAC-SHA256 over id, timestamp and body under the
-  block's secret, checked by the maintained ``standardwebhooks`` package (timestamps
-  outside ±5 minutes are refused there);
-- ``capability-url``: the per-job token in the URL, checked in constant time, and
-  refused after its expiry (:mod:`prefect_pollers.providers.callback_urls`).
-
-Then the body must be a JSON object naming a job. Its delivery id (the
-``webhook-id``, or a digest of the token and body) is what the receiver's replay
-memory claims, per provider (:mod:`prefect_pollers.ledger.replays`). A refusal is a
-:class:`Rejection`: an HTTP status and a reason that names no secret.
+Then the body must be a JSON object naming a job. Its delivery id (the signed id,
+or a digest of the signature, or of the token and body) is what the receiver's
+replay memory claims, per provider (:mod:`prefect_pollers.ledger.replays`). A refusal
+is a :class:`~prefect_pollers.webhooks.signatures.Rejection`: an HTTP status and a
+reason that names no secret.
 """
 
 from __future__ import annotations
@@ -24,30 +22,33 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import standardwebhooks
+import httpx
 
 from prefect_pollers.engine import PollerError
 from prefect_pollers.providers.base import JobApiCredentials
 from prefect_pollers.providers.callback_urls import token_claim, valid_flow_run_segment
 from prefect_pollers.providers.callbacks import CallbackCredentials
+from prefect_pollers.providers.contract import CallbackSpec
+from prefect_pollers.providers.signatures import (
+    CapabilityUrl,
+    Ed25519Jwks,
+    HmacSignature,
+    SignatureScheme,
+    StandardWebhooks,
+)
 from prefect_pollers.webhooks.inbox import Delivery
+from prefect_pollers.webhooks.jwks import JwksKeys
+from prefect_pollers.webhooks.signatures import (
+    Rejection,
+    check_ed25519,
+    check_hmac,
+    check_standard_webhooks,
+)
 
 REPLAY_WINDOW_S = 900.0
 """How long a delivery id is remembered at least (longer than the ±5 min tolerance)."""
-
-
-class Rejection(Exception):
-    """A callback refused: the HTTP status to answer and why (no secret in it).
-
-    Attributes:
-        status: The HTTP status (4xx).
-        reason: A short, secret-free reason, for the response and the log.
-    """
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"{status}: {reason}")
-        self.status = status
-        self.reason = reason
+UNTIMED_REPLAY_WINDOW_S = 7 * 86400.0
+"""How long the delivery id of a scheme that signs no timestamp is remembered."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,10 @@ class CallbackVerifier:
 
     Args:
         blocks: The blocks whose callbacks are received.
-        now: Epoch seconds (tests pass their own): token expiries are wall-clock times.
+        now: Epoch seconds (tests pass their own): token expiries and signed
+            timestamps are wall-clock times.
+        jwks_transport: The httpx transport JWKS are fetched through (tests pass
+            their own; None: the network).
 
     Raises:
         ValueError: two blocks of one provider name, or a block with callbacks off.
@@ -84,17 +88,37 @@ class CallbackVerifier:
         blocks: Sequence[JobApiCredentials[Any]],
         *,
         now: Callable[[], float] = time.time,
+        jwks_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._blocks: dict[str, CallbackCredentials[Any]] = {}
+        # Read once: an HttpJobApi builds its contract anew on each call, which cost
+        # more than checking an Ed25519 signature.
+        self._specs: dict[str, CallbackSpec] = {}
+        self._attestation_keys: dict[str, bytes | None] = {}
+        self.jwks: dict[str, JwksKeys] = {}
+        """The JWKS cache of each provider whose scheme is ``ed25519-jwks``."""
         for block in blocks:
             if block.provider in self._blocks:
                 raise ValueError(f"two blocks for provider {block.provider!r}: give one")
-            if not isinstance(block, CallbackCredentials) or block.callback_spec() is None:
+            if (
+                not isinstance(block, CallbackCredentials)
+                or (spec := block.callback_spec()) is None
+            ):
                 raise ValueError(
                     f"{block.provider}: callbacks are off (set callback_base_url and "
                     "webhook_secret on the block)"
                 )
             self._blocks[block.provider] = block
+            self._specs[block.provider] = spec
+            self._attestation_keys[block.provider] = block.attestation_key()
+            scheme = spec.scheme
+            if isinstance(scheme, Ed25519Jwks):
+                self.jwks[block.provider] = JwksKeys(
+                    scheme.resolved_jwks_url(block.base_url),
+                    ttl_s=scheme.jwks_ttl_s,
+                    cooldown_s=scheme.refetch_cooldown_s,
+                    transport=jwks_transport,
+                )
         self._now = now
 
     @property
@@ -102,7 +126,7 @@ class CallbackVerifier:
         """The provider names whose callbacks are received."""
         return sorted(self._blocks)
 
-    def verify(
+    async def verify(
         self,
         provider: str,
         flow_run: str,
@@ -118,26 +142,28 @@ class CallbackVerifier:
         block = self._blocks.get(provider)
         if block is None or not valid_flow_run_segment(flow_run):
             raise Rejection(404, "unknown callback URL")
-        spec = block.callback_spec()
-        if spec is None or block.webhook_secret is None:  # checked when built
-            raise Rejection(404, "unknown callback URL")
-        secret = block.webhook_secret.get_secret_value()
+        spec = self._specs[provider]
+        scheme = spec.scheme
         now = self._now()
         nonce = None
-        remember_until = now + REPLAY_WINDOW_S
-        if spec.scheme == "capability-url":
+        if isinstance(scheme, CapabilityUrl):
+            if block.webhook_secret is None:  # checked when built
+                raise Rejection(404, "unknown callback URL")
+            secret = block.webhook_secret.get_secret_value()
             claim = token_claim(secret, provider, flow_run, token) if token else None
             if claim is None:
                 raise Rejection(404, "unknown callback token")
+            remember_until = now + REPLAY_WINDOW_S
             if claim.expires_at is not None:
                 if now > claim.expires_at:
                     raise Rejection(410, "the callback token expired with its job's deadline")
                 remember_until = max(remember_until, claim.expires_at)
             nonce = claim.nonce
+            delivery_id = "sha256:" + hashlib.sha256(f"{token}\0".encode() + body).hexdigest()
         else:
             if token is not None:
                 raise Rejection(404, "unknown callback URL")
-            _check_signature(secret, headers, body)
+            delivery_id, remember_until = await self._check(block, scheme, headers, body, now)
         try:
             parsed = json.loads(body)
         except ValueError:
@@ -147,12 +173,8 @@ class CallbackVerifier:
         job_id = spec.job_id_of(parsed)
         if job_id is None:
             raise Rejection(422, f"the body names no job at {spec.job_id_field!r}")
-        if spec.scheme == "standard-webhooks":
-            delivery_id = "webhook-id:" + _header(headers, "webhook-id")
-        else:
-            delivery_id = "sha256:" + hashlib.sha256(f"{token}\0".encode() + body).hexdigest()
         delivery = Delivery(provider, job_id, delivery_id, nonce)
-        key = block.attestation_key()
+        key = self._attestation_keys[provider]
         if key is not None:
             try:
                 status = block.contract().callback_status(provider, job_id, parsed)
@@ -162,27 +184,26 @@ class CallbackVerifier:
                 delivery = replace(delivery, status=status).attest(key)
         return VerifiedCallback(flow_run, delivery, remember_until)
 
-
-def _header(headers: Mapping[str, str], name: str) -> str:
-    for key, value in headers.items():
-        if key.lower() == name:
-            return value
-    return ""
-
-
-def _check_signature(secret: str, headers: Mapping[str, str], body: bytes) -> None:
-    """Verify a Standard Webhooks signature with the ``standardwebhooks`` package."""
-    wanted = ("webhook-id", "webhook-timestamp", "webhook-signature")
-    if not all(_header(headers, name) for name in wanted):
-        raise Rejection(401, "missing signature headers")
-    try:
-        standardwebhooks.Webhook(secret).verify(
-            body, {name: _header(headers, name) for name in wanted}, json_parse=False
-        )
-    except standardwebhooks.WebhookVerificationError as exc:
-        text = str(exc)
-        if "timestamp too" in text:
-            raise Rejection(401, "timestamp outside the 5-minute tolerance") from None
-        raise Rejection(401, "bad signature") from None
-    except ValueError:  # a malformed header or a body that is not UTF-8
-        raise Rejection(401, "bad signature") from None
+    async def _check(
+        self,
+        block: CallbackCredentials[Any],
+        scheme: SignatureScheme,
+        headers: Mapping[str, str],
+        body: bytes,
+        now: float,
+    ) -> tuple[str, float]:
+        """Check a signed callback: its delivery id, and until when to remember it."""
+        if isinstance(scheme, Ed25519Jwks):
+            keys = self.jwks[block.provider]
+            return await check_ed25519(scheme, keys, headers, body, now), now + REPLAY_WINDOW_S
+        secret = await block.signing_secret()
+        if secret is None:
+            raise Rejection(503, "the signing secret is not available yet; retry later")
+        if isinstance(scheme, StandardWebhooks):
+            delivery_id = check_standard_webhooks(secret.get_secret_value(), headers, body)
+            return delivery_id, now + REPLAY_WINDOW_S
+        if isinstance(scheme, HmacSignature):
+            delivery_id = check_hmac(scheme, secret.get_secret_value(), headers, body, now)
+            window = max(REPLAY_WINDOW_S, 2 * scheme.tolerance_s + 60.0)
+            return delivery_id, now + (window if scheme.timed else UNTIMED_REPLAY_WINDOW_S)
+        raise Rejection(404, "unknown callback URL")  # capability URLs are checked above

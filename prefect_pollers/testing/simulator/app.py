@@ -15,6 +15,7 @@ from prefect_pollers.testing.simulator.generic import Generic
 from prefect_pollers.testing.simulator.modelroute import ModelRoute
 from prefect_pollers.testing.simulator.openai_batch import OpenAIBatch
 from prefect_pollers.testing.simulator.provider import Provider
+from prefect_pollers.testing.simulator.signing import signing_routes
 from prefect_pollers.testing.simulator.state import SimulatorState
 from prefect_pollers.testing.simulator.twyn import Twyn
 
@@ -46,7 +47,7 @@ def create_app(
     for entry in (*PROVIDERS, *BATCH_PROVIDERS):
         state.add(SIMULATED[entry.name](state, entry.simulator_prefix))
 
-    routes = control_routes(state)
+    routes = control_routes(state) + signing_routes(lambda: state.signing)
     for provider in state.providers.values():
         routes.extend(provider.routes())
     app = Starlette(routes=routes, lifespan=lambda app: state.serving())

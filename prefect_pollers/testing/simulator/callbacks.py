@@ -2,10 +2,11 @@
 
 One background loop serves every pending callback: it wakes every ~10 ms, posts the
 ones that are due and exits when none are left, so no timer exists per job. With a
-``callback_secret`` (``whsec_...``) each callback is signed by the Standard Webhooks
-scheme (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``), through the
-``standardwebhooks`` package. ``callback_faults`` inject what real webhook senders
-do: lose, duplicate, delay, reorder, send before the submit response, forge, replay.
+``callback_secret`` each callback is signed (Standard Webhooks by default; GitHub,
+Stripe or fal's Ed25519, which needs no secret, per ``callback_signing``: see
+:mod:`~prefect_pollers.testing.simulator.signing`). ``callback_faults`` inject what
+real webhook senders do: lose, duplicate, delay, reorder, send before the submit
+response, forge, replay.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import standardwebhooks
 
 from prefect_pollers.testing.simulator.config import CallbackFaultKind
 from prefect_pollers.testing.simulator.jobs import Job
 from prefect_pollers.testing.simulator.provider import Provider
+from prefect_pollers.testing.simulator.signing import SigningKeys, forge, sign
 
 if TYPE_CHECKING:
     from prefect_pollers.testing.simulator.config import SimulatorConfig
@@ -57,6 +58,8 @@ class CallbackSender:
         payload: Callable[[Job, float | None], dict[str, Any]],
         delivered: Callable[[Job, bool], None],
         *,
+        provider: str,
+        keys: Callable[[], SigningKeys],
         seed: str,
         tick: float = 0.01,
         timeout: float = 5.0,
@@ -68,6 +71,8 @@ class CallbackSender:
             config: The live simulator configuration (secret, faults, time scale).
             payload: Builds the JSON body to post for a job at a time (None: its end).
             delivered: Told, per job, whether its terminal POST got a 2xx answer.
+            provider: The name of the provider whose callbacks these are (its signing).
+            keys: The simulator's live Ed25519 keys.
             seed: Seeds the fault draws.
             tick: Real seconds between checks for due callbacks.
             timeout: Real seconds allowed for one POST.
@@ -76,6 +81,12 @@ class CallbackSender:
         self._config = config
         self._payload = payload
         self._delivered = delivered
+        self._provider = provider
+        self._keys = keys
+        self._last: tuple[str, datetime] | None = None
+        # Message ids are drawn from the seeded generator, but a sender made after a
+        # reset must not repeat its predecessor's: a receiver's replay memory outlives it.
+        self._salt = uuid.uuid4().hex[:12]
         self._rng = random.Random(seed)
         self._tick = tick
         self._timeout = timeout
@@ -148,31 +159,24 @@ class CallbackSender:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     def _sign(self, body: bytes, *, again: bool = False) -> dict[str, str]:
-        """Standard Webhooks headers for ``body`` (none without a secret).
+        """The signature headers of ``body`` under the provider's signing.
 
         ``again`` repeats the last message id and timestamp: a replay of the same
         signed request.
         """
-        headers = {"Content-Type": "application/json"}
-        secret = self._config().callback_secret
-        if secret is None:
-            return headers
-        if not again or not hasattr(self, "_last"):
-            msg_id = f"msg_{uuid.UUID(int=self._rng.getrandbits(128)).hex}"
+        config = self._config()
+        if not again or self._last is None:
+            msg_id = f"msg_{self._salt}{uuid.UUID(int=self._rng.getrandbits(128)).hex}"
             self._last = (msg_id, datetime.now(timezone.utc))
         msg_id, stamp = self._last
-        signature = standardwebhooks.Webhook(secret).sign(msg_id, stamp, body.decode())
-        return headers | {
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(math.floor(stamp.timestamp())),
-            "webhook-signature": signature,
-        }
+        kind = config.signing(self._provider)
+        signed = sign(kind, config.callback_secret, self._keys(), msg_id, stamp, body)
+        return {"Content-Type": "application/json", **signed}
 
     def _forge(self, url: str, body: bytes) -> tuple[str, bytes, dict[str, str]]:
         """A forged copy: a wrong signature, or a token with a changed last character."""
         headers = self._sign(body)
-        if "webhook-signature" in headers:
-            headers["webhook-signature"] = "v1," + "A" * 43 + "="
+        if forge(self._config().signing(self._provider), headers):
             return url, body, headers
         flipped = url[:-1] + ("A" if url[-1] != "A" else "B")
         return flipped, body, headers
@@ -219,6 +223,8 @@ class SendsCallbacks(Provider):
             lambda: self.config,
             self.callback_body,
             self._callback_done,
+            provider=self.name,
+            keys=lambda: self.state.signing,
             seed=f"{self.config.seed}:{self.name}:callbacks",
         )
         self.callbacks_sent = 0

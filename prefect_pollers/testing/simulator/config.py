@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from prefect_pollers.testing.simulator.signing import SigningKind
+
 FaultKind = Literal[
     "http_500",
     "http_502",
@@ -152,7 +154,13 @@ class SimulatorConfig(BaseModel):
     not_visible_for_s: float = Field(default=0.0, ge=0.0)
     """Simulated seconds after its creation during which a job is answered 404."""
     callback_secret: str | None = None
-    """A Standard Webhooks secret (``whsec_...``): callbacks are signed with it."""
+    """The secret HMAC signings use (``whsec_...`` for Standard Webhooks): callbacks
+    are signed with it (none: unsigned, unless signed by Ed25519)."""
+    callback_signing: dict[str, SigningKind] = Field(default_factory=dict)
+    """How each provider signs its callbacks, by name (``*``: the others):
+    ``standard-webhooks`` (the default), ``github``, ``stripe`` (HMACs under
+    ``callback_secret``) or ``ed25519`` (fal's scheme under the simulator's key, served
+    at ``/.well-known/jwks.json``)."""
     callback_faults: list[CallbackFault] = Field(default_factory=list)
     callback_fault_delay_s: float = Field(default=30.0, ge=0.0)
     """Simulated seconds by which ``delayed`` and ``replayed`` callbacks come late."""
@@ -195,6 +203,12 @@ class SimulatorConfig(BaseModel):
     """Pad each successful result's text so its line is about this many bytes (0: no pad)."""
     batch_malformed_line_rate: Probability = 0.0
     """Probability that a request's results line is written broken (not JSON)."""
+
+    def signing(self, provider: str) -> SigningKind:
+        """How ``provider`` signs its callbacks."""
+        return self.callback_signing.get(
+            provider, self.callback_signing.get("*", "standard-webhooks")
+        )
 
     def real(self, simulated_seconds: float) -> float:
         """Convert simulated seconds into real seconds."""

@@ -37,6 +37,7 @@ from prefect_pollers.testing.simulator.faults import (
     reshape,
 )
 from prefect_pollers.testing.simulator.jobs import NEVER, Job
+from prefect_pollers.testing.simulator.signing import SigningKeys
 from prefect_pollers.testing.simulator.stats import ProviderStats
 from prefect_pollers.testing.simulator.wire import format_seconds
 
@@ -72,6 +73,7 @@ class SharedState(Protocol):
     config: SimulatorConfig
     clock: SimulatorClock
     faults: FaultInjector
+    signing: SigningKeys
 
 
 class Provider(ABC):

@@ -11,6 +11,7 @@ from prefect_pollers.testing.simulator.clock import RealClock, SimulatorClock
 from prefect_pollers.testing.simulator.config import SimulatorConfig
 from prefect_pollers.testing.simulator.faults import FaultInjector
 from prefect_pollers.testing.simulator.provider import Provider
+from prefect_pollers.testing.simulator.signing import SigningKeys
 
 T = TypeVar("T")
 
@@ -31,6 +32,7 @@ class SimulatorState:
         self.config = config or SimulatorConfig()
         self.clock: SimulatorClock = clock or RealClock()
         self.faults = FaultInjector(self.config.seed)
+        self.signing = SigningKeys(self.config.seed)
         self.providers: dict[str, Provider] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -64,6 +66,7 @@ class SimulatorState:
     def _reset(self) -> None:
         """Reset, on the serving loop."""
         self.faults = FaultInjector(self.config.seed)
+        self.signing = SigningKeys(self.config.seed)
         for provider in self.providers.values():
             provider.reset()
 

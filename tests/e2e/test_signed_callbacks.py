@@ -1,0 +1,109 @@
+"""End to end: Ed25519-signed callbacks (fal's scheme, keys from a JWKS) end a flow's waits.
+
+On the package's stack: the simulator signs the generic API's callbacks with its own
+Ed25519 key and serves the public key at ``/.well-known/jwks.json``; the receiver
+(``prefect-pollers webhooks serve``) fetches that JWKS and verifies each callback; the
+``generic-jobs`` deployment runs on the worker with a saved ``HttpJobApi`` block whose
+``callback_scheme`` is that declaration. Asserted on counters (the simulator's, the
+receiver's) and the flow run's state, never on logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import sys
+import time
+from contextlib import suppress
+from uuid import UUID
+
+import httpx
+import pytest
+
+from prefect_pollers.providers.signatures import FAL
+from prefect_pollers.testing.registry import provider_entry
+from prefect_pollers.testing.simulator import SimulatorConfig
+from tests.e2e.conftest import TERMINAL, TIME_SCALE, Stack
+from tests.processes import Process, api_client, free_port, poll
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+SIM_ED25519 = FAL.model_copy(update={"jwks_url": "/.well-known/jwks.json"})
+"""fal's scheme, its JWKS the simulator's (a path on the API's origin)."""
+
+
+async def test_ed25519_callbacks_end_a_flow_s_waits(stack: Stack) -> None:
+    state = stack.simulator_state
+    state.config = SimulatorConfig(
+        time_scale=TIME_SCALE, seed=11, callback_signing={"generic": "ed25519"}
+    )
+    port = free_port()
+    block = provider_entry("generic").simulator_block(
+        stack.simulator_url,
+        time_scale=1.0,  # the safety cadence stays 60 s while the simulator runs fast
+        callback_base_url=f"http://127.0.0.1:{port}",
+        callback_url_field="task.callback_url",
+        callback_job_id_field="task.uid",
+        callback_scheme=SIM_ED25519,
+    )
+    async with api_client(stack.api_url):
+        await block.asave("generic-ed25519", overwrite=True)
+    receiver = Process(
+        "webhooks",
+        [
+            sys.executable,
+            "-m",
+            "prefect_pollers.cli",
+            "webhooks",
+            "serve",
+            "--port",
+            str(port),
+            "--block",
+            "http-job-api/generic-ed25519",
+        ],
+        stack.env,
+        stack.workdir,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                with suppress(httpx.HTTPError):
+                    if (await http.get("/health")).status_code == 200:
+                        break
+                assert receiver.popen.poll() is None, receiver.tail()
+                await asyncio.sleep(0.3)
+            before = stack.simulator_stats()["generic"]
+            output = stack.cli(
+                "deployment",
+                "run",
+                "generic-jobs/render-every-6-hours",
+                "--param",
+                "api=generic-ed25519",
+            )
+            match = re.search(r"UUID: ([0-9a-f-]{36})", output)
+            assert match, output
+            async with api_client(stack.api_url) as client:
+                flow_run = await poll(
+                    lambda: client.read_flow_run(UUID(match.group(1))),
+                    lambda run: run.state_type in TERMINAL,
+                    timeout=120,
+                )
+            assert flow_run.state_type is not None and flow_run.state_type.value == "COMPLETED", (
+                f"{flow_run.state}\n{stack.worker.tail() if stack.worker else ''}"
+            )
+            after = stack.simulator_stats()["generic"]
+            received = (await http.get("/health")).json()
+    finally:
+        receiver.stop(signal.SIGTERM, 20)
+        state.config = SimulatorConfig(time_scale=TIME_SCALE, seed=11)
+    jobs = after["submits"] - before["submits"]
+    assert jobs == 3
+    assert after["callbacks_sent"] - before["callbacks_sent"] == 3
+    # One confirming status call per job: every wait was ended by its signed callback.
+    assert after["status_calls"] - before["status_calls"] == 3, receiver.tail()
+    assert received["accepted"] == 3 and received["rejected"] == {}
+    assert state.signing.jwks_requests >= 1  # the receiver read the simulator's JWKS
+    assert flow_run.start_time and flow_run.end_time
+    assert (flow_run.end_time - flow_run.start_time).total_seconds() < 60
