@@ -7,19 +7,28 @@ the receiver wakes the wait through the inbox (no Prefect here: events off).
 import asyncio
 import secrets
 import tempfile
+import time
 
 import pytest
 
-from prefect_pollers import ApixoCredentials, HttpJobApi, PollPolicy
+from prefect_pollers import (
+    ApixoCredentials,
+    BatchItem,
+    HttpJobApi,
+    OpenAIBatchCredentials,
+    PollPolicy,
+)
+from prefect_pollers.batch.provider_batches import provider_batch_outcomes
 from prefect_pollers.engine import JobState
+from prefect_pollers.ledger import Ledger
 from prefect_pollers.ledger.replays import LedgerReplays
 from prefect_pollers.ops.serving import BackgroundServer, bind_socket
 from prefect_pollers.providers.signatures import FAL, GITHUB, STRIPE
-from prefect_pollers.testing.registry import GENERIC_SIMULATOR_API
+from prefect_pollers.testing.registry import GENERIC_SIMULATOR_API, provider_entry
 from prefect_pollers.testing.simulator import SimulatorConfig
 from prefect_pollers.testing.simulator.config import CallbackFault
 from prefect_pollers.webhooks.app import create_webhook_app
-from prefect_pollers.webhooks.inbox import CallbackInbox
+from prefect_pollers.webhooks.inbox import INBOX, CallbackInbox
 from tests.constants import SIM_SCALE
 
 CAPABILITY_SECRET = secrets.token_urlsafe(32)
@@ -62,8 +71,8 @@ APIXO_POLICY = PollPolicy(
 class Receiver:
     """A receiver for ``blocks`` served on loopback, delivering to its own inbox."""
 
-    def __init__(self, url, *blocks):
-        self.inbox = CallbackInbox()
+    def __init__(self, url, *blocks, inbox=None):
+        self.inbox = inbox or CallbackInbox()
         ledger = "sqlite+aiosqlite:///" + tempfile.mkdtemp() + "/ledger.db"
         self.app = create_webhook_app(
             blocks, inbox=self.inbox, emit_events=False, replays=LedgerReplays(ledger)
@@ -100,7 +109,12 @@ async def run_jobs(block, inbox, requests, policy=None):
 
 
 def served(url, *blocks):
-    receiver = Receiver(url, *blocks)
+    return served_on(url, None, *blocks)
+
+
+def served_on(url, inbox, *blocks):
+    """A receiver delivering to ``inbox`` (its own if None), started."""
+    receiver = Receiver(url, *blocks, inbox=inbox)
     receiver.server.start()
     return receiver
 
@@ -282,3 +296,55 @@ async def test_forged_and_replayed_ed25519_callbacks_are_refused_without_refetch
     assert receiver.stats["accepted"] == 8
     assert sum(receiver.stats["rejected"].values()) == 8  # every forged or replayed copy
     assert sim.state.signing.jwks_requests == 1  # forged ones refetch only after the cooldown
+
+
+@pytest.mark.usefixtures("prefect_harness")  # the wait's event subscription
+async def test_openai_project_webhooks_wake_each_provider_batch_s_wait(sim, receiver_url, tmp_path):
+    # One URL per project: the simulator posts each batch's end there (batch.completed,
+    # naming the batch at data.id), signed with Standard Webhooks; no URL is sent.
+    sim.state.config = SimulatorConfig(
+        time_scale=SIM_SCALE,
+        seed=3,
+        batch_duration=(60.0, 120.0),
+        callback_secret=SIGNING_SECRET,
+        openai_webhook_url=f"{receiver_url}/hooks/openai-batch/-",
+    )
+    block = OpenAIBatchCredentials(
+        api_key="sim-key",
+        base_url=sim.base_url("openai-batch"),
+        policy_scale=SIM_SCALE,
+        callback_base_url=receiver_url,
+        webhook_secret=SIGNING_SECRET,
+        max_requests_per_batch=5,
+    )
+    request = provider_entry("openai-batch").sample_request
+    items = [BatchItem(label=f"t{i}", key=f"hook-{i}", request=request) for i in range(15)]
+    receiver = served_on(receiver_url, INBOX, block)
+    ledger = Ledger(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+    # The safety poll 3,600 simulated seconds (36 s) away: only a webhook ends it sooner.
+    policy = PollPolicy(initial_delay=10, interval=10, callback_safety_interval=3600)
+    started = time.monotonic()
+    try:
+        outcomes = await provider_batch_outcomes(
+            block, items, policy=policy, ledger=ledger, directory=tmp_path / "outcomes"
+        )
+    finally:
+        receiver.server.stop()
+        await ledger.aclose()
+    stats = sim.state.stats()["openai-batch"]
+    assert outcomes.counts == {"succeeded": 15}
+    assert stats["batches_created"] == 3 and stats["callbacks_sent"] == 3
+    # Each wait slept toward its safety poll; the webhook woke it for one poll.
+    assert time.monotonic() - started < 30
+    assert stats["status_calls"] == 3, stats
+    assert receiver.stats["accepted"] == 3 and receiver.stats["rejected"] == {}
+
+
+async def test_provider_batches_refuse_to_trust_a_webhook_for_their_status():
+    with pytest.raises(ValueError, match="read from its final status"):
+        OpenAIBatchCredentials(
+            api_key="k",
+            callback_base_url="http://127.0.0.1:1",
+            webhook_secret=SIGNING_SECRET,
+            trust_signed_callbacks=True,
+        )

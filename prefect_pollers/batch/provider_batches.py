@@ -56,6 +56,7 @@ from prefect_pollers.batch.packing import Sized, pack
 from prefect_pollers.batch.provider_batch_progress import ProviderBatchProgress
 from prefect_pollers.client import JobApiClient, shared_client
 from prefect_pollers.engine import (
+    CallbackBinding,
     InvalidRequestError,
     JobEndedError,
     JobRef,
@@ -74,6 +75,7 @@ from prefect_pollers.ledger.packs import PackLedger
 from prefect_pollers.ledger.store import SubmitState
 from prefect_pollers.ledger.submitter import endpoint_of
 from prefect_pollers.providers.batch_spec import ProviderBatchSpec
+from prefect_pollers.providers.callback_urls import NO_FLOW_RUN
 from prefect_pollers.providers.contract import fill, fill_url, job_id_at, search
 from prefect_pollers.providers.provider_batch import ProviderBatchCredentials, ProviderBatchJob
 from prefect_pollers.tasks.observed import observed_wait
@@ -390,11 +392,17 @@ class _Run:
         return self._ref(job_id, one.key)
 
     def _ref(self, job_id: str, key: str) -> JobRef:
+        spec = self.credentials.callback_spec()
         return JobRef(
             provider=self.credentials.provider,
             job_id=job_id,
             submitted_at=datetime.fromtimestamp(current_clock().time(), timezone.utc),
             idempotency_key=key,
+            # The API calls one URL per account (OpenAI's project webhooks): the
+            # callback names the batch, and wakes its wait wherever it runs.
+            callback=CallbackBinding(flow_run=NO_FLOW_RUN)
+            if spec is not None and spec.url_in == "none"
+            else None,
         )
 
     async def _upload(self, one: _Pack) -> str:

@@ -27,12 +27,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_pollers.engine import JobRef, PollPolicy, StatusMap
 from prefect_pollers.providers.batch_spec import FindSpec, ProviderBatchSpec, UploadSpec
-from prefect_pollers.providers.contract import Endpoint, JobApiContract
+from prefect_pollers.providers.contract import CallbackSpec, Endpoint, JobApiContract
 from prefect_pollers.providers.provider_batch import (
     ProviderBatchCredentials,
     RequestResult,
     provider_batch_policy,
 )
+from prefect_pollers.providers.signatures import StandardWebhooks
 
 OpenAIEndpoint = Literal[
     "/v1/responses",
@@ -83,6 +84,9 @@ OPENAI_BATCH_CONTRACT = JobApiContract(
         running=frozenset({"in_progress", "finalizing", "cancelling"}),
     ),
     cancel=Endpoint(method="POST", path="batches/{job_id}/cancel"),
+    # The project's webhooks: one URL per project (set in the dashboard), Standard
+    # Webhooks signatures, a ``batch.<status>`` event naming the batch at ``data.id``.
+    callback=CallbackSpec(url_in="none", scheme=StandardWebhooks(), job_id_field="data.id"),
 )
 
 OPENAI_BATCH_SPEC = ProviderBatchSpec(

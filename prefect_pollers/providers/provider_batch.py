@@ -22,6 +22,8 @@ from prefect_pollers.providers.protocol import JobResult
 def provider_batch_policy() -> PollPolicy:
     """A pace for jobs of up to a day: 10 s at first, growing to 5 min, 25 h at most.
 
+    With callbacks (OpenAI's project webhooks), a poll every 5 min at most as a safety net.
+
     Most batches end within the hour; the window is 24 h, and a cancelled batch may
     take 10 minutes more to settle.
     """
@@ -32,6 +34,7 @@ def provider_batch_policy() -> PollPolicy:
         max_interval=300.0,
         deadline=25 * 3600.0,
         error_budget=10,
+        callback_safety_interval=300.0,
     )
 
 
@@ -86,6 +89,11 @@ class ProviderBatchCredentials(CallbackCredentials[ProviderBatchJob], ABC):
         ):
             if value is not None and value > limit:
                 raise ValueError(f"{name} may lower the API's limit ({limit}), not raise it")
+        if self.trust_signed_callbacks:
+            raise ValueError(
+                "trust_signed_callbacks: a provider batch's results are read from its final "
+                "status, so a callback only wakes its wait (leave it off)"
+            )
         return self
 
     @abstractmethod

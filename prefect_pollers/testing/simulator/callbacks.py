@@ -127,6 +127,11 @@ class CallbackSender:
             stale = json.dumps(self._payload(job, job.created)).encode()
             self._push(first + min(real, config.real(1.0)), url, stale, self._sign(stale))
 
+    def unschedule(self, job: Job) -> None:
+        """Drop ``job``'s pending callbacks (its end moved: schedule it again)."""
+        self._due = [post for post in self._due if post.job is not job]
+        heapq.heapify(self._due)
+
     async def post_now(self, job: Job, url: str) -> None:
         """Post ``job``'s callback at once (the ``early`` fault: before the submit answer)."""
         body = json.dumps(self._payload(job, None)).encode()

@@ -193,6 +193,10 @@ class SimulatorConfig(BaseModel):
     """How long a cancelled provider batch stays cancelling (requests in flight finish)."""
     openai_batch_validating: Duration = (2.0, 10.0)
     openai_batch_finalizing: Duration = (2.0, 10.0)
+    openai_webhook_url: str | None = None
+    """The URL of the project's webhook endpoint (set in OpenAI's dashboard): when set,
+    every batch's end is posted there as a ``batch.<status>`` event, signed with
+    ``callback_secret`` (Standard Webhooks)."""
     openai_batch_cancel_lines: Literal["omit", "batch_cancelled"] = "omit"
     """What the error file says of requests a cancelled OpenAI batch never ran."""
     batch_expire_rate: Probability = 0.0

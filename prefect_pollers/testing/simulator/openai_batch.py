@@ -61,6 +61,7 @@ from prefect_pollers.testing.simulator.batches import (
     position,
     wall,
 )
+from prefect_pollers.testing.simulator.callbacks import SendsCallbacks
 from prefect_pollers.testing.simulator.errors import Refusal
 from prefect_pollers.testing.simulator.jobs import Job
 from prefect_pollers.testing.simulator.provider import Reply
@@ -127,8 +128,8 @@ def request_lines(data: bytes) -> Iterator[tuple[int, bytes]]:
         start = end + 1
 
 
-class OpenAIBatch(BatchProvider):
-    """The OpenAI Files and Batch APIs."""
+class OpenAIBatch(SendsCallbacks, BatchProvider):
+    """The OpenAI Files and Batch APIs, and the project's webhooks of batch ends."""
 
     name = "openai-batch"
     status_field = ("status",)
@@ -164,11 +165,15 @@ class OpenAIBatch(BatchProvider):
         return {"error": error}
 
     def extra_stats(self) -> dict[str, Any]:
-        """Also the files uploaded and deleted."""
-        return super().extra_stats() | {
-            "files_uploaded": self.batch_stats.files_uploaded,
-            "files_deleted": self.batch_stats.files_deleted,
-        }
+        """The batches', the webhooks' and the files' counters."""
+        return (
+            BatchProvider.extra_stats(self)
+            | SendsCallbacks.extra_stats(self)
+            | {
+                "files_uploaded": self.batch_stats.files_uploaded,
+                "files_deleted": self.batch_stats.files_deleted,
+            }
+        )
 
     # -- files ------------------------------------------------------------------
 
@@ -293,7 +298,20 @@ class OpenAIBatch(BatchProvider):
             self.files[file_id] = _File(file_id, name, 0, kind, batch=batch)
         if metadata and "idempotency_key" in metadata:
             self.batch_stats.batches_by_key[metadata["idempotency_key"]] += 1
+        if self.config.openai_webhook_url:
+            self.callbacks.schedule(job, self.config.openai_webhook_url)
         return Reply(200, self.render_batch(batch, job.created))
+
+    def callback_body(self, job: Job, at: float | None) -> dict[str, Any]:
+        """A ``batch.<status>`` event of the project's webhooks: it names the batch only."""
+        status = job.terminal if at is None else job.status(at)
+        return {
+            "id": f"evt_{job.id}_{status}",
+            "object": "event",
+            "created_at": round(self.state.clock.time()),
+            "type": f"batch.{status}",
+            "data": {"id": job.id},
+        }
 
     async def get_batch(self, request: Request) -> Reply:
         """A batch's status."""
@@ -316,6 +334,9 @@ class OpenAIBatch(BatchProvider):
             batch.marks |= {"cancelling_at": now, "cancelled_at": ends_at}
             lines = self.config.openai_batch_cancel_lines
             batch.unrun = "batch_cancelled" if lines == "batch_cancelled" else None
+            if self.config.openai_webhook_url:  # its end moved: batch.cancelled, then
+                self.callbacks.unschedule(job)
+                self.callbacks.schedule(job, self.config.openai_webhook_url)
         return Reply(200, self.render_batch(batch, now))
 
     async def list_batches(self, request: Request) -> Reply:
