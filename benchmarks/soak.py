@@ -116,12 +116,9 @@ def cause_of(error: str, provider: str) -> str:
     return cause.removeprefix(f"{provider} ")[:60]
 
 
-async def child(provider: str, jobs: int, base_url: str) -> dict[str, Any]:
-    """One provider's batch in a flow run; returns its rows and the job events it emitted."""
-    from prefect import flow
-
+def recorded_events() -> list[str]:
+    """The ids of the job events this process emits from now on (a list that grows)."""
     import prefect_pollers.events.jobs as events
-    from prefect_pollers import BatchItem, run_batch
 
     emitted: list[str] = []
     emit_event = events.emit_event
@@ -132,7 +129,17 @@ async def child(provider: str, jobs: int, base_url: str) -> dict[str, Any]:
             emitted.append(str(sent.id))
         return sent
 
-    events.emit_event = recording
+    events.emit_event = recording  # type: ignore[assignment]
+    return emitted
+
+
+async def child(provider: str, jobs: int, base_url: str) -> dict[str, Any]:
+    """One provider's batch in a flow run; returns its rows and the job events it emitted."""
+    from prefect import flow
+
+    from prefect_pollers import BatchItem, run_batch
+
+    emitted = recorded_events()
     block = provider_entry(provider).block(
         base_url, "sim-key", policy_scale=SCALE, timeout_s=TIMEOUT_S
     )
@@ -174,19 +181,9 @@ async def batch_child(provider: str, requests: int, base_url: str) -> dict[str, 
     """One provider-batch API's requests in a flow run; its outcomes' counts and events."""
     from prefect import flow
 
-    import prefect_pollers.events.jobs as events
     from prefect_pollers import BatchItem, run_provider_batch
 
-    emitted: list[str] = []
-    emit_event = events.emit_event
-
-    def recording(**event: Any) -> Any:
-        sent = emit_event(**event)
-        if sent is not None:
-            emitted.append(str(sent.id))
-        return sent
-
-    events.emit_event = recording
+    emitted = recorded_events()
     block = provider_entry(provider).block(
         base_url,
         "sim-key",
