@@ -67,7 +67,9 @@ async def test_fal_refuses_a_wrong_key_and_its_429s_are_ridden_out(sim):
         faults=[FaultRule(provider="fal", route="status", kind="burst_429", first=2)],
     )
     async with httpx.AsyncClient(base_url=sim.url) as http:
-        answer = await http.post("/fal/fal-ai/flux/dev", json={}, headers={"Authorization": "Key x"})
+        answer = await http.post(
+            "/fal/fal-ai/flux/dev", json={}, headers={"Authorization": "Key x"}
+        )
     assert answer.status_code == 401 and "detail" in answer.json()
     async with fal_block(sim).get_client() as client:
         result = await client.wait_for_result(await client.submit({"prompt": "a cat"}))

@@ -37,6 +37,7 @@ FAILED = "FAILED"
 CANCELLED = "CANCELLED"
 """Internal: a cancelled request (fal reports it ``COMPLETED``; its result answers 499)."""
 REQUESTS = "/{owner}/{alias}/requests/{request_id}"
+FAILURE = "Unprocessable: NSFW content detected"
 
 
 class Fal(SendsCallbacks):
@@ -59,7 +60,7 @@ class Fal(SendsCallbacks):
         return request.headers.get("Authorization") == f"Key {self.config.api_key}"
 
     def error_body(self, status: int, code: str, message: str) -> dict[str, Any]:
-        """fal's error body: ``{"detail": ...}``."""
+        """The error body fal answers: ``{"detail": ...}``."""
         return {"detail": message}
 
     async def submit(self, request: Request) -> Reply:
@@ -95,14 +96,16 @@ class Fal(SendsCallbacks):
     def new_request_id(self) -> str:
         """A UUID-shaped request id, drawn from the seeded generator."""
         digits = f"{self.rng.getrandbits(128):032x}"
-        return "-".join(
-            (digits[:8], digits[8:12], digits[12:16], digits[16:20], digits[20:])
-        )
+        return "-".join((digits[:8], digits[8:12], digits[12:16], digits[16:20], digits[20:]))
 
     def urls(self, job: Job) -> dict[str, str]:
         """The request's ``response_url``, ``status_url`` and ``cancel_url``."""
         root = f"{job.data['origin']}{self.prefix}/{job.data['owner_alias']}/requests/{job.id}"
-        return {"response_url": root, "status_url": f"{root}/status", "cancel_url": f"{root}/cancel"}
+        return {
+            "response_url": root,
+            "status_url": f"{root}/status",
+            "cancel_url": f"{root}/cancel",
+        }
 
     def find_request(self, request: Request) -> Job:
         """The job the path names, under the owner/alias it was submitted to."""
@@ -124,7 +127,7 @@ class Fal(SendsCallbacks):
         if job.terminal == CANCELLED:
             raise Refusal(499, "cancelled", "Request cancelled")
         if job.terminal == FAILED:
-            raise Refusal(422, "failed", "Unprocessable: NSFW content detected")
+            raise Refusal(422, "failed", FAILURE)
         return Reply(200, self.output(job), delivers=job)
 
     async def cancel_request(self, request: Request) -> Reply:
@@ -147,7 +150,7 @@ class Fal(SendsCallbacks):
         if status == "IN_QUEUE":
             body["queue_position"] = 0
         if status == FAILED:
-            body |= {"error": "Unprocessable: NSFW content detected", "error_type": "content_policy"}
+            body |= {"error": FAILURE, "error_type": "content_policy"}
         if job.is_terminal(now):
             body["metrics"] = {"inference_time": round(job.end - job.created, 3)}
         return body
@@ -160,7 +163,7 @@ class Fal(SendsCallbacks):
         return {"images": [image], "seed": rng.getrandbits(32), "prompt": prompt}
 
     def callback_body(self, job: Job, at: float | None) -> dict[str, Any]:
-        """fal's webhook body: the request's outcome and payload.
+        """The webhook body fal posts: the request's outcome and payload.
 
         fal posts only when a request ends, so a stale copy (``at`` before the end,
         the ``out_of_order`` fault) repeats the same body.
@@ -170,7 +173,9 @@ class Fal(SendsCallbacks):
             return body | {"status": "OK", "payload": self.output(job)}
         if job.terminal == CANCELLED:
             return body | {"status": "ERROR", "error": "Request cancelled", "payload": None}
-        detail = [{"loc": ["body", "prompt"], "msg": "NSFW content detected", "type": "content_policy"}]
+        detail = [
+            {"loc": ["body", "prompt"], "msg": "NSFW content detected", "type": "content_policy"}
+        ]
         return body | {
             "status": "ERROR",
             "error": "Invalid status code: 422",
