@@ -1,4 +1,4 @@
-"""The ASGI application that serves all five providers and the control routes."""
+"""The ASGI application that serves every provider of the registry and the control routes."""
 
 from __future__ import annotations
 
