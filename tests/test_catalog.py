@@ -20,6 +20,7 @@ import httpx
 import pytest
 import respx
 import standardwebhooks
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from prefect_pollers import (
@@ -33,6 +34,7 @@ from prefect_pollers import (
 from prefect_pollers.engine import JobEndedError
 from prefect_pollers.ledger.replays import LedgerReplays
 from prefect_pollers.providers.catalog import entry, names, preset
+from prefect_pollers.providers.signatures import FAL
 from prefect_pollers.testing import VirtualClock, use_clock
 from prefect_pollers.webhooks.app import create_webhook_app
 from prefect_pollers.webhooks.inbox import CallbackInbox
@@ -130,6 +132,7 @@ def test_preset_parameters_and_overrides():
         and fal.policy.interval == entry("fal").block["policy"]["interval"]
     )
     assert KEY not in repr(fal)
+    assert fal.callback_scheme == FAL  # fal's own Ed25519 signatures, its JWKS
     assert preset("runpod", endpoint_id="abc", timeout_s=5).base_url.endswith("/v2/abc")
     with pytest.raises(ValueError, match="needs app"):
         preset("fal")
@@ -225,7 +228,7 @@ async def test_each_preset_calls_back_where_its_api_takes_the_url(name, clock, r
     case = CASES[name]
     fake = case.fake().mount(router)
     fields: dict[str, Any] = {"callback_base_url": RECEIVER}
-    if name != "replicate":
+    if name not in ("replicate", "fal"):
         fields["webhook_secret"] = CAPABILITY_SECRET  # capability-URL tokens
     block = api(name, **fields)
     if name == "replicate":  # its signing secret, from its API
@@ -257,9 +260,16 @@ async def test_each_preset_calls_back_where_its_api_takes_the_url(name, clock, r
             }
         )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=RECEIVER) as hook:
+        if isinstance(fake, FalFake):  # Ed25519 under fal's JWKS: a forgery is refused first
+            forged = fake.signature_headers(job, body, key=Ed25519PrivateKey.generate())
+            refused = await hook.post(url.removeprefix(RECEIVER), content=body, headers=forged)
+            assert refused.status_code == 401 and wakeup.count == 0
+            headers.update(fake.signature_headers(job, body))
         answer = await hook.post(url.removeprefix(RECEIVER), content=body, headers=headers)
     assert answer.status_code < 300, answer.text
     assert wakeup.count == 1
+    if isinstance(fake, FalFake):
+        assert fake.calls["jwks"] >= 1
 
 
 async def test_a_fal_wait_resumed_elsewhere_polls_the_urls_its_submit_answered(clock, router):

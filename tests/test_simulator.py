@@ -43,6 +43,7 @@ async def test_health_lists_the_providers() -> None:
                 "anthropic-batch",
                 "apixo",
                 "exona",
+                "fal",
                 "generic",
                 "modelroute",
                 "openai-batch",

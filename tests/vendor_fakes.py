@@ -9,8 +9,11 @@ SDK checks of ``tests/test_catalog.py`` compare their answers with the vendors' 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
 import json
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +21,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import respx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 Outcome = str  # "succeeded", "failed", "cancelled", "expired"
 
@@ -165,15 +170,20 @@ class FalFake(VendorFake):
 
     Status, result and cancel live under the app's owner/alias without its subpath,
     at the URLs the submit answers; a failed request ends ``COMPLETED`` with ``error``
-    and ``error_type``; a cancelled one's result answers 499.
+    and ``error_type``; a cancelled one's result answers 499. Webhooks are signed as
+    https://docs.fal.ai/model-endpoints/webhooks says: Ed25519 over request id, user id,
+    timestamp and the body's SHA-256, under a key of the JWKS served at ``JWKS_URL``.
     """
 
     BASE = "https://queue.fal.run"
+    JWKS_URL = "https://rest.alpha.fal.ai/.well-known/jwks.json"
+    USER_ID = "fal-user-1"
 
     def __init__(self, key: str, app: str = "fal-ai/flux/dev", **kwargs: Any) -> None:
         super().__init__(key, **kwargs)
         self.app = app
         self.owner_alias = "/".join(app.split("/")[:2])
+        self.signing_key = Ed25519PrivateKey.generate()
 
     def mount(self, router: respx.MockRouter) -> FalFake:
         requests = rf"^{self.BASE}/{self.owner_alias}/requests/(?P<rid>[\w-]+)"
@@ -181,6 +191,7 @@ class FalFake(VendorFake):
         router.get(url__regex=requests + r"/status(\?.*)?$").mock(side_effect=self._status)
         router.get(url__regex=requests + "$").mock(side_effect=self._result)
         router.put(url__regex=requests + "/cancel$").mock(side_effect=self._cancel)
+        router.get(self.JWKS_URL).mock(side_effect=self._jwks)
         return self
 
     def urls(self, job: FakeJob) -> dict[str, str]:
@@ -260,18 +271,35 @@ class FalFake(VendorFake):
         job.cancelled = True
         return httpx.Response(202, json={"status": "CANCELLATION_REQUESTED"})
 
+    def _jwks(self, request: httpx.Request) -> httpx.Response:
+        self.calls["jwks"] += 1
+        raw = self.signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        x = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+        return httpx.Response(200, json={"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x}]})
+
     def callback(self, job: FakeJob) -> tuple[str, bytes]:
         """What fal posts to ``fal_webhook`` when the request is done."""
         assert job.callback_url
-        ok = job.ended_as == "succeeded"
-        body = {
-            "request_id": job.id,
-            "gateway_request_id": job.id,
-            "status": "OK" if ok else "ERROR",
-            "payload": {"images": []} if ok else {"detail": "failed"},
-            "error": None if ok else "Request failed",
-        }
+        body: dict[str, Any] = {"request_id": job.id, "gateway_request_id": job.id}
+        if job.ended_as == "succeeded":
+            body |= {"status": "OK", "payload": {"images": [], "seed": 42}}
+        else:
+            body |= {"status": "ERROR", "error": "Invalid status code: 422", "payload": {}}
         return job.callback_url, json.dumps(body).encode()
+
+    def signature_headers(
+        self, job: FakeJob, body: bytes, key: Ed25519PrivateKey | None = None
+    ) -> dict[str, str]:
+        """fal's ``X-Fal-Webhook-*`` headers signing ``body`` (with ``key``: a forgery)."""
+        ts = str(int(time.time()))
+        digest = hashlib.sha256(body).hexdigest()
+        message = "\n".join((job.id, self.USER_ID, ts, digest)).encode()
+        return {
+            "X-Fal-Webhook-Request-Id": job.id,
+            "X-Fal-Webhook-User-Id": self.USER_ID,
+            "X-Fal-Webhook-Timestamp": ts,
+            "X-Fal-Webhook-Signature": (key or self.signing_key).sign(message).hex(),
+        }
 
 
 class RunPodFake(VendorFake):

@@ -14,6 +14,7 @@ from prefect_pollers.engine import PollPolicy
 from prefect_pollers.providers.anthropic_batch import AnthropicBatchCredentials
 from prefect_pollers.providers.apixo import ApixoCredentials
 from prefect_pollers.providers.base import JobApiCredentials
+from prefect_pollers.providers.catalog import preset
 from prefect_pollers.providers.exona import ExonaCredentials
 from prefect_pollers.providers.http_job_api import HttpJobApi
 from prefect_pollers.providers.modelroute import ModelRouteCredentials
@@ -64,7 +65,9 @@ class ProviderEntry:
         sample_request: A valid request (demo, docs, tests).
         example_flow: The example flow, as ``module:function``.
         block_fields: Fields a block for the simulator needs besides its base URL
-            and key (the generic API's whole declaration).
+            and key (the generic API's whole declaration; a preset's parameters).
+        preset: The catalog preset the block is (``fal``), if any: ``block_fields``
+            then holds its parameters.
     """
 
     name: str
@@ -73,12 +76,14 @@ class ProviderEntry:
     sample_request: dict[str, Any]
     example_flow: str
     block_fields: dict[str, Any] = field(default_factory=dict)
+    preset: str | None = None
 
     def block(self, base_url: str, api_key: str, **fields: Any) -> JobApiCredentials[Any]:
         """A block of this provider at ``base_url`` (``fields`` override any other field)."""
-        return self.block_type(
-            **{**self.block_fields, "base_url": base_url, "api_key": api_key, **fields}
-        )
+        values = {**self.block_fields, "base_url": base_url, "api_key": api_key, **fields}
+        if self.preset is not None:
+            return preset(self.preset, **values)
+        return self.block_type(**values)
 
     def simulator_block(
         self,
@@ -160,7 +165,22 @@ BATCH_PROVIDERS: tuple[ProviderEntry, ...] = (
 )
 """The provider-batch APIs: many requests per job (``run_provider_batch``, not ``run_job``)."""
 
-_BY_NAME = {entry.name: entry for entry in (*PROVIDERS, *BATCH_PROVIDERS)}
+CATALOG_PROVIDERS: tuple[ProviderEntry, ...] = (
+    ProviderEntry(
+        name="fal",
+        block_type=HttpJobApi,
+        simulator_prefix="/fal",
+        sample_request={"prompt": "a fox"},
+        example_flow="flows.generic_jobs:generic_jobs",
+        block_fields={"app": "fal-ai/flux/dev"},
+        preset="fal",
+    ),
+)
+"""Real APIs of the catalog the simulator serves too, their blocks the catalog's presets.
+
+Not in :data:`PROVIDERS`: no demo block, deployment or benchmark runs them."""
+
+_BY_NAME = {entry.name: entry for entry in (*PROVIDERS, *BATCH_PROVIDERS, *CATALOG_PROVIDERS)}
 
 
 def provider_entry(name: str) -> ProviderEntry:

@@ -11,7 +11,8 @@ RunPod's ``endpoint_id``, written ``${name}`` in the fields) and the block's fie
     runpod = preset("runpod", endpoint_id="abc123", api_key="...", policy={"deadline": 600})
 
 Callbacks stay off until ``callback_base_url`` (and a ``webhook_secret``, except for
-Replicate, whose secret the receiver fetches from its API) is given.
+Replicate, whose secret the receiver fetches from its API, and fal, whose webhooks are
+Ed25519-signed under its JWKS) is given.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ faithful to their documented contracts (and explicit about the choices where the
 documents are silent), with scaled time, reproducible randomness, fault injection
 and counters that show how a client behaved. Two provider-batch APIs are simulated
 too, OpenAI Batch (``openai_batch``) and Anthropic Message Batches
-(``anthropic_batch``); the app mounts them once the registry lists them::
+(``anthropic_batch``), and one API of the catalog, fal's queue (``fal``, at ``/fal``);
+the app mounts them once the registry lists them::
 
     with running_simulator(SimulatorConfig(time_scale=0.01, seed=7)) as sim:
         base = sim.base_url("exona")

@@ -187,6 +187,9 @@ class SimulatorConfig(BaseModel):
     generic_retry_after: float = Field(default=5.0, gt=0.0)
     generic_timeout_rate: Probability = 0.0
 
+    fal_duration: Duration = (5.0, 30.0)
+    """How long a fal request takes, queued (a fifth) then in progress."""
+
     batch_duration: Duration = (60.0, 600.0)
     """How long a provider batch runs its requests (their finishes are spread over it)."""
     batch_cancelling: Duration = (2.0, 20.0)
