@@ -83,7 +83,12 @@ class Fal(SendsCallbacks):
             [("IN_QUEUE", 0.2 * duration), ("IN_PROGRESS", 0.8 * duration)],
             FAILED if fate == "failure" else COMPLETED,
             finishes=fate != "never",
-            data={"owner_alias": "/".join(segments[:2]), "origin": origin, "input": body},
+            data={
+                "owner_alias": "/".join(segments[:2]),
+                "origin": origin,
+                "input": body,
+                "webhook": webhook,
+            },
         )
         if webhook is not None:
             await self.call_back(job, webhook)
@@ -136,6 +141,10 @@ class Fal(SendsCallbacks):
         if job.is_terminal(self.now()):
             return Reply(400, {"status": "ALREADY_COMPLETED"})
         self.cancel(job, CANCELLED)
+        webhook = job.data.get("webhook")
+        if webhook is not None:  # its end moved: the webhook goes now, saying so
+            self.callbacks.unschedule(job)
+            self.callbacks.schedule(job, webhook)
         return Reply(202, {"status": "CANCELLATION_REQUESTED"})
 
     def render(self, job: Job, now: float) -> dict[str, Any]:
