@@ -19,12 +19,13 @@ Where the rest of the makespan goes, from the simulator's record of every job
 end); ``occupancy_mean`` (jobs in flight / cap over ``active_s``, from the jobs'
 spans) and ``occupancy_by_tenth`` (over each tenth of it); per shard, the time from
 its last submit to its last end (``shard_tail_s``), and its first submit and last end
-after the first submit of all (``shard_start_s``, ``shard_end_s``). ``cpu_s`` is the CPU time of each kind of process (sampled
-every 2 s: the server, PostgreSQL, the simulator, the workers, the shard runs, the
-parent), ``machine_busy_cores`` the mean busy cores of the whole machine (other work
-included) over the run, next to its ``cores``. JOBS and CAP in the environment set
-``--jobs`` and ``--cap`` (``make bench BENCH=scale_out JOBS=4000 CAP=200``); the cap
-defaults to a twentieth of the jobs, at most 2,000.
+after the first submit of all (``shard_start_s``, ``shard_end_s``). ``cpu_s`` is the
+CPU time of each kind of process (sampled every 2 s: the server, PostgreSQL, the
+simulator, the workers, the shard runs, the parent), ``machine_busy_cores`` the mean
+busy cores of the whole machine (other work included) over the run, next to its
+``cores``. JOBS and CAP in the environment set ``--jobs`` and ``--cap`` (``make bench
+BENCH=scale_out JOBS=4000 CAP=200``); the cap defaults to a twentieth of the jobs, at
+most 2,000.
 """
 
 from __future__ import annotations
