@@ -17,7 +17,10 @@ Where the rest of the makespan goes, from the simulator's record of every job
 (created, ended): ``startup_s`` (the parent's start to the first submit),
 ``active_s`` (first submit to last end), ``teardown_s`` (last end to the parent's
 end); ``occupancy_mean`` (jobs in flight / cap over ``active_s``, from the jobs'
-spans) and ``occupancy_by_tenth`` (over each tenth of it); per shard, the time from
+spans) and ``occupancy_by_tenth`` (over each tenth of it); ``mean_poll_lag_s`` (a
+job's end to the poll that saw it: a slot held, the provider idle) and
+``occupancy_with_lag`` (the jobs' spans and lags / cap: the cap as its holders see
+it); per shard, the time from
 its last submit to its last end (``shard_tail_s``), and its first submit and last end
 after the first submit of all (``shard_start_s``, ``shard_end_s``). ``cpu_s`` is the
 CPU time of each kind of process (sampled every 2 s: the server, PostgreSQL, the
@@ -239,11 +242,14 @@ def timeline(
 ) -> dict[str, object]:
     """Where the makespan went, from the simulator's jobs (see the module)."""
     spans: list[tuple[float, float]] = []
+    lags: list[float] = []
     per_shard: dict[int, list[tuple[float, float]]] = {}
     ranges = split(total, shards)
     for job in jobs.values():
         created, ended = float(job["created_at"]), float(job["ended_at"] or time.time())
         spans.append((created, ended))
+        if job["observed_at"] is not None:
+            lags.append(float(job["observed_at"]) - ended)
         index = int(str(job["data"]["company_name"]).rsplit(" ", 1)[1])
         shard = next(r.index for r in ranges if r.start <= index < r.stop)
         per_shard.setdefault(shard, []).append((created, ended))
@@ -260,7 +266,9 @@ def timeline(
         "active_s": round(active, 1),
         "teardown_s": round(parent["ended_at"] - last, 1),
         "mean_scan_s": round(mean(ended - created for created, ended in spans), 2),
+        "mean_poll_lag_s": round(mean(lags), 2) if lags else None,
         "occupancy_mean": round(sum(e - c for c, e in spans) / (cap * active), 3),
+        "occupancy_with_lag": round((sum(e - c for c, e in spans) + sum(lags)) / (cap * active), 3),
         "occupancy_by_tenth": [round(busy / (cap * active / 10), 2) for busy in tenths],
         "shard_tail_s": [
             round(max(e for _, e in s) - max(c for c, _ in s), 1)

@@ -31,7 +31,9 @@ def control_routes(state: SimulatorState) -> list[Route]:
         return JSONResponse(state.stats())
 
     async def jobs(request: Request) -> JSONResponse:
-        """A provider's jobs, when each was created and ended (epoch seconds; null: not yet).
+        """A provider's jobs: when each was created, ended and first seen ended by a client.
+
+        Epoch seconds; null: not yet.
 
         ``?data=1`` adds each job's request data (company, scenario, model, ...).
         """
@@ -46,6 +48,7 @@ def control_routes(state: SimulatorState) -> list[Route]:
                     job.id: {
                         "created_at": job.created_wall,
                         "ended_at": job.end_wall() if job.is_terminal(now) else None,
+                        "observed_at": job.observed_at,
                         **({"data": job.data} if with_data else {}),
                     }
                     for job in provider.jobs.values()
