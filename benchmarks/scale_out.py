@@ -18,9 +18,10 @@ Where the rest of the makespan goes, from the simulator's record of every job
 ``active_s`` (first submit to last end), ``teardown_s`` (last end to the parent's
 end); ``occupancy_mean`` (jobs in flight / cap over ``active_s``, from the jobs'
 spans) and ``occupancy_by_tenth`` (over each tenth of it); ``mean_poll_lag_s`` (a
-job's end to the poll that saw it: a slot held, the provider idle) and
+job's end to the poll that saw it: a slot held, the provider idle),
 ``occupancy_with_lag`` (the jobs' spans and lags / cap: the cap as its holders see
-it); per shard, the time from
+it) and ``bound_with_lag_s`` (the cap held full, each slot for a scan and its lag:
+the best the poll schedule allows); per shard, the time from
 its last submit to its last end (``shard_tail_s``), and its first submit and last end
 after the first submit of all (``shard_start_s``, ``shard_end_s``). ``cpu_s`` is the
 CPU time of each kind of process (sampled every 2 s: the server, PostgreSQL, the
@@ -267,6 +268,11 @@ def timeline(
         "teardown_s": round(parent["ended_at"] - last, 1),
         "mean_scan_s": round(mean(ended - created for created, ended in spans), 2),
         "mean_poll_lag_s": round(mean(lags), 2) if lags else None,
+        # The cap held full, each slot for a scan and its poll lag: the best this
+        # poll schedule allows.
+        "bound_with_lag_s": round(
+            total / cap * (mean(e - c for c, e in spans) + (mean(lags) if lags else 0.0)), 1
+        ),
         "occupancy_mean": round(sum(e - c for c, e in spans) / (cap * active), 3),
         "occupancy_with_lag": round((sum(e - c for c, e in spans) + sum(lags)) / (cap * active), 3),
         "occupancy_by_tenth": [round(busy / (cap * active / 10), 2) for busy in tenths],
