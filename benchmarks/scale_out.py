@@ -27,9 +27,11 @@ after the first submit of all (``shard_start_s``, ``shard_end_s``). ``cpu_s`` is
 CPU time of each kind of process (sampled every 2 s: the server, PostgreSQL, the
 simulator, the workers, the shard runs, the parent), ``machine_busy_cores`` the mean
 busy cores of the whole machine (other work included) over the run, next to its
-``cores``. JOBS and CAP in the environment set ``--jobs`` and ``--cap`` (``make bench
-BENCH=scale_out JOBS=4000 CAP=200``); the cap defaults to a twentieth of the jobs, at
-most 2,000.
+``cores``. JOBS, CAP and POLL in the environment set ``--jobs``, ``--cap`` and
+``--poll`` (``make bench BENCH=scale_out JOBS=4000 CAP=200``); the cap defaults to a
+twentieth of the jobs, at most 2,000; ``--poll interactive`` polls on the Exona guide's
+schedule for one scan (every 5 s) instead of a batch's (every 30 s), whose lag holds
+each slot a third longer than its scan.
 """
 
 from __future__ import annotations
@@ -71,13 +73,14 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 async def parent_flow(
-    base_url: str, jobs: int, shards: int, cap: int, scale: float
+    base_url: str, jobs: int, shards: int, cap: int, scale: float, poll: str
 ) -> dict[str, object]:
     """Save the capped block, run the sharded parent; returns its rows' outcomes."""
     from flows.batch_scans import batch_scans
     from prefect_pollers import ExonaCredentials
     from prefect_pollers.batch.shards import Sharding
     from prefect_pollers.limits.shared import SharedLimits
+    from prefect_pollers.providers import exona_policy
 
     await ExonaCredentials(
         api_key="sim-key",
@@ -98,6 +101,9 @@ async def parent_flow(
             credentials=BLOCK,
             concurrency=jobs,
             max_age_days=None,
+            # The guide's schedule for one scan (a poll every 5 s) or, by default, for
+            # a batch of 100 or more (every 30 s).
+            policy=exona_policy(1) if poll == "interactive" else None,
             idempotency_prefix=f"scale-out-{time.time_ns()}",
             sharding=Sharding(
                 deployment="batch-scans/shard", shards=shards, threshold=1, poll_interval_s=2
@@ -120,7 +126,7 @@ def child(args: argparse.Namespace) -> None:
     os.chdir(REPO)
     started, started_at = time.monotonic(), time.time()
     outcomes = asyncio.run(
-        parent_flow(args.base_url, args.jobs, args.shards, args.cap, args.time_scale)
+        parent_flow(args.base_url, args.jobs, args.shards, args.cap, args.time_scale, args.poll)
     )
     emit(
         "scale-out-parent",
@@ -311,6 +317,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cap", type=int, default=int(os.environ.get("CAP") or 0) or None)
     parser.add_argument("--time-scale", type=float, default=0.5)
+    parser.add_argument(
+        "--poll",
+        choices=["batch", "interactive"],
+        default=os.environ.get("POLL") or "batch",
+        help="the Exona guide's poll schedule: for a batch (30 s) or one scan (5 s)",
+    )
     parser.add_argument("--child", action="store_true")
     parser.add_argument("--base-url")
     args = parser.parse_args()
@@ -353,6 +365,7 @@ def main() -> None:
                     *("-m", "benchmarks.scale_out", "--child", "--jobs", str(args.jobs)),
                     *("--shards", str(args.shards), "--cap", str(args.cap)),
                     *("--time-scale", str(args.time_scale), "--base-url", sim.base_url("exona")),
+                    *("--poll", args.poll),
                 ],
                 env,
             )
@@ -386,6 +399,7 @@ def main() -> None:
                 cores=os.cpu_count(),
                 peak_rss_mb=sampler.peak_mb,
                 time_scale=args.time_scale,
+                poll=args.poll,
                 events=rows.get("events", 0),
                 event_rows_per_job=round(rows.get("event_resources", 0) / args.jobs, 2),
                 server_rows=rows,
