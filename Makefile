@@ -114,7 +114,7 @@ flaky: install $(if $(filter test,$(LANE)),postgresql)
 	done; \
 	$(BIN)/python scripts/flaky_report.py .flaky/run-*.xml
 
-## Benchmarks: one JSON line each, also appended to benchmarks/results.jsonl (BENCH_RESULTS=path elsewhere; BENCH=name runs one: poll_efficiency, rate_limit, shared_rate_limit, overhead, scale, scale_out, callbacks, durable, ledger, provider_batch).
+## Benchmarks: one JSON line each, also appended to benchmarks/results.jsonl (BENCH_RESULTS=path elsewhere; BENCH=name runs one: poll_efficiency, rate_limit, shared_rate_limit, overhead, scale, scale_out, callbacks, durable, ledger, provider_batch). scale_out takes JOBS= and CAP= (40,000 and 2,000 by default: make bench BENCH=scale_out JOBS=100000).
 bench: install postgresql
 	$(BIN)/python -m benchmarks $(BENCH)
 

@@ -65,6 +65,33 @@ async def test_slots_go_back_to_the_server_when_no_longer_taken():
     await slots.aclose()
 
 
+async def test_leases_go_back_one_at_a_time_and_the_others_keep_every_slot_busy():
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    busy = LeasedSlots(name, limit=6, chunk=2, reuse_seconds=0.2)
+    other = LeasedSlots(name, limit=6, chunk=2)
+    held = await asyncio.gather(*(busy.acquire() for _ in range(6)))
+    oldest, *younger = sorted(set(held), key=lambda lease: lease.created)
+    assert len(younger) == 2 and await active_slots(name) == 6
+    await asyncio.sleep(0.3)  # every lease is past its reuse window
+    waiting = asyncio.create_task(other.acquire())  # another process wants a slot
+    for lease in (oldest, *younger):
+        busy.release(lease)
+    # The oldest lease retires; the younger two hand their freed slots out again.
+    again = [await busy.acquire(), await busy.acquire()]
+    assert {lease.lease_id for lease in again} <= {lease.lease_id for lease in younger}
+    assert oldest.retiring and not any(lease.retiring for lease in younger)
+    await asyncio.sleep(0.2)
+    assert not waiting.done() and await active_slots(name) == 6
+    busy.release(oldest)  # its last slot: it goes back, and the other process gets a turn
+    other.release(await asyncio.wait_for(waiting, 10))
+    assert busy.held == 4 and busy.taken == 4
+    for lease in [*younger, *younger]:
+        busy.release(lease)
+    for slots in (busy, other):
+        await slots.aclose()
+    assert await active_slots(name) == 0
+
+
 async def test_a_hold_after_release_keeps_every_span_under_the_limit():
     name = f"test-{uuid.uuid4().hex[:8]}"
     span = 0.3

@@ -126,6 +126,24 @@ async def test_stats_count_what_clients_did() -> None:
         assert stats["cancels"] == 0 and stats["faults_injected"] == {}
 
 
+async def test_jobs_route_gives_each_job_its_span_and_on_request_its_data() -> None:
+    clock = ManualClock()
+    async with simulator(clock=clock, exona_duration=(50, 50)) as (client, _):
+        scan = (await client.post(SCANS, json=SCAN, headers=BEARER)).json()
+        job = (await client.get("/_sim/jobs/exona")).json()["jobs"][scan["id"]]
+        assert job["ended_at"] is None and "data" not in job
+        clock.advance(60)
+        job = (await client.get("/_sim/jobs/exona?data=1")).json()["jobs"][scan["id"]]
+        assert job["ended_at"] - job["created_at"] == pytest.approx(50)
+        assert job["observed_at"] is None  # no client has seen it end
+        assert job["data"]["company_name"] == SCAN["company_name"]
+        await client.get(f"{SCANS}/{scan['id']}", headers=BEARER)
+        clock.advance(5)
+        await client.get(f"{SCANS}/{scan['id']}", headers=BEARER)
+        job = (await client.get("/_sim/jobs/exona")).json()["jobs"][scan["id"]]
+        assert job["observed_at"] - job["created_at"] == pytest.approx(60)
+
+
 async def test_submit_rate_spans_first_to_last_submit() -> None:
     clock = ManualClock()
     async with simulator(clock=clock) as (client, _):

@@ -9,6 +9,13 @@ on them. A job stuck in a phase past its policy's ``phase_deadlines`` emits
 ends, before the overall deadline. Each is kept in the
 :mod:`~prefect_pollers.events.outbox` until the server is known to hold it. Emitting
 is best effort (:mod:`~prefect_pollers.events.reporting`): it never fails a submit or a wait.
+
+Each event relates to one resource only, the job's flow run (found by the job id, as
+its resource, and by the flow run). Prefect's events worker would relate an event
+emitted inside a run to the run's flow, deployment, work queue, work pool, task run
+and tags as well, and its server stores a row per resource of an event: about ten
+rows per event in a deployment's run, against two. Job events are emitted outside
+the run context (:mod:`~prefect_pollers.events.outside_run`), so the server keeps two.
 """
 
 from __future__ import annotations
@@ -19,12 +26,14 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from prefect.events import emit_event
+from prefect.events import Event, emit_event
+from prefect.runtime import flow_run
 
 from prefect_pollers.engine import JobRef, JobStatus, PhaseDeadlineError
 from prefect_pollers.events.outbox import OUTBOX
+from prefect_pollers.events.outside_run import outside_run
 from prefect_pollers.events.reporting import best_effort
-from prefect_pollers.providers.base import JobApiCredentials
+from prefect_pollers.providers.base import JobApiCredentials, JobEvents
 
 EVENT_PREFIX = "prefect-pollers.job"
 _EVENTS = "the job events"
@@ -67,10 +76,11 @@ def announce_submitted(
     )
     with best_effort(_EVENTS):
         OUTBOX.add(
-            emit_event(
-                event=f"{EVENT_PREFIX}.submitted",
-                resource=_job_resource(ref.provider, ref.job_id),
-                payload={
+            emit_job_event(
+                f"{EVENT_PREFIX}.submitted",
+                ref.provider,
+                ref.job_id,
+                {
                     "provider": ref.provider,
                     "job_id": ref.job_id,
                     "idempotency_key": ref.idempotency_key,
@@ -85,7 +95,7 @@ def announce_submitted(
 def related_flow_run(flow_run_id: str | None) -> list[dict[str, str]]:
     """The related-resources list of an event about ``flow_run_id`` (empty for None)."""
     if not flow_run_id:
-        return []  # inside a flow run, Prefect relates the event to it
+        return []
     return [
         {
             "prefect.resource.id": f"prefect.flow-run.{flow_run_id}",
@@ -94,25 +104,63 @@ def related_flow_run(flow_run_id: str | None) -> list[dict[str, str]]:
     ]
 
 
+def emit_job_event(
+    event: str,
+    provider: str,
+    job_id: str,
+    payload: dict[str, Any],
+    *,
+    flow_run_id: str | None = None,
+) -> Event | None:
+    """Emit ``event`` on a job's resource, related to its flow run alone (see the module).
+
+    Args:
+        event: The event's name.
+        provider: The job's provider.
+        job_id: The job's id.
+        payload: The event's payload.
+        flow_run_id: The flow run it relates to; by default the current one (none
+            outside a run).
+
+    Returns:
+        The event, as ``emit_event`` returns it.
+    """
+    return outside_run(
+        emit_event,
+        event=event,
+        resource=_job_resource(provider, job_id),
+        related=related_flow_run(flow_run_id or flow_run.get_id()),
+        payload=payload,
+    )
+
+
 def emit_state_change(
-    old: JobStatus | None, new: JobStatus, provider: str, *, flow_run_id: str | None = None
+    old: JobStatus | None,
+    new: JobStatus,
+    provider: str,
+    *,
+    flow_run_id: str | None = None,
+    detail: JobEvents = "changes",
 ) -> None:
     """Emit ``prefect-pollers.job.<new state>`` when a job's normalized state changes.
 
     A change of phase alone (e.g. Twyn's PROCESSING_CONFIG to PROCESSING_SIMULATION,
     both running) is logged but emits no event; the phase is in every payload.
     ``flow_run_id`` relates it to a flow run other than the current one (the
-    poller service waits for suspended runs' jobs).
+    poller service waits for suspended runs' jobs). With ``detail="ends"`` only a
+    change to a terminal state emits (its payload names the state before it).
     """
     if old is not None and old.state is new.state:
         return
+    if detail == "ends" and not new.state.terminal:
+        return
     with best_effort(_EVENTS):
         OUTBOX.add(
-            emit_event(
-                event=f"{EVENT_PREFIX}.{new.state.value}",
-                resource=_job_resource(provider, new.job_id),
-                related=related_flow_run(flow_run_id),
-                payload={
+            emit_job_event(
+                f"{EVENT_PREFIX}.{new.state.value}",
+                provider,
+                new.job_id,
+                {
                     "provider": provider,
                     "job_id": new.job_id,
                     "old_state": old.state.value if old else None,
@@ -123,6 +171,7 @@ def emit_state_change(
                     "error_code": new.error_code,
                     "error_message": new.error_message,
                 },
+                flow_run_id=flow_run_id,
             )
         )
 
@@ -151,11 +200,11 @@ def emit_callback(
     it); never the token, the secret or a signature.
     """
     with best_effort(_EVENTS):
-        emit_event(
-            event=CALLBACK_EVENT,
-            resource=_job_resource(provider, job_id),
-            related=related_flow_run(flow_run),
-            payload={
+        emit_job_event(
+            CALLBACK_EVENT,
+            provider,
+            job_id,
+            {
                 "provider": provider,
                 "job_id": job_id,
                 "delivery_id": delivery_id,
@@ -163,6 +212,7 @@ def emit_callback(
                 "status": status.model_dump(mode="json") if status is not None else None,
                 "attestation": attestation,
             },
+            flow_run_id=flow_run,
         )
 
 
@@ -175,11 +225,11 @@ def announcing_stuck(provider: str, *, flow_run_id: str | None = None) -> Iterat
         status = exc.last_status
         with best_effort(_EVENTS):
             OUTBOX.add(
-                emit_event(
-                    event=f"{EVENT_PREFIX}.stuck",
-                    resource=_job_resource(provider, exc.job_id or ""),
-                    related=related_flow_run(flow_run_id),
-                    payload={
+                emit_job_event(
+                    f"{EVENT_PREFIX}.stuck",
+                    provider,
+                    exc.job_id or "",
+                    {
                         "provider": provider,
                         "job_id": exc.job_id,
                         "phase": exc.phase,
@@ -187,6 +237,7 @@ def announcing_stuck(provider: str, *, flow_run_id: str | None = None) -> Iterat
                         "state": status.state.value if status else None,
                         "raw_status": status.raw_status if status else None,
                     },
+                    flow_run_id=flow_run_id,
                 )
             )
         raise

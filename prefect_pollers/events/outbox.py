@@ -46,6 +46,8 @@ from prefect.events.worker import EventsWorker
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
+from prefect_pollers.events.outside_run import outside_run
+
 SETTLE_S = 10.0
 """Seconds after which an event sent while the API was up is stored (flush: 5 s)."""
 CHUNK = 500
@@ -106,8 +108,8 @@ class EventOutbox:
     def add(self, event: Event | None) -> None:
         """Keep ``event`` (as ``emit_event`` returned it) until the server has it.
 
-        It is kept as it was emitted: a copy sent again gets the related resources
-        (flow run, deployment) of the run context it is sent from.
+        It is kept as it was emitted, and a copy is sent again as it was: outside
+        the run context, so that it gets no other related resources.
         """
         if event is None:
             return
@@ -156,7 +158,7 @@ class EventOutbox:
                 break
             worker = EventsWorker.instance()
             for event in missing:
-                worker.send(Event.model_validate_json(event.data))
+                outside_run(worker.send, Event.model_validate_json(event.data))
             resent += len(missing)
             _warn_naming(
                 logger,

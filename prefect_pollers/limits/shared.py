@@ -15,11 +15,16 @@ A GCL round trip per request would cost a Prefect API call per request. Slots
 are leased in chunks instead (:class:`LeasedSlots`): one
 ``increment-with-lease`` call takes ``chunk`` slots, which this process hands
 out and takes back locally; a chunk goes back to the server once none of its
-slots is taken, and stops being reused after ``reuse_seconds`` so that other
-processes get their turn. Leases are renewed while held and expire on the
-server if this process dies. A lease that could not be renewed for its duration
-(the Prefect API was down) is lost: the server may have freed its slots, so
-they are handed out no more, and the next slot comes from a fresh lease.
+slots is taken. So that other processes get their turn, the chunks of a process go
+back one at a time: once ``reuse_seconds`` have passed since it was leased, the
+oldest chunk is retired (it hands out no more slots, and goes back once its last
+one is freed), and the next only once it is back. A retired chunk holds slots idle
+while its last jobs end: retiring every chunk as it passed ``reuse_seconds`` kept
+about a quarter of a full cap idle (the ``scale_out`` benchmark). Leases are
+renewed while held and expire on the server if this process dies. A lease that
+could not be renewed for its duration (the Prefect API was down) is lost: the
+server may have freed its slots, so they are handed out no more, and the next slot
+comes from a fresh lease.
 Acquiring is strict: a limit missing on the server is an error
 (:class:`SharedLimitMissingError`), never a silent pass.
 """
@@ -47,7 +52,7 @@ from prefect_pollers.engine import PollerError
 LEASE_SECONDS = 120.0
 """How long a chunk's lease lasts unless renewed (Prefect's minimum is 60 s)."""
 REUSE_SECONDS = 30.0
-"""How long a chunk's slots are handed out again locally before it must go back."""
+"""How long a chunk's slots are handed out again locally before it may be retired."""
 MAX_RETRY_WAIT_S = 0.5
 """The longest pause before asking again for slots the server refused (423)."""
 
@@ -89,6 +94,7 @@ class Lease:
     Attributes:
         expires: When the server may free it (monotonic seconds): its duration
             after the last lease or renewal call that succeeded was sent.
+        retiring: It hands out no slot again: it goes back once none is taken.
     """
 
     lease_id: UUID
@@ -98,16 +104,17 @@ class Lease:
     taken: int = 0
     granted: int = 0
     lost: bool = False
+    retiring: bool = False
 
     def live(self, now: float) -> bool:
         """Whether the server surely still holds this lease's slots for this process."""
         return not self.lost and now < self.expires
 
-    def can_grant(self, now: float, reuse_seconds: float) -> bool:
+    def can_grant(self, now: float) -> bool:
         """Whether one more slot can be handed out from this lease."""
         if not self.live(now) or self.taken >= self.size:
             return False
-        return self.granted < self.size or now - self.created < reuse_seconds
+        return self.granted < self.size or not self.retiring
 
 
 class LeasedSlots:
@@ -120,7 +127,8 @@ class LeasedSlots:
         hold_after: Seconds a slot stays taken after its holder gives it back (a
             request's span), used by the caller of :meth:`release`.
         lease_seconds: A lease's duration; it is renewed every third of it.
-        reuse_seconds: How long a lease's freed slots are handed out again.
+        reuse_seconds: How long a lease's freed slots are handed out again before
+            it may be retired (one lease at a time, the oldest first).
     """
 
     def __init__(
@@ -219,9 +227,18 @@ class LeasedSlots:
     # -- local bookkeeping ------------------------------------------------------------
     def _grantable(self) -> Lease | None:
         now = time.monotonic()
-        candidates = [lease for lease in self._leases if lease.can_grant(now, self.reuse_seconds)]
+        self._retire(now)
+        candidates = [lease for lease in self._leases if lease.can_grant(now)]
         # The fullest lease first, so that the others empty and go back sooner.
         return max(candidates, key=lambda lease: lease.taken, default=None)
+
+    def _retire(self, now: float) -> None:
+        """Retire the oldest lease past ``reuse_seconds``, unless one is retiring already."""
+        if any(lease.retiring for lease in self._leases):
+            return
+        due = [lease for lease in self._leases if now - lease.created >= self.reuse_seconds]
+        if due:
+            min(due, key=lambda lease: lease.created).retiring = True
 
     @staticmethod
     def _grant(lease: Lease) -> Lease:
@@ -231,7 +248,8 @@ class LeasedSlots:
 
     def _free(self, lease: Lease) -> None:
         lease.taken -= 1
-        while self._waiters and lease.can_grant(time.monotonic(), self.reuse_seconds):
+        self._retire(time.monotonic())
+        while self._waiters and lease.can_grant(time.monotonic()):
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(self._grant(lease))
@@ -287,7 +305,7 @@ class LeasedSlots:
                 continue
             self._want = min(self.chunk, wanted * 2)
             self._leases.append(lease)
-            while self._waiters and lease.can_grant(time.monotonic(), self.reuse_seconds):
+            while self._waiters and lease.can_grant(time.monotonic()):
                 waiter = self._waiters.popleft()
                 if not waiter.done():
                     waiter.set_result(self._grant(lease))

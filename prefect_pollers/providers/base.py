@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 import httpx
 from prefect.blocks.abstract import CredentialsBlock
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 
 CredentialsT = TypeVar("CredentialsT", bound="JobApiCredentials[Any]")
+JobEvents = Literal["changes", "ends"]
+"""How much of a job's life its Prefect events show: every change of state, or its end."""
 
 
 class JobApiCredentials(CredentialsBlock, ABC, Generic[ResultT]):
@@ -56,6 +58,9 @@ class JobApiCredentials(CredentialsBlock, ABC, Generic[ResultT]):
         idempotency_header: Header carrying the caller's idempotency key on
             submit (none of the seed providers documents one: it is sent for APIs
             that honour it; set to None to not send it).
+        job_events: ``changes`` (each job's submit and every change of its state,
+            the end included) or ``ends`` (its submit and its end, the state before
+            the end in the payload: fewer events for very large batches).
     """
 
     provider_name: ClassVar[str]
@@ -83,6 +88,11 @@ class JobApiCredentials(CredentialsBlock, ABC, Generic[ResultT]):
         default=None,
         description="Jobs in flight and requests per second shared by every process on this "
         "account, held in Prefect global concurrency limits.",
+    )
+    job_events: JobEvents = Field(
+        default="changes",
+        description="The job events emitted: 'changes' (its submit and every change of "
+        "state) or 'ends' (its submit and its end: fewer events for very large batches).",
     )
     policy_scale: float = Field(
         default=1.0,

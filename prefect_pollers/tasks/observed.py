@@ -52,7 +52,7 @@ async def observed_wait(
                 policy,
                 logger=logger,
                 on_change=lambda old, new: emit_state_change(
-                    old, new, ref.provider, flow_run_id=flow_run_id
+                    old, new, ref.provider, flow_run_id=flow_run_id, detail=credentials.job_events
                 ),
                 wakeup=wakeup,
                 on_status=on_status,

@@ -265,6 +265,6 @@ class SendsCallbacks(Provider):
         """Count a callback delivery; an accepted one hands over the terminal state."""
         if accepted:
             self.callbacks_sent += 1
-            self.stats.record_observed(job)
+            self.stats.record_observed(job, self.now())
         else:
             self.callbacks_failed += 1

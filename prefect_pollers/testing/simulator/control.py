@@ -31,15 +31,26 @@ def control_routes(state: SimulatorState) -> list[Route]:
         return JSONResponse(state.stats())
 
     async def jobs(request: Request) -> JSONResponse:
-        """A provider's jobs and when each ended (epoch seconds; null: not yet)."""
+        """A provider's jobs: when each was created, ended and first seen ended by a client.
+
+        Epoch seconds; null: not yet.
+
+        ``?data=1`` adds each job's request data (company, scenario, model, ...).
+        """
         provider = state.providers.get(request.path_params["provider"])
         if provider is None:
             return JSONResponse({"error": "no such provider"}, 404)
         now = provider.now()
+        with_data = request.query_params.get("data") == "1"
         return JSONResponse(
             {
                 "jobs": {
-                    job.id: {"ended_at": job.end_wall() if job.is_terminal(now) else None}
+                    job.id: {
+                        "created_at": job.created_wall,
+                        "ended_at": job.end_wall() if job.is_terminal(now) else None,
+                        "observed_at": job.observed_at,
+                        **({"data": job.data} if with_data else {}),
+                    }
                     for job in provider.jobs.values()
                 }
             }

@@ -30,6 +30,7 @@ class Job:
         terminal: The terminal status the job reaches at ``end``.
         data: Provider-specific request data (company, scenario, model, ...).
         observed: Whether a client has been sent the terminal status.
+        observed_at: Epoch time at which a client was first sent it.
         poll_open_at: Before this time a status poll is too early.
         next_poll_at: When the last Retry-After sent for this job runs out.
     """
@@ -43,6 +44,7 @@ class Job:
     terminal: str
     data: dict[str, Any] = field(default_factory=dict)
     observed: bool = False
+    observed_at: float | None = None
     poll_open_at: float = -math.inf
     next_poll_at: float = -math.inf
 

@@ -171,7 +171,7 @@ class Provider(ABC):
         if rule is not None and rule.kind in RESHAPING and reply.status == 200:
             self.reshape_status(reply, rule.kind)
         if reply.delivers is not None:
-            self.stats.record_observed(reply.delivers)
+            self.stats.record_observed(reply.delivers, self.now())
         if reply.response is not None:
             return reply.response
         return JSONResponse(reply.body, reply.status, reply.headers)

@@ -88,10 +88,11 @@ class ProviderStats:
         self.status_calls += 1
         self.status_calls_per_job[job.id] += 1
 
-    def record_observed(self, job: Job) -> None:
-        """Book that a client was sent ``job``'s terminal status."""
+    def record_observed(self, job: Job, now: float) -> None:
+        """Book that a client was sent ``job``'s terminal status at ``now`` (monotonic)."""
         if not job.observed:
             job.observed = True
+            job.observed_at = job.created_wall + (now - job.created)
             self.observed_terminal += 1
 
     def snapshot(self, now: float) -> dict[str, Any]:
