@@ -38,21 +38,33 @@ OTHER = {"company_name": "Other Ltd", "company_website": "https://other.test"}
 ROW_BUDGET_PER_JOB = 8
 
 
-def event_resource_rows(resource_id: str) -> int:
-    """Rows of the server's ``event_resources`` table for the events on ``resource_id``."""
+def event_resource_rows(resource_id: str, run_id: str) -> int:
+    """Rows of the server's ``event_resources`` table for the run's events on ``resource_id``.
+
+    (The session simulator's seeded ids repeat from test to test: other runs' jobs may
+    have had the same id.)
+    """
     path = make_url(PREFECT_API_DATABASE_CONNECTION_URL.value()).database
     with sqlite3.connect(str(path)) as database:
         [(rows,)] = database.execute(
             "select count(*) from event_resources where event_id in "
-            "(select id from events where resource_id = ?)",
-            (resource_id,),
+            "(select id from events where resource_id = ? and id in "
+            "(select event_id from event_resources where resource_id = ?))",
+            (resource_id, f"prefect.flow-run.{run_id}"),
         ).fetchall()
     return int(rows)
 
 
-async def job_events(resource: str, deadline: float) -> list[Event]:
-    """The events on ``resource`` once its end is on the server and no more come."""
-    by_job = EventFilter(resource=EventResourceFilter(id=[resource]))
+async def job_events(resource: str, run_id: str, deadline: float) -> list[Event]:
+    """The run's events on ``resource`` once its end is on the server and no more come.
+
+    Found by the job's resource id (as the UI finds them); the session simulator's
+    seeded ids repeat from test to test, so only this run's are kept.
+    """
+    by_job = EventFilter(
+        resource=EventResourceFilter(id=[resource]),
+        related=EventRelatedFilter(id=[f"prefect.flow-run.{run_id}"]),
+    )
     seen: list[Event] | None = None
     async with get_client() as client:
         while True:
@@ -83,8 +95,8 @@ async def test_a_jobs_events_cost_two_rows_each_and_are_found_by_job_and_flow_ru
 
     (changes_id, ends_id), run_id = await tagged()
     deadline = time.monotonic() + 30
-    changes = await job_events(job_resource_id("exona", changes_id), deadline)
-    ends = await job_events(job_resource_id("exona", ends_id), deadline)
+    changes = await job_events(job_resource_id("exona", changes_id), run_id, deadline)
+    ends = await job_events(job_resource_id("exona", ends_id), run_id, deadline)
     by_run = EventFilter(
         event=EventNameFilter(prefix=["prefect-pollers.job."]),
         related=EventRelatedFilter(id=[f"prefect.flow-run.{run_id}"]),
@@ -97,10 +109,11 @@ async def test_a_jobs_events_cost_two_rows_each_and_are_found_by_job_and_flow_ru
     assert names.count("submitted") == names.count("succeeded") == 1, names
     assert set(names) == {"submitted", "running", "succeeded"}, names
     assert sorted(event.event.rsplit(".", 1)[1] for event in ends) == ["submitted", "succeeded"]
-    assert ends[-1].payload["old_state"] in {"pending", "running"}
+    [ended] = [event for event in ends if event.event.endswith(".succeeded")]
+    assert ended.payload["old_state"] in {"pending", "running"}
     assert {event.id for event in found_by_run} == {event.id for event in changes + ends}
     for event in changes + ends:
         assert [related.id for related in event.related] == [f"prefect.flow-run.{run_id}"]
-    rows = event_resource_rows(job_resource_id("exona", changes_id))
+    rows = event_resource_rows(job_resource_id("exona", changes_id), run_id)
     assert rows == 2 * len(changes) <= ROW_BUDGET_PER_JOB
-    assert event_resource_rows(job_resource_id("exona", ends_id)) == 4
+    assert event_resource_rows(job_resource_id("exona", ends_id), run_id) == 4
