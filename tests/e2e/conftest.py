@@ -10,16 +10,19 @@ here is stopped, with its children, even when a test fails.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from prefect.client.schemas.objects import StateType
@@ -184,3 +187,15 @@ async def save_never_ending_generic_block(stack: Stack) -> str:
     async with api_client(stack.api_url):
         await block.asave(NEVER_ENDING_GENERIC, overwrite=True)
     return NEVER_ENDING_GENERIC
+
+
+async def until_healthy(http: httpx.AsyncClient, receiver: Process, timeout: float = 60) -> None:
+    """Wait until the webhook receiver ``receiver`` answers ``GET /health`` on ``http``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with suppress(httpx.HTTPError):
+            if (await http.get("/health")).status_code == 200:
+                return
+        assert receiver.popen.poll() is None, receiver.tail()
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"the receiver did not answer within {timeout} s\n{receiver.tail()}")

@@ -9,14 +9,12 @@ processes, and a killed worker's run found, re-run and re-attached.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import secrets
 import signal
 import sys
 import time
-from contextlib import suppress
 from itertools import pairwise
 from typing import Any
 from uuid import UUID
@@ -51,6 +49,7 @@ from tests.e2e.conftest import (
     TIME_SCALE,
     Stack,
     save_never_ending_generic_block,
+    until_healthy,
 )
 from tests.processes import (
     Process,
@@ -242,13 +241,7 @@ async def test_callbacks_end_waits_across_processes(stack: Stack) -> None:
     )
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                with suppress(httpx.HTTPError):
-                    if (await http.get("/health")).status_code == 200:
-                        break
-                assert receiver.popen.poll() is None, receiver.tail()
-                await asyncio.sleep(0.3)
+            await until_healthy(http, receiver)
             before = stack.simulator_stats()["apixo"]
             started = time.monotonic()
             output = stack.cli("deployment", "run", "generation-grid/callback-covers")

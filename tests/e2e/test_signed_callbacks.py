@@ -12,12 +12,9 @@ on logs.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import signal
 import sys
-import time
-from contextlib import suppress
 from typing import Any
 from uuid import UUID
 
@@ -29,7 +26,7 @@ from prefect_pollers.providers.base import JobApiCredentials
 from prefect_pollers.providers.signatures import FAL
 from prefect_pollers.testing.registry import provider_entry
 from prefect_pollers.testing.simulator import SimulatorConfig
-from tests.e2e.conftest import TERMINAL, TIME_SCALE, Stack
+from tests.e2e.conftest import TERMINAL, TIME_SCALE, Stack, until_healthy
 from tests.processes import Process, api_client, free_port, poll
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -69,13 +66,7 @@ async def run_with_receiver(
     )
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                with suppress(httpx.HTTPError):
-                    if (await http.get("/health")).status_code == 200:
-                        break
-                assert receiver.popen.poll() is None, receiver.tail()
-                await asyncio.sleep(0.3)
+            await until_healthy(http, receiver)
             before = stack.simulator_stats()[provider]
             output = stack.cli(
                 "deployment",
